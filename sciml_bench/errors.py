@@ -1,0 +1,21 @@
+"""User-facing errors: one line, naming the problem and the allowed values."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UsageError(ValueError):
+    """Bad input from the user (CLI, suite file, Case field). The CLI prints it on one line, exit 2."""
+
+
+class Unsupported(RuntimeError):
+    """A case this device or build cannot run; recorded as ``status="skipped"`` with the reason."""
+
+
+def unknown(kind: str, name: object, allowed: Iterable[object]) -> UsageError:
+    """An error for an unknown ``name`` of ``kind``, listing allowed values and close matches."""
+    allowed = [str(a) for a in allowed]
+    close = difflib.get_close_matches(str(name), allowed, n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    return UsageError(f"unknown {kind} {name!r}{hint}; expected one of: {', '.join(allowed)}")

@@ -1,0 +1,165 @@
+"""Model zoo registry: ``register_model``, ``create_model``, ``list_models``, ``get_model_spec``.
+
+Each entry knows its task, its default sizes, the knobs it accepts, how to make a sample
+batch and how to compute its loss, so one generic workload can train or run any of them.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sciml_bench.errors import UsageError, unknown
+
+TASKS = ("classification", "regression", "sequence", "operator", "physics", "reconstruction")
+
+# Knobs handled outside the model constructor (by create_model or the workload).
+WORKLOAD_KNOBS = frozenset({"init", "checkpoint", "channels_last"})
+
+Batch = tuple[Any, Any]  # (inputs, targets); inputs may be a tuple of tensors
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the zoo knows about one registered model."""
+
+    name: str
+    fn: Callable[..., nn.Module]
+    family: str
+    task: str
+    defaults: dict[str, Any]
+    knobs: frozenset[str]
+    batch: Callable[..., Batch]  # batch(batch_size, generator, **merged_knobs) -> (inputs, targets) on CPU
+    loss: Callable[[nn.Module, Any, Any], torch.Tensor]
+    description: str = ""
+    hidden: bool = False  # test-only entries (fault models) stay out of listings
+    tags: tuple[str, ...] = field(default=())
+
+    def merged(self, knobs: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overridden by the non-None user knobs."""
+        return dict(self.defaults, **{k: v for k, v in knobs.items() if v is not None})
+
+    def check_knobs(self, knobs: dict[str, Any]) -> None:
+        """Raise UsageError naming the accepted knobs if any given knob is not accepted."""
+        bad = sorted(k for k, v in knobs.items() if v is not None and v is not False and v != 0
+                     and k not in self.knobs and not (k == "init" and v == "default"))
+        if bad:
+            raise UsageError(f"model {self.name!r} does not accept knob(s) {', '.join(bad)}; "
+                             f"it accepts: {', '.join(sorted(self.knobs)) or 'none'}")
+
+    def sample_batch(self, batch_size: int, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32, seed: int = 0, **knobs: Any) -> Batch:
+        """A seeded sample batch on ``device``; floating tensors cast to ``dtype``, integer targets kept."""
+        g = torch.Generator().manual_seed(seed)
+        inputs, targets = self.batch(batch_size, g, **self.merged(knobs))
+        return _to(inputs, device, dtype), _to(targets, device, dtype)
+
+
+def _to(x: Any, device, dtype) -> Any:
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(t, device, dtype) for t in x)
+    if x.is_floating_point():
+        return x.to(device=device, dtype=dtype)
+    return x.to(device=device)
+
+
+def forward(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` on a sample batch's inputs (a tensor or a tuple of tensors)."""
+    return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+
+
+def cross_entropy(model: nn.Module, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Classification loss: logits (B, C) or (B, C, ...) against integer targets."""
+    return F.cross_entropy(forward(model, inputs).float(), targets)
+
+
+def mse(model: nn.Module, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Regression / reconstruction loss, computed in fp32 for stable numerics under autocast."""
+    return F.mse_loss(forward(model, inputs).float(), targets.float())
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str | None = None, *, family: str, task: str, batch: Callable[..., Batch],
+                   loss: Callable[[nn.Module, Any, Any], torch.Tensor] = cross_entropy,
+                   defaults: dict[str, Any] | None = None, knobs: Iterable[str] = (),
+                   description: str = "", hidden: bool = False, tags: Iterable[str] = ()):
+    """Decorator registering a model factory. ``knobs`` are the keyword arguments it accepts
+    plus any of ``WORKLOAD_KNOBS`` it supports; ``init`` is accepted by every model."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[key] = ModelSpec(key, fn, family, task, dict(defaults or {}),
+                                   frozenset(knobs) | {"init"}, batch, loss, doc, hidden, tuple(tags))
+        return fn
+
+    return deco
+
+
+def _natural_key(s: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def _ensure_loaded() -> None:
+    """Import the zoo's family modules and any user plugins (``SCIML_BENCH_PLUGINS=mod1,mod2``)."""
+    from sciml_bench.models import cnn, mlp, resnet  # noqa: F401  (registers entries)
+
+    for mod in filter(None, os.environ.get("SCIML_BENCH_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(mod.strip())
+        except ImportError as e:
+            raise UsageError(f"cannot import plugin module {mod.strip()!r} from SCIML_BENCH_PLUGINS: {e}") from None
+
+
+def list_models(pattern: str | Iterable[str] = "*", exclude_filters: Iterable[str] = (),
+                include_hidden: bool = False) -> list[str]:
+    """Registered names matching glob ``pattern`` (fnmatch), naturally sorted."""
+    _ensure_loaded()
+    pats = [pattern] if isinstance(pattern, str) else list(pattern)
+    names = [n for n, s in _REGISTRY.items() if include_hidden or not s.hidden]
+    names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in pats)]
+    names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in exclude_filters)]
+    return sorted(names, key=_natural_key)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; UsageError with close matches if unknown."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown("model", name, list_models()) from None
+
+
+def create_model(name: str, **knobs: Any) -> nn.Module:
+    """Build model ``name`` with knobs (``None`` means the model's own default).
+
+    Raises UsageError for an unknown name or a knob the model does not accept. The lookup
+    alone is guarded: an exception inside a constructor is a bug and propagates as is.
+    """
+    from sciml_bench.models.layers import init_weights
+
+    spec = get_model_spec(name)
+    spec.check_knobs(knobs)
+    merged = spec.merged(knobs)
+    init = merged.pop("init", "default")
+    model = spec.fn(**{k: v for k, v in merged.items() if k not in WORKLOAD_KNOBS})
+    init_weights(model, init)
+    return model
+
+
+def param_count(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
