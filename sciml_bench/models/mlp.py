@@ -69,3 +69,30 @@ def mlp(**kwargs) -> MLP:
 def mlp_residual(**kwargs) -> MLP:
     """Residual (skip) MLP, 8 layers of 64; pair with ``mlp --set width=64 depth=8``."""
     return _create_mlp(residual=True, **kwargs)
+
+
+@register_model(family="mlp", task="regression", batch=regression_batch, loss=mse, knobs=_MLP_KNOBS,
+                defaults=dict(width=64, depth=8))
+def mlp_plain(**kwargs) -> MLP:
+    """Plain MLP, 8 layers of 64, no skips: the partner of ``mlp_residual`` at equal depth."""
+    return _create_mlp(residual=False, **kwargs)
+
+
+@register_model(family="mlp", task="regression", batch=regression_batch, loss=mse, knobs=_MLP_KNOBS,
+                defaults=dict(norm="batch"))
+def mlp_batchnorm(**kwargs) -> MLP:
+    """MLP 10 -> 128-64-32 -> 1 with BatchNorm after every hidden Linear."""
+    return _create_mlp(**kwargs)
+
+
+@register_model(family="mlp", task="regression", batch=regression_batch, loss=mse, knobs=_MLP_KNOBS,
+                defaults=dict(norm="layer"))
+def mlp_layernorm(**kwargs) -> MLP:
+    """MLP 10 -> 128-64-32 -> 1 with LayerNorm after every hidden Linear."""
+    return _create_mlp(**kwargs)
+
+
+@register_model(family="mlp", task="regression", batch=regression_batch, loss=mse, knobs=_MLP_KNOBS)
+def mlp_dropout(**kwargs) -> MLP:
+    """MLP 10 -> 128-64-32 -> 1 with dropout 0.2 after every hidden activation."""
+    return _create_mlp(dropout=0.2, **kwargs)
