@@ -1,0 +1,305 @@
+"""Case, Study and Suite: what to measure, the questions asked, and the TOML files listing them."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sciml_bench.errors import UsageError, unknown
+
+MODES = ("train", "infer", "data")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp64", "bf16", "fp16", "tf32")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+GRAD_MODES = ("no_grad", "inference_mode", "grad")
+ATTENTIONS = ("manual", "sdpa")
+
+# Fields passed to the model zoo as knobs (None / False / 0 = the model's own default).
+MODEL_KNOBS = ("activation", "init", "norm", "attention", "width", "depth", "resolution", "seq_len",
+               "checkpoint", "channels_last")
+
+# Declared axes whose effect is not applied yet: refused, never silently ignored.
+NOT_IMPLEMENTED: dict[str, str] = {
+    "compile": "torch.compile is not implemented yet",
+    "num_workers": "DataLoader workers are not implemented yet",
+    "pin_memory": "DataLoader pin_memory is not implemented yet",
+    "persistent_workers": "DataLoader persistent_workers is not implemented yet",
+    "prefetch_factor": "DataLoader prefetch_factor is not implemented yet",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fully specified benchmark configuration. Hashable; validated at construction.
+
+    ``None`` for a model knob means "the model's own default". ``case_id`` names the case by
+    the fields that differ from the defaults, so it is stable and readable.
+    """
+
+    model: str = "mlp"
+    mode: str = "train"
+    batch_size: int = 32
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: str = "none"
+    checkpoint: int = 0  # gradient-checkpointing segments; 0 = off
+    channels_last: bool = False
+    activation: str | None = None
+    init: str = "default"
+    norm: str | None = None
+    attention: str | None = None
+    width: int | None = None
+    depth: int | None = None
+    resolution: int | None = None
+    seq_len: int | None = None
+    grad_mode: str = "no_grad"  # infer mode only
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from sciml_bench.models import get_model_spec
+        from sciml_bench.models.layers import ACTIVATIONS, INITS, NORMS
+
+        for f in fields(self):  # types first, so later checks can trust them
+            _check_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name])
+        choices = {"mode": MODES, "device": DEVICES, "precision": PRECISIONS, "compile": COMPILE_MODES,
+                   "optimizer": OPTIMIZERS, "grad_mode": GRAD_MODES, "activation": ACTIVATIONS,
+                   "init": INITS, "norm": NORMS, "attention": ATTENTIONS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise unknown(f"value for {name}", value, allowed)
+        for name in ("batch_size", "width", "depth", "resolution", "seq_len", "prefetch_factor"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"{name} must be a positive integer, got {value}")
+        for name in ("checkpoint", "num_workers"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+        for name, why in NOT_IMPLEMENTED.items():
+            if getattr(self, name) != _DEFAULTS[name]:
+                raise UsageError(f"{name}={getattr(self, name)!r}: {why}; allowed: {_DEFAULTS[name]!r}")
+        if self.mode == "data":
+            raise UsageError("mode='data' (DataLoader epochs) is not implemented yet; allowed: train, infer")
+        if self.mode == "train" and self.grad_mode != "no_grad":
+            raise UsageError(f"grad_mode={self.grad_mode!r} applies to mode='infer' only")
+        get_model_spec(self.model).check_knobs(self.knobs)
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        """The model knobs of this case (None = model default)."""
+        return {k: getattr(self, k) for k in MODEL_KNOBS}
+
+    @property
+    def case_id(self) -> str:
+        """Readable, stable id: the model, then ``field=value`` for each non-default field."""
+        parts = [self.model] + [f"{k}={v}" for k, v in self.to_dict().items()
+                                if k != "model" and v != _DEFAULTS[k]]
+        return ",".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Case":
+        """A new validated Case with ``changes`` applied (unknown fields are a UsageError)."""
+        return make_case(self.to_dict() | changes)
+
+
+_FIELD_TYPES = typing.get_type_hints(Case)
+_DEFAULTS = {f.name: f.default for f in fields(Case)}
+CASE_FIELDS = tuple(_DEFAULTS)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    allowed = tuple(a for a in typing.get_args(hint)) or (hint,)
+    ok = any(value is None if a is type(None) else
+             (isinstance(value, a) and not (a in (int, float) and isinstance(value, bool)))
+             or (a is float and isinstance(value, int) and not isinstance(value, bool))
+             for a in allowed)
+    if not ok:
+        names = " or ".join("None" if a is type(None) else a.__name__ for a in allowed)
+        raise UsageError(f"{name} must be {names}, got {value!r}")
+
+
+def make_case(values: dict[str, Any]) -> Case:
+    """Build a Case from a dict, naming unknown fields with close matches."""
+    for k in values:
+        if k not in _DEFAULTS:
+            raise unknown("case field", k, CASE_FIELDS)
+    return Case(**values)
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Parse a ``--set`` string into the type of Case field ``name``."""
+    if name not in _DEFAULTS:
+        raise unknown("case field", name, CASE_FIELDS)
+    allowed = typing.get_args(_FIELD_TYPES[name]) or (_FIELD_TYPES[name],)
+    if text.lower() in ("none", "null") and type(None) in allowed:
+        return None
+    if bool in allowed:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise UsageError(f"--set {name}={text}: expected true or false")
+    for typ in (int, float):
+        if typ in allowed:
+            try:
+                return typ(text)
+            except ValueError:
+                raise UsageError(f"--set {name}={text}: expected {typ.__name__}") from None
+    return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` into (field, typed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"malformed --set {text!r}; expected key=value with key one of: {', '.join(CASE_FIELDS)}")
+    return key.strip(), parse_value(key.strip(), value.strip())
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named question: a base case, axes to vary, and the reference value for ratios.
+
+    Cases are the product of the axes applied to the base. A case's reference case is the one
+    with the ``reference`` fields substituted (e.g. ``precision=fp32``); cases sharing a reference
+    are timed side by side in interleaved rounds so their ratios come from paired rounds.
+    """
+
+    name: str
+    question: str
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    reference: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ("time", "memory", "flops")
+
+    def cases(self, overrides: dict[str, Any] | None = None) -> list[Case]:
+        """The study's cases, with ``overrides`` (e.g. ``--set``, ``--device``) applied last.
+
+        An override of an axis field collapses that axis to the override's value."""
+        overrides = overrides or {}
+        axes = {k: ([overrides[k]] if k in overrides else v) for k, v in self.axes.items()}
+        out, seen = [], set()
+        for combo in itertools.product(*axes.values()):
+            values = dict(self.base) | dict(zip(axes, combo)) | overrides
+            try:
+                case = make_case(values)
+            except UsageError as e:
+                raise UsageError(f"study {self.name!r}: {e}") from None
+            if case not in seen:
+                seen.add(case)
+                out.append(case)
+        return out
+
+    def reference_of(self, case: Case) -> Case | None:
+        """The reference case paired with ``case`` (itself when it is the reference)."""
+        if not self.reference:
+            return None
+        try:
+            return case.replace(**self.reference)
+        except UsageError:
+            return None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A budgeted list of studies loaded from TOML, with timing defaults (rounds, round time, timeout)."""
+
+    name: str
+    description: str
+    studies: tuple[Study, ...]
+    rounds: int = 5
+    round_time: float = 0.2
+    timeout: float = 300.0
+    path: str = ""
+
+    def study(self, name: str) -> Study:
+        for s in self.studies:
+            if s.name == name:
+                return s
+        raise unknown(f"study in suite {self.name!r}", name, [s.name for s in self.studies])
+
+
+SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout"}
+STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics"}
+
+
+def builtin_suites() -> list[str]:
+    """Names of the suites shipped in the package."""
+    return sorted(p.name[:-5] for p in resources.files("sciml_bench.suites").iterdir() if p.name.endswith(".toml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a shipped suite by name, or a user TOML file by path. Validates every study's cases."""
+    path = Path(name_or_path)
+    if name_or_path in builtin_suites():
+        text = resources.files("sciml_bench.suites").joinpath(f"{name_or_path}.toml").read_text()
+        source = f"{name_or_path}.toml"
+    elif path.suffix == ".toml" or path.exists():
+        try:
+            text, source = path.read_text(), str(path)
+        except OSError as e:
+            raise UsageError(f"cannot read suite file {path}: {e.strerror}") from None
+    else:
+        raise unknown("suite", name_or_path, builtin_suites() + ["<path/to/file.toml>"])
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"bad TOML in {source}: {e}") from None
+    return _parse_suite(data, source)
+
+
+def _parse_suite(data: dict[str, Any], source: str) -> Suite:
+    head = data.get("suite", {})
+    for key in set(data) - {"suite", "study"}:
+        raise unknown(f"top-level table in {source}", key, ["suite", "study"])
+    for key in set(head) - SUITE_KEYS:
+        raise unknown(f"[suite] key in {source}", key, sorted(SUITE_KEYS))
+    studies = []
+    for i, s in enumerate(data.get("study", [])):
+        for key in set(s) - STUDY_KEYS:
+            raise unknown(f"key in study #{i + 1} of {source}", key, sorted(STUDY_KEYS))
+        if "name" not in s:
+            raise UsageError(f"study #{i + 1} of {source} has no name")
+        axes = {k: (v if isinstance(v, list) else [v]) for k, v in s.get("axes", {}).items()}
+        study = Study(s["name"], s.get("question", ""), dict(s.get("base", {})), axes,
+                      dict(s.get("reference", {})), tuple(s.get("metrics", ("time", "memory", "flops"))))
+        study.cases()  # validate now: a bad value fails at load time, naming the study
+        for k in study.reference:
+            if k not in axes:
+                raise UsageError(f"study {study.name!r}: reference field {k!r} is not one of its axes {list(axes)}")
+        studies.append(study)
+    if not studies:
+        raise UsageError(f"suite {source} has no [[study]] tables")
+    names = [s.name for s in studies]
+    if len(set(names)) != len(names):
+        raise UsageError(f"suite {source} defines a study name twice: {names}")
+    try:
+        return Suite(head.get("name", Path(source).stem), head.get("description", ""), tuple(studies),
+                     int(head.get("rounds", 5)), float(head.get("round_time", 0.2)),
+                     float(head.get("timeout", 300.0)), source)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"bad [suite] value in {source}: {e}") from None
+
+
+def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None
+               ) -> Iterator[tuple[Study, list[Case]]]:
+    """(study, cases) for the selected studies of ``suite`` (all when ``studies`` is empty)."""
+    for s in ([suite.study(n) for n in studies] if studies else suite.studies):
+        yield s, s.cases(overrides)

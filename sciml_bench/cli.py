@@ -1,0 +1,287 @@
+"""The ``sciml-bench`` command line: a thin adapter over suites, the runner and the results store."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sciml_bench.errors import UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+# ---------------------------------------------------------------- formatting
+
+def fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(s) >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def fmt_bytes(b: float | None) -> str:
+    if b is None:
+        return "-"
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(b) >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def fmt_ci(m: dict[str, Any], fmt) -> str:
+    if m.get("ci_low") is None or m.get("ci_high") is None:
+        return fmt(m["value"])
+    return f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
+
+
+def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
+    """The per-case table of ``show`` and the end of ``run``."""
+    from sciml_bench.runner import peak_memory
+
+    table = Table(title=f"run {header.get('run_id')} · suite {header.get('suite')} · "
+                        f"{header.get('environment', {}).get('cpu_model', '?')}", title_justify="left")
+    for col, just in (("study", "left"), ("case", "left"), ("status", "left"),
+                      ("step time, median [95% CI]", "right"), ("vs ref [95% CI]", "right"),
+                      ("throughput", "right"), ("peak mem", "right"), ("GFLOP/s", "right")):
+        table.add_column(col, justify=just, overflow="fold")
+    for r in records:
+        m = r.get("metrics", {})
+        if r["status"] != "ok":
+            table.add_row(r["study"], r["case_id"], f"[red]{r['status']}[/]", f"[dim]{r.get('reason', '')}[/]",
+                          "", "", "", "")
+            continue
+        ratio = m.get("time_ratio")
+        ratio_s = "ref" if ratio and ratio["reference"] == r["case_id"] else (
+            fmt_ci(ratio, lambda x: f"{x:.2f}x") if ratio else "-")
+        mem = peak_memory(r)
+        table.add_row(r["study"], r["case_id"], "ok", fmt_ci(m["step_time"], fmt_time), ratio_s,
+                      f"{m['throughput']['value']:.4g}/s", fmt_bytes(mem[1] if mem else None),
+                      f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
+    return table
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List models, studies or suites."""
+    from sciml_bench.cases import builtin_suites, load_suite
+
+    if args.what == "models":
+        from sciml_bench.models import create_model, get_model_spec, list_models, param_count
+
+        t = Table("model", "family", "task", "params", "knobs", "description", title="models")
+        for name in list_models(args.pattern):
+            spec = get_model_spec(name)
+            t.add_row(name, spec.family, spec.task, f"{param_count(create_model(name)):,}",
+                      ", ".join(sorted(spec.knobs)), spec.description)
+    elif args.what == "studies":
+        suite = load_suite(args.suite)
+        t = Table("study", "cases", "axes", "reference", "question", title=f"studies in suite {suite.name}")
+        for s in suite.studies:
+            if fnmatch(s.name, args.pattern):
+                axes = "; ".join(f"{k}={v}" for k, v in s.axes.items())
+                ref = ", ".join(f"{k}={v}" for k, v in s.reference.items()) or "-"
+                t.add_row(s.name, str(len(s.cases())), axes, ref, s.question)
+    else:
+        t = Table("suite", "studies", "cases", "rounds x round time", "description", title="suites")
+        for name in builtin_suites():
+            s = load_suite(name)
+            t.add_row(name, str(len(s.studies)), str(sum(len(st.cases()) for st in s.studies)),
+                      f"{s.rounds} x {s.round_time} s", s.description)
+    console.print(t)
+    return 0
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine; allowed here: auto, cpu")
+    return device
+
+
+def _plan(spec: dict[str, Any]):
+    """(suite, [(study, cases)]) from a run spec (the CLI arguments kept in the run header)."""
+    from sciml_bench.cases import iter_cases, load_suite, parse_assignment
+    from sciml_bench.models import get_model_spec
+
+    suite = load_suite(spec["suite"])
+    overrides = dict(parse_assignment(a) for a in spec["set"])
+    overrides["device"] = spec["device"]
+    for pat in spec["models"]:
+        if not any(ch in pat for ch in "*?["):
+            get_model_spec(pat)  # an unknown model name is an error, not an empty match
+    plan = []
+    for study, cases in iter_cases(suite, spec["studies"], overrides):
+        if spec["models"]:
+            cases = [c for c in cases if any(fnmatch(c.model, p) for p in spec["models"])]
+        if cases:
+            plan.append((study, cases))
+    if not plan:
+        raise UsageError(f"no cases match --study {spec['studies'] or '*'} --model {spec['models'] or '*'} "
+                         f"in suite {suite.name}")
+    return suite, plan
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a suite and write results/<run_id>.jsonl."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from sciml_bench.measure.environment import collect
+    from sciml_bench.results import RunWriter, done_keys, new_run_id, read_run, resolve_run
+    from sciml_bench.runner import RunOptions, chunks, run_chunk
+
+    if args.plugin:
+        os.environ["SCIML_BENCH_PLUGINS"] = ",".join(args.plugin)
+    if args.resume:
+        path = resolve_run(args.resume, args.out)
+        header, records = read_run(path)
+        spec, opts = header["spec"], RunOptions(**header["options"])
+        _resolve_device(spec["device"])
+        os.environ["SCIML_BENCH_PLUGINS"] = ",".join(spec.get("plugins", []))
+        done = done_keys(records)
+        suite, plan = _plan(spec)
+        writer = RunWriter(path)
+        run_id = header["run_id"]
+    else:
+        spec = {"suite": args.suite, "studies": args.study, "models": args.model, "set": args.set,
+                "device": _resolve_device(args.device), "plugins": args.plugin}
+        suite, plan = _plan(spec)
+        for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
+            value = getattr(args, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        opts = RunOptions(rounds=args.rounds or suite.rounds, round_time=args.round_time or suite.round_time,
+                          timeout=args.timeout or suite.timeout, threads=args.threads, max_live=args.max_live)
+        run_id = new_run_id(suite.name)
+        path = Path(args.out) / f"{run_id}.jsonl"
+        import dataclasses
+
+        header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
+                  "suite_file": suite.path, "spec": spec, "options": dataclasses.asdict(opts),
+                  "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
+                                       "metrics": list(s.metrics)} for s, _ in plan},
+                  "environment": collect(hide_hostname=args.hide_hostname, threads=opts.threads)}
+        done = set()
+        writer = RunWriter(path, header)
+
+    work = [(s, [c for c in cases if (s.name, c.case_id) not in done]) for s, cases in plan]
+    work = [(s, ch) for s, cases in work for ch in chunks(s, cases, opts.max_live) if ch]
+    total = sum(len(ch) * (1 + opts.rounds) for _, ch in work)
+    err_console.print(f"[bold]sciml-bench[/] run {run_id}: {sum(len(ch) for _, ch in work)} cases "
+                      f"({len(done)} already done), {opts.rounds} rounds x {opts.round_time} s, device "
+                      f"{spec['device']} → {path}")
+    written = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        with writer, Progress(*columns, console=err_console, transient=False) as progress:
+            task = progress.add_task("starting", total=total)
+            log_dir = Path(args.out) / "logs" / run_id
+            for study, chunk in work:
+                def tick(desc: str, n: int) -> None:
+                    progress.update(task, description=desc[:70], advance=n)
+                for rec in run_chunk(study, chunk, opts, log_dir, tick):
+                    writer.append(rec)
+                    written += 1
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted[/]: {written} new records kept in {path}; "
+                          f"continue with: sciml-bench run --resume {path}")
+        return 130
+    header, records = read_run(path)
+    console.print(results_table(header, records))
+    failed = [r for r in records if r["status"] != "ok"]
+    console.print(f"results: {path}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print the per-case table of a run."""
+    from sciml_bench.results import read_run, resolve_run
+
+    path = resolve_run(args.run, args.dir)
+    header, records = read_run(path)
+    console.print(results_table(header, records))
+    console.print(f"[dim]{path}[/]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sciml-bench", description="Benchmark and profile PyTorch scientific-ML architectures: "
+                "speed, memory and FLOPs of the same configuration side by side, with honest CIs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    ls = sub.add_parser("list", help="list models, studies or suites")
+    ls.add_argument("what", choices=("models", "studies", "suites"), help="what to list")
+    ls.add_argument("pattern", nargs="?", default="*", help="glob filter on names (default: *)")
+    ls.add_argument("--suite", default="quick", help="suite whose studies to list (default: quick)")
+    ls.set_defaults(fn=cmd_list)
+
+    run = sub.add_parser("run", help="run a suite and write results/<run_id>.jsonl",
+                         description="Run the cases of a suite in worker subprocesses, timed in interleaved "
+                                     "rounds, and append one record per case to results/<run_id>.jsonl.")
+    run.add_argument("--suite", default="quick",
+                     help="smoke | quick | full, or a path to a suite TOML file (default: quick)")
+    run.add_argument("--study", action="append", default=[], metavar="NAME", help="only this study (repeatable)")
+    run.add_argument("--model", action="append", default=[], metavar="NAME",
+                     help="only cases of this model; globs allowed (repeatable)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a Case field in every case, e.g. --set batch_size=64 (repeatable)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="auto picks CUDA when present (default: auto)")
+    run.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")
+    run.add_argument("--rounds", type=int, help="interleaved timing rounds per case (default: the suite's)")
+    run.add_argument("--round-time", type=float, metavar="SECONDS",
+                     help="seconds of timed steps per case per round (default: the suite's)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="per-case limit for setup plus all rounds (default: the suite's)")
+    run.add_argument("--threads", type=int, help="torch intra-op threads in workers (default: torch's)")
+    run.add_argument("--max-live", type=int, default=8,
+                     help="most worker processes alive at once; a study's cases are timed side by side "
+                          "in chunks of this size (default: 8)")
+    run.add_argument("--resume", metavar="RUN", help="continue an interrupted run (path, run id or 'latest'), "
+                                                     "skipping finished cases; other selection flags are ignored")
+    run.add_argument("--hide-hostname", action="store_true", help="leave the hostname out of the run header")
+    run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import MODULE to register extra models (repeatable)")
+    run.set_defaults(fn=cmd_run)
+
+    show = sub.add_parser("show", help="print the table of a run")
+    show.add_argument("run", nargs="?", default="latest", help="run file, run id, or 'latest' (default)")
+    show.add_argument("--dir", default="results", help="results directory for ids and 'latest'")
+    show.set_defaults(fn=cmd_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: UsageError becomes one line on stderr and exit code 2."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except UsageError as e:
+        print(f"sciml-bench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

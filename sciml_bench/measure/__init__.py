@@ -1,0 +1,1 @@
+"""Measurement: timing (torch.utils.benchmark), memory, FLOPs and the environment fingerprint."""

@@ -1,0 +1,322 @@
+"""Runner: executes a suite's cases in worker subprocesses, timed in interleaved rounds.
+
+Each case of a study gets its own worker process, kept alive for the whole study: the parent
+builds every case (one at a time, so first-step and memory figures are undisturbed), then
+times them round-robin in short blocks (A B C, B C A, ...). A case's statistics come from its
+per-round medians and a variant/reference ratio from paired rounds, so drift of a shared
+machine shows up in the CIs instead of hiding in one contiguous block. A case that raises,
+crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sciml_bench.cases import Case, Study
+from sciml_bench.errors import Unsupported
+from sciml_bench.stats import paired_ratio, summarize
+
+START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How cases are timed; recorded in the run header."""
+
+    rounds: int = 5
+    round_time: float = 0.2  # seconds of timed steps per case per round
+    timeout: float = 300.0  # per case: setup plus all its rounds
+    threads: int | None = None  # torch intra-op threads in workers (None: torch's default)
+    warmup_steps: int = 3
+    warmup_time: float = 0.1
+    max_live: int = 16  # most worker processes alive at once (one study chunk)
+
+
+# ---------------------------------------------------------------- worker side
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """(status, reason) for an exception raised by a case."""
+    import torch
+
+    msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    if isinstance(exc, Unsupported):
+        return "skipped", str(exc)
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in str(exc).lower()
+                                               or "not enough memory" in str(exc).lower())):
+        return "oom", msg
+    return "error", msg
+
+
+def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
+    """Build the case, warm it up, and measure what needs measuring once: memory and FLOPs."""
+    import torch
+
+    from sciml_bench.measure.flops import count_flops
+    from sciml_bench.measure.memory import (cpu_step_peak_bytes, cuda_step_peak_bytes, peak_rss_bytes,
+                                            rss_bytes, tensor_bytes)
+    from sciml_bench.measure.timing import warmup
+    from sciml_bench.models import param_count
+    from sciml_bench.workloads import build_workload
+
+    metrics: dict[str, dict[str, Any]] = {}
+    absent: dict[str, str] = {}
+    rss_before = rss_bytes()
+    wl = build_workload(case)
+    warm = warmup(wl.step, opts.warmup_steps, opts.warmup_time)
+    metrics["first_step_time"] = {"value": warm["first_step_s"], "unit": "s"}
+    try:
+        metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
+    except Exception as e:  # an op without FLOP support must not lose the case's timing
+        absent["flops"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
+    if wl.device.type == "cuda":
+        peak, start = cuda_step_peak_bytes(wl.step, wl.device)
+        metrics["peak_cuda_bytes"] = {"value": peak, "unit": "B"}
+        metrics["state_cuda_bytes"] = {"value": start, "unit": "B"}
+        absent["peak_cpu_tensor_bytes"] = "case ran on CUDA; see peak_cuda_bytes"
+    else:
+        step_peak = cpu_step_peak_bytes(wl.step)
+        state = tensor_bytes(wl.state_tensors(), "cpu")
+        metrics["peak_cpu_tensor_bytes"] = {"value": state + step_peak, "unit": "B"}
+        metrics["step_cpu_tensor_bytes"] = {"value": step_peak, "unit": "B"}
+        metrics["state_cpu_tensor_bytes"] = {"value": state, "unit": "B"}
+        absent["peak_cuda_bytes"] = "case ran on CPU"
+    metrics["rss_before_build_bytes"] = {"value": rss_before, "unit": "B"}
+    metrics["peak_rss_bytes"] = {"value": peak_rss_bytes(), "unit": "B"}
+    metrics["params"] = {"value": param_count(wl.model), "unit": "count"}
+    _WORKER["workload"] = wl
+    return {"metrics": metrics, "absent": absent, "threads": torch.get_num_threads(),
+            "warmup_steps": warm["warmup_steps"], "pid": os.getpid()}
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_main(conn, log_path: str, threads: int | None) -> None:
+    """Worker loop: answer ('setup', case_dict, opts) / ('round', seconds) / ('stop',) commands."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how Ctrl-C ends the run
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)  # torch / kineto chatter goes to the case log, not over the progress bar
+    os.dup2(fd, 2)
+    import torch
+
+    from sciml_bench.measure.timing import time_block
+
+    if threads:
+        torch.set_num_threads(threads)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        try:
+            if msg[0] == "setup":
+                reply = ("ok", _setup(Case(**msg[1]), RunOptions(**msg[2])))
+            elif msg[0] == "round":
+                wl = _WORKER["workload"]
+                reply = ("ok", time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
+            else:
+                return
+        except BaseException as e:  # noqa: BLE001  (report every failure as a record, then stay alive)
+            traceback.print_exc()
+            reply = _classify(e)
+            _WORKER.pop("workload", None)
+        conn.send(reply)
+
+
+# ---------------------------------------------------------------- parent side
+
+class _Worker:
+    """Parent-side handle of one case's worker process, with its remaining time budget."""
+
+    def __init__(self, ctx, case: Case, log_path: Path, opts: RunOptions):
+        self.case, self.log_path, self.budget = case, log_path, opts.timeout
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, str(log_path), opts.threads), daemon=True)
+        self.proc.start()
+        child.close()
+        self.failure: tuple[str, str] | None = None
+
+    def call(self, msg: tuple | None, timeout: float) -> tuple[str, Any]:
+        """Send ``msg`` (None: just wait) and return the reply, or a failure (status, reason)."""
+        t0 = time.perf_counter()
+        try:
+            if msg is not None:
+                self.conn.send(msg)
+            ready = self.conn.poll(max(timeout, 0.0))
+            reply = self.conn.recv() if ready else None
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            reply = self._crash_reason()
+        finally:
+            self.budget -= time.perf_counter() - t0
+        if reply is None:
+            self.kill()
+            reply = ("timeout", f"case exceeded its timeout ({timeout:.0f} s left of --timeout)")
+        return reply
+
+    def _crash_reason(self) -> tuple[str, str]:
+        self.proc.join(5)
+        code = self.proc.exitcode
+        tail = self.log_tail()
+        if code is not None and code < 0:
+            sig = signal.Signals(-code).name
+            if sig == "SIGKILL":
+                return "oom", f"worker killed by SIGKILL (the kernel OOM killer's signal){tail}"
+            return "crashed", f"worker died from {sig}{tail}"
+        return "crashed", f"worker exited with code {code}{tail}"
+
+    def log_tail(self, n: int = 300) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        lines = [ln for ln in text.splitlines() if ln.strip() and "USDT:" not in ln]
+        return f"; last output: {' | '.join(lines[-3:])[-n:]}" if lines else ""
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(10)
+        self.kill()
+        self.conn.close()
+
+
+def chunks(study: Study, cases: list[Case], max_live: int) -> list[list[Case]]:
+    """Split a study's cases into chunks of at most ``max_live``, keeping each case with its
+    reference (cases that share a reference go together while they fit)."""
+    groups: dict[Any, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(study.reference_of(c) or c, []).append(c)
+    out: list[list[Case]] = []
+    for g in groups.values():
+        if out and len(out[-1]) + len(g) <= max_live:
+            out[-1].extend(g)
+        else:
+            out.extend(g[i:i + max_live] for i in range(0, len(g), max_live))
+    return out
+
+
+ProgressFn = Callable[[str, int], None]  # (description, units done now)
+
+
+def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
+              progress: ProgressFn = lambda d, n: None) -> list[dict[str, Any]]:
+    """Run one chunk of a study's cases; return one record per case, in ``cases`` order.
+
+    Progress units: one per case setup and one per case round.
+    """
+    ctx = mp.get_context("spawn")  # fork is unsafe after torch / CUDA initialised in the parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = [_Worker(ctx, c, log_dir / f"{study.name}--{_safe(c.case_id)}.log", opts) for c in cases]
+    started = time.time()
+    info: dict[int, dict[str, Any]] = {}
+    samples: dict[int, list[list[float]]] = {i: [] for i in range(len(cases))}
+    try:
+        for i, w in enumerate(workers):
+            progress(f"{study.name}: starting {w.case.case_id}", 0)
+            status, payload = w.call(None, START_TIMEOUT)
+            if status != "ready":
+                w.failure = (status, payload)
+        for i, w in enumerate(workers):  # setups one at a time: first-step and memory undisturbed
+            progress(f"{study.name}: setup {w.case.case_id}", 0)
+            if w.failure is None:
+                status, payload = w.call(("setup", w.case.to_dict(), asdict(opts)), w.budget)
+                if status == "ok":
+                    info[i] = payload
+                else:
+                    w.failure = (status, payload)
+                    w.kill()
+            progress(f"{study.name}: setup {w.case.case_id}", 1)
+        for r in range(opts.rounds):
+            order = list(range(len(workers)))
+            order = order[r % len(order):] + order[:r % len(order)]  # rotate: no fixed position bias
+            for i in order:
+                w = workers[i]
+                progress(f"{study.name}: round {r + 1}/{opts.rounds} {w.case.case_id}", 0)
+                if w.failure is None:
+                    status, payload = w.call(("round", opts.round_time), w.budget)
+                    if status == "ok":
+                        samples[i].append(payload)
+                    else:
+                        w.failure = (status, payload)
+                        w.kill()
+                progress(f"{study.name}: round {r + 1}/{opts.rounds} {w.case.case_id}", 1)
+    finally:
+        for w in workers:
+            w.stop()
+    records = [_record(study, w.case, w.failure, info.get(i), samples[i], opts, started)
+               for i, w in enumerate(workers)]
+    _add_ratios(study, records)
+    return records
+
+
+def _safe(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in s)[:150]
+
+
+def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dict[str, Any] | None,
+            rounds: list[list[float]], opts: RunOptions, started: float) -> dict[str, Any]:
+    rec: dict[str, Any] = {"study": study.name, "case_id": case.case_id, "case": case.to_dict(),
+                           "started": started, "finished": time.time()}
+    if failure is not None:
+        return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
+    metrics, absent = dict(info["metrics"]), dict(info["absent"])
+    medians = [sorted(t)[len(t) // 2] if len(t) % 2 else sum(sorted(t)[len(t) // 2 - 1:len(t) // 2 + 1]) / 2
+               for t in rounds]
+    s = summarize(medians)
+    metrics["step_time"] = {"value": s["median"], "unit": "s", "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                            "iqr": s["iqr"], "n": s["n"], "samples": medians, "raw": rounds}
+    if s["ci_low"] is None:
+        absent["step_time_ci"] = f"{s['n']} rounds are too few for a 95% CI of the median (need >= 6)"
+    bs = case.batch_size
+    metrics["throughput"] = {"value": bs / s["median"], "unit": "samples/s",
+                             "ci_low": bs / s["ci_high"] if s["ci_high"] else None,
+                             "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
+    if "flops" in metrics:
+        metrics["flop_rate"] = {"value": metrics["flops"]["value"] / s["median"], "unit": "FLOP/s"}
+    return dict(rec, status="ok", reason=None, metrics=metrics, absent=absent,
+                worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"]})
+
+
+def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
+    """(metric name, bytes) of a record's peak tensor memory on its device."""
+    for name in ("peak_cuda_bytes", "peak_cpu_tensor_bytes"):
+        if name in rec.get("metrics", {}):
+            return name, rec["metrics"][name]["value"]
+    return None
+
+
+def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
+    """Attach time and memory ratios against each case's reference case, from paired rounds."""
+    by_id = {r["case_id"]: r for r in records}
+    for rec in records:
+        ref_case = study.reference_of(Case(**rec["case"]))
+        if rec["status"] != "ok" or ref_case is None:
+            continue
+        ref = by_id.get(ref_case.case_id)
+        if ref is None or ref["status"] != "ok":
+            why = "not in this run" if ref is None else f"reference case {ref['status']}"
+            rec["absent"]["time_ratio"] = f"reference {ref_case.case_id}: {why}"
+            continue
+        pr = paired_ratio(rec["metrics"]["step_time"]["samples"], ref["metrics"]["step_time"]["samples"])
+        rec["metrics"]["time_ratio"] = {"value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"],
+                                        "ci_high": pr["ci_high"], "n": pr["n"], "reference": ref_case.case_id}
+        mine, theirs = peak_memory(rec), peak_memory(ref)
+        if mine and theirs and mine[0] == theirs[0] and theirs[1]:
+            rec["metrics"]["memory_ratio"] = {"value": mine[1] / theirs[1], "unit": "x",
+                                              "reference": ref_case.case_id}
