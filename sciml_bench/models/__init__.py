@@ -114,7 +114,8 @@ def _natural_key(s: str) -> list:
 
 def _ensure_loaded() -> None:
     """Import the zoo's family modules and any user plugins (``SCIML_BENCH_PLUGINS=mod1,mod2``)."""
-    from sciml_bench.models import cnn, deeponet, fno, mlp, pinn, resnet, rnn, transformer  # noqa: F401  (registers entries)
+    from sciml_bench.models import (cnn, deeponet, densenet, fno, mlp, pinn, resnet, rnn,  # noqa: F401
+                                    transformer, unet)  # (importing registers the entries)
 
     for mod in filter(None, os.environ.get("SCIML_BENCH_PLUGINS", "").split(",")):
         try:
