@@ -14,7 +14,8 @@ from rich.table import Table
 
 from sciml_bench.errors import UsageError
 
-console = Console()
+# Piped output (files, CI logs) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 180)
 err_console = Console(stderr=True)
 
 

@@ -1,0 +1,31 @@
+"""Shared fixtures: one real smoke run through the CLI, reused by tests that read results."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300, env: dict | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m sciml_bench ARGS`` in a subprocess (the way a user runs it)."""
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "sciml_bench", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env, **kw)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """Path of a results file from a real ``sciml-bench run --suite smoke --no-report`` on this machine."""
+    out = tmp_path_factory.mktemp("smoke")
+    args = ["run", "--suite", "smoke", "--device", "cpu", "--out", str(out)]
+    if "--no-report" in run_cli("run", "--help").stdout:
+        args.append("--no-report")
+    proc = run_cli(*args, timeout=600)
+    assert proc.returncode == 0, f"smoke run failed:\n{proc.stdout}\n{proc.stderr}"
+    files = sorted(out.glob("*.jsonl"))
+    assert len(files) == 1, f"expected one run file, got {files}"
+    return files[0]
