@@ -1,0 +1,77 @@
+"""Results store: round trip, interrupted writes, foreign files, tidy DataFrame."""
+import json
+
+import pandas as pd
+import pytest
+
+from sciml_bench import load_results
+from sciml_bench.errors import UsageError
+from sciml_bench.results import RunWriter, done_keys, read_run, resolve_run
+
+HEADER = {"run_id": "r1", "created": "2026-11-21T00:00:00", "suite": "t", "environment": {"fingerprint": "abc"}}
+
+
+def _record(case_id, status="ok", value=0.5):
+    metrics = {"step_time": {"value": value, "unit": "s", "ci_low": 0.4, "ci_high": 0.6, "n": 6,
+                             "samples": [value] * 6}} if status == "ok" else {}
+    return {"study": "s", "case_id": case_id, "case": {"model": "mlp", "batch_size": 8}, "status": status,
+            "reason": None if status == "ok" else "boom", "metrics": metrics, "absent": {}}
+
+
+def test_round_trip_and_tidy_frame(tmp_path):
+    path = tmp_path / "r1.jsonl"
+    with RunWriter(path, HEADER) as w:
+        w.append(_record("a", value=0.25))
+        w.append(_record("b", status="error"))
+    header, records = read_run(path)
+    assert header["schema"] == 1 and header["run_id"] == "r1"
+    assert [r["case_id"] for r in records] == ["a", "b"]
+    df = load_results(tmp_path)
+    ok = df[df.case_id == "a"].iloc[0]
+    assert ok.metric == "step_time" and ok.value == 0.25 and ok.ci_low == 0.4 and ok.model == "mlp"
+    failed = df[df.case_id == "b"].iloc[0]
+    assert failed.status == "error" and failed.reason == "boom" and pd.isna(failed.metric)
+
+
+def test_partial_last_line_is_ignored_and_resume_appends_cleanly(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with RunWriter(path, HEADER) as w:
+        w.append(_record("a"))
+    with open(path, "a") as fh:
+        fh.write('{"type": "case", "study": "s", "case_')  # killed mid-write
+    assert [r["case_id"] for r in read_run(path)[1]] == ["a"]
+    with RunWriter(path) as w:  # resume
+        w.append(_record("b"))
+    header, records = read_run(path)
+    assert done_keys(records) == {("s", "a"), ("s", "b")}
+    assert all(json.loads(line) for line in path.read_text().splitlines()), "every line is valid JSON"
+
+
+def test_new_run_never_overwrites(tmp_path):
+    path = tmp_path / "r.jsonl"
+    RunWriter(path, HEADER).close()
+    with pytest.raises(FileExistsError):
+        RunWriter(path, HEADER)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "not a sciml_bench results file"),
+    ("hello\n", "not a sciml_bench results file"),
+    ('{"format": "other"}\n', "not a sciml_bench results file"),
+    ('{"format": "sciml_bench.run", "schema": 99}\n', "schema 99"),
+])
+def test_foreign_files_are_refused(tmp_path, content, needle):
+    f = tmp_path / "x.jsonl"
+    f.write_text(content)
+    with pytest.raises(UsageError, match=needle):
+        read_run(f)
+
+
+def test_resolve_run(tmp_path):
+    with pytest.raises(UsageError, match="no run files"):
+        resolve_run("latest", tmp_path)
+    RunWriter(tmp_path / "r1.jsonl", HEADER).close()
+    assert resolve_run("latest", tmp_path).name == "r1.jsonl"
+    assert resolve_run("r1", tmp_path).name == "r1.jsonl"
+    with pytest.raises(UsageError, match="no such run"):
+        resolve_run("r2", tmp_path)
