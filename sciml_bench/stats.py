@@ -55,3 +55,126 @@ def paired_ratio(variant: Sequence[float], reference: Sequence[float], confidenc
     elif n >= 3:
         out["ci_low"] = out["ci_high"] = out["ratio"]
     return out
+
+
+# ---------------------------------------------------------------- two-sample comparison (compare)
+
+def mann_whitney(new: Sequence[float], base: Sequence[float]) -> float | None:
+    """Two-sided Mann-Whitney U p-value of ``new`` vs ``base`` via ``scipy.stats.mannwhitneyu``.
+
+    Rank-based, so one outlier round cannot fake a significant change. None with fewer than two
+    samples on either side (no test possible).
+    """
+    a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return None
+    if np.ptp(np.concatenate([a, b])) == 0:
+        return 1.0
+    return _finite(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def cliffs_delta(new: Sequence[float], base: Sequence[float]) -> float | None:
+    """Cliff's delta in [-1, 1]: P(new > base) - P(new < base); a rank effect size (0 = no shift)."""
+    a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    if a.size == 0 or b.size == 0:
+        return None
+    diff = np.sign(a[:, None] - b[None, :])
+    return float(diff.mean())
+
+
+def ratio_of_medians(new: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE,
+                     n_resamples: int = 2000, seed: int = 0) -> dict[str, float | int | None]:
+    """median(new) / median(base) with a percentile-bootstrap CI, resampling each side independently.
+
+    Used across runs, where rounds are not paired. Needs at least 3 samples per side for a CI.
+    """
+    a, b = np.asarray(new, dtype=float), np.asarray(base, dtype=float)
+    out: dict[str, float | int | None] = {"ratio": float(np.median(a) / np.median(b)), "n_new": int(a.size),
+                                          "n_base": int(b.size), "ci_low": None, "ci_high": None}
+    if a.size >= 3 and b.size >= 3:
+        rng = np.random.default_rng(seed)
+        ia = rng.integers(0, a.size, size=(n_resamples, a.size))
+        ib = rng.integers(0, b.size, size=(n_resamples, b.size))
+        boot = np.median(a[ia], axis=1) / np.median(b[ib], axis=1)
+        alpha = (1 - confidence) / 2
+        out["ci_low"], out["ci_high"] = (_finite(np.quantile(boot, alpha)), _finite(np.quantile(boot, 1 - alpha)))
+    return out
+
+
+# ---------------------------------------------------------------- step detection (history)
+
+def noise_scale(y: Sequence[float]) -> float:
+    """Robust per-point noise of a series: MAD of successive differences / sqrt(2) (steps barely move it)."""
+    x = np.asarray(y, dtype=float)
+    if x.size < 3:
+        return 0.0
+    return float(stats.median_abs_deviation(np.diff(x), scale="normal") / math.sqrt(2))
+
+
+def _l1_cost_table(x: np.ndarray) -> np.ndarray:
+    """cost[i, j] = sum |x[i:j] - median(x[i:j])| for all 0 <= i < j <= n."""
+    n = x.size
+    cost = np.zeros((n + 1, n + 1))
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            seg = x[i:j]
+            cost[i, j] = np.abs(seg - np.median(seg)).sum()
+    return cost
+
+
+def detect_steps(y: Sequence[float], penalty: float | None = None, min_step: float = 0.0,
+                 log: bool = True, min_size: int = 2) -> list[dict[str, float | int]]:
+    """Piecewise-constant fit of a series (in the spirit of asv's step detection); its steps.
+
+    Minimises the L1 deviation from per-segment medians plus ``penalty`` per extra segment by
+    dynamic programming (exact; O(n^2) segments, fine for a few hundred runs). L1 and medians
+    make one wild run a point, not a step. With ``log`` the fit is on log(y), so a step is a ratio
+    and the same penalty works for microseconds and seconds. The default penalty,
+    ``4 * noise * log(n+1)``, grows with the series' own noise (``noise_scale``) and length, so
+    flat noisy histories stay one segment. Steps whose ratio is within ``min_step`` (e.g. 0.02)
+    of 1 are merged away. Segments shorter than ``min_size`` are not allowed except the last, so a
+    single wild run in the middle is an outlier while the newest run may still start a level.
+
+    Returns one dict per step: ``index`` (first point of the new level), ``before`` and ``after``
+    (segment medians, in y units) and ``ratio`` = after / before.
+    """
+    raw = np.asarray(y, dtype=float)
+    if raw.size < 2:
+        return []
+    if log and np.any(raw <= 0):
+        raise ValueError("detect_steps(log=True) needs positive values")
+    x = np.log(raw) if log else raw
+    n = x.size
+    if penalty is None:
+        sigma = noise_scale(x)
+        floor = 1e-3 if log else 1e-3 * (np.median(np.abs(x)) or 1.0)
+        penalty = 4.0 * max(sigma, floor) * math.log(n + 1)
+    cost = _l1_cost_table(x)
+    best = np.full(n + 1, np.inf)
+    best[0] = -penalty
+    prev = np.zeros(n + 1, dtype=int)
+    for j in range(1, n + 1):
+        cand = best[:j] + cost[:j, j] + penalty
+        if j < n:
+            cand[max(j - min_size + 1, 0):] = np.inf  # segment ending at j too short
+        prev[j] = int(np.argmin(cand))
+        best[j] = cand[prev[j]]
+    bounds, j = [], n
+    while j > 0:
+        bounds.append((prev[j], j))
+        j = prev[j]
+    bounds.reverse()
+    levels = [float(np.median(raw[a:b])) for a, b in bounds]
+    # merge steps smaller than min_step, re-measuring the merged level each time
+    merged = True
+    while merged and len(bounds) > 1:
+        merged = False
+        for k in range(1, len(bounds)):
+            if abs(levels[k] / levels[k - 1] - 1) < min_step if log else abs(levels[k] - levels[k - 1]) < min_step:
+                bounds[k - 1:k + 1] = [(bounds[k - 1][0], bounds[k][1])]
+                levels = [float(np.median(raw[a:b])) for a, b in bounds]
+                merged = True
+                break
+    return [{"index": int(bounds[k][0]), "before": levels[k - 1], "after": levels[k],
+             "ratio": levels[k] / levels[k - 1] if levels[k - 1] else float("inf")}
+            for k in range(1, len(bounds))]
