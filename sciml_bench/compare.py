@@ -1,0 +1,387 @@
+"""Compare two runs case by case (ratio, CI, Mann-Whitney p, verdict, CI exit code) and track history."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from sciml_bench.errors import UsageError
+from sciml_bench.measure.environment import differences
+from sciml_bench.results import read_run, run_files
+from sciml_bench.stats import cliffs_delta, detect_steps, mann_whitney, ratio_of_medians
+
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_ALPHA = 0.01
+# metric families that --fail-on selects, and the record metrics that belong to each
+FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes")}
+# machine identity for history: hardware only, so a torch upgrade stays in one history
+MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "gpu_name", "hostname")
+
+
+@dataclass
+class Row:
+    """One case x metric compared: base and new values, ratio new/base with CI, p-value and verdict."""
+
+    study: str
+    case_id: str
+    metric: str
+    family: str
+    base: float
+    new: float
+    ratio: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    effect: float | None  # Cliff's delta of new vs base samples
+    verdict: str  # faster | slower | unchanged | noisy (memory: smaller | larger | unchanged)
+    unit: str = ""
+
+    @property
+    def fails(self) -> bool:
+        return self.verdict in ("slower", "larger")
+
+
+@dataclass
+class Comparison:
+    """All rows of a two-run comparison plus what could not be compared."""
+
+    base_path: str
+    new_path: str
+    base_run: str
+    new_run: str
+    threshold: float
+    alpha: float
+    samples: str
+    fail_on: tuple[str, ...]
+    rows: list[Row] = field(default_factory=list)
+    only_base: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+    not_ok: list[str] = field(default_factory=list)  # in both runs but failed in one: "key: base→new status"
+    env_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows if r.fails and r.family in self.fail_on]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["env_differences"] = {k: list(v) for k, v in self.env_differences.items()}
+        d["exit_code"] = self.exit_code
+        d["failures"] = [f"{r.study}/{r.case_id}:{r.metric}" for r in self.failures]
+        return d
+
+
+def time_samples(metric: dict[str, Any], samples: str = "rounds") -> list[float]:
+    """The samples a comparison tests: per-round medians (``rounds``) or every per-call time (``raw``)."""
+    if samples == "raw" and metric.get("raw"):
+        return [t for block in metric["raw"] for t in block]
+    return list(metric.get("samples") or [metric["value"]])
+
+
+def verdict(ratio: float, ci: tuple[float | None, float | None], p: float | None, threshold: float,
+            alpha: float) -> str:
+    """Plain-words verdict of a time ratio new/base.
+
+    slower / faster: significant (p < alpha) *and* beyond the threshold. unchanged: the CI lies
+    within ±threshold, or the change is within the threshold and not significant. noisy:
+    a change beyond the threshold that the test cannot tell from noise.
+    """
+    lo, hi = ci
+    significant = p is not None and p < alpha
+    if significant and ratio > 1 + threshold:
+        return "slower"
+    if significant and ratio < 1 / (1 + threshold):
+        return "faster"
+    if lo is not None and hi is not None and lo >= 1 / (1 + threshold) and hi <= 1 + threshold:
+        return "unchanged"
+    if abs(math.log(ratio)) <= math.log(1 + threshold):
+        return "unchanged"
+    return "noisy"
+
+
+def _key(rec: dict[str, Any]) -> str:
+    return f"{rec['study']}/{rec['case_id']}"
+
+
+def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
+                 alpha: float = DEFAULT_ALPHA, fail_on: tuple[str, ...] = ("time",),
+                 samples: str = "raw") -> Comparison:
+    """Compare run ``new`` against run ``base``, case by case.
+
+    Parameters
+    ----------
+    threshold: relative change below which a difference is "unchanged" however significant
+        (0.05 = 5%). A real but tiny change should not fail CI.
+    alpha: significance level of the two-sided Mann-Whitney U test on the time samples.
+    fail_on: metric families ("time", "memory") whose slower/larger verdict sets exit code 1.
+    samples: "raw" tests every per-call time, "rounds" the per-round medians. See the README's
+        detection-quality numbers for what each costs in false alarms on this kind of machine.
+
+    Raises UsageError for unreadable runs or bad options.
+    """
+    if not 0 < threshold < 10:
+        raise UsageError(f"--threshold must be a fraction between 0 and 10 (0.05 = 5%), got {threshold}")
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
+    bad = [f for f in fail_on if f not in FAMILIES]
+    if bad:
+        raise UsageError(f"--fail-on: unknown metric family {bad[0]!r}; expected any of: {', '.join(FAMILIES)}")
+    if samples not in ("raw", "rounds"):
+        raise UsageError(f"--samples must be raw or rounds, got {samples!r}")
+    hb, rb = read_run(base)
+    hn, rn = read_run(new)
+    cmp = Comparison(str(base), str(new), hb.get("run_id", "?"), hn.get("run_id", "?"), threshold, alpha,
+                     samples, tuple(fail_on))
+    cmp.env_differences = differences(hb.get("environment", {}), hn.get("environment", {}))
+    bmap, nmap = {_key(r): r for r in rb}, {_key(r): r for r in rn}
+    cmp.only_base = [k for k in bmap if k not in nmap]
+    cmp.only_new = [k for k in nmap if k not in bmap]
+    for k, b in bmap.items():
+        n = nmap.get(k)
+        if n is None:
+            continue
+        if b["status"] != "ok" or n["status"] != "ok":
+            cmp.not_ok.append(f"{k}: {b['status']} → {n['status']}")
+            continue
+        cmp.rows.extend(_compare_case(b, n, threshold, alpha, samples))
+    return cmp
+
+
+def _compare_case(b: dict[str, Any], n: dict[str, Any], threshold: float, alpha: float,
+                  samples: str) -> list[Row]:
+    rows = []
+    bm, nm = b["metrics"], n["metrics"]
+    if "step_time" in bm and "step_time" in nm:
+        sb, sn = time_samples(bm["step_time"], samples), time_samples(nm["step_time"], samples)
+        rr = ratio_of_medians(sn, sb)
+        # the ratio estimate is always the ratio of the stored medians (per-round medians' median)
+        ratio = nm["step_time"]["value"] / bm["step_time"]["value"]
+        p = mann_whitney(sn, sb)
+        rows.append(Row(b["study"], b["case_id"], "step_time", "time", bm["step_time"]["value"],
+                        nm["step_time"]["value"], ratio, rr["ci_low"], rr["ci_high"], p, cliffs_delta(sn, sb),
+                        verdict(ratio, (rr["ci_low"], rr["ci_high"]), p, threshold, alpha), "s"))
+    for name in FAMILIES["memory"]:
+        if name in bm and name in nm and bm[name]["value"]:
+            ratio = nm[name]["value"] / bm[name]["value"]
+            v = "larger" if ratio > 1 + threshold else "smaller" if ratio < 1 / (1 + threshold) else "unchanged"
+            rows.append(Row(b["study"], b["case_id"], name, "memory", bm[name]["value"], nm[name]["value"], ratio,
+                            None, None, None, None, v, "B"))
+    return rows
+
+
+def to_markdown(cmp: Comparison) -> str:
+    """The comparison as a GitHub-flavoured markdown table, for PR comments."""
+    icon = {"slower": "🔴 slower", "larger": "🔴 larger", "faster": "🟢 faster", "smaller": "🟢 smaller",
+            "noisy": "🟡 noisy", "unchanged": "unchanged"}
+    out = [f"### sciml-bench compare: `{cmp.new_run}` vs `{cmp.base_run}`", "",
+           f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}, Mann-Whitney U on {cmp.samples} samples; "
+           f"fails on: {', '.join(cmp.fail_on)}. **{len(cmp.failures)} failing**.", ""]
+    if cmp.env_differences:
+        out += ["> ⚠️ environments differ: " + "; ".join(f"{k}: {a} → {b}" for k, (a, b) in
+                                                         cmp.env_differences.items()), ""]
+    out += ["| study | case | metric | base | new | new/base [95% CI] | p | verdict |",
+            "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in cmp.rows:
+        out.append(f"| {_md(r.study)} | {_md(r.case_id)} | {r.metric} | {fmt_value(r.base, r.unit)} | "
+                   f"{fmt_value(r.new, r.unit)} | {fmt_ratio(r)} | {fmt_p(r.p_value)} | {icon[r.verdict]} |")
+    for title, items in (("only in base", cmp.only_base), ("only in new", cmp.only_new),
+                         ("not ok in one run", cmp.not_ok)):
+        if items:
+            out += ["", f"**{title}:** " + ", ".join(f"`{_md(i)}`" for i in items)]
+    return "\n".join(out) + "\n"
+
+
+def _md(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fmt_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "s":
+        for u, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+            if abs(v) >= scale:
+                return f"{v / scale:.3g} {u}"
+        return f"{v * 1e9:.3g} ns"
+    if unit == "B":
+        for u, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+            if abs(v) >= scale:
+                return f"{v / scale:.3g} {u}"
+        return f"{v:.0f} B"
+    return f"{v:.4g}"
+
+
+def fmt_ratio(r: Row) -> str:
+    if r.ci_low is None or r.ci_high is None:
+        return f"{r.ratio:.3f}x"
+    return f"{r.ratio:.3f}x [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+
+
+def fmt_p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
+
+
+def to_json(cmp: Comparison) -> str:
+    return json.dumps(cmp.to_dict(), indent=2, default=str)
+
+
+# ---------------------------------------------------------------- history
+
+def machine_id(env: dict[str, Any]) -> str:
+    """Hash of the hardware identity fields: one machine's runs form one history across upgrades."""
+    key = json.dumps({k: env.get(k) for k in MACHINE_KEYS}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Series:
+    """One case's metric over runs of one machine, with the steps found in it."""
+
+    study: str
+    case_id: str
+    metric: str
+    points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, ci_low, ci_high}
+    steps: list[dict[str, Any]]
+
+
+@dataclass
+class History:
+    """Every case's series on one machine and the regressions found."""
+
+    machine: str
+    runs: list[dict[str, Any]]  # {run_id, created, commit, torch, path}
+    series: list[Series]
+    other_machines: dict[str, int]  # machine id -> number of runs left out
+    threshold: float
+
+    @property
+    def regressions(self) -> list[dict[str, Any]]:
+        out = []
+        for s in self.series:
+            for st in s.steps:
+                if st["ratio"] > 1 + self.threshold:
+                    out.append(dict(st, study=s.study, case_id=s.case_id, metric=s.metric))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "runs": self.runs, "threshold": self.threshold,
+                "other_machines": self.other_machines, "regressions": self.regressions,
+                "series": [asdict(s) for s in self.series]}
+
+
+def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: str = "*",
+            metric: str = "step_time", machine: str | None = None, order: str = "time",
+            threshold: float = DEFAULT_THRESHOLD) -> History:
+    """Per-case history of ``metric`` over the runs of one machine, with step detection.
+
+    Runs are grouped by hardware identity (``machine_id``: CPU model, cores, GPU, hostname),
+    so software upgrades (torch, CUDA) stay inside one history and show up as steps. By default
+    the machine of the newest run is used. Runs are ordered by creation time (``order="time"``)
+    or by commit then time (``order="commit"``, the commit order as first seen). Each case's
+    series is fitted piecewise-constant (``stats.detect_steps``, on log values) and every step up
+    by more than ``threshold`` is a regression, reported with its first run, commit and torch
+    version.
+
+    Raises UsageError when there are no runs, or no case matches.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files = [f for p in items for f in run_files(p)]
+    if not files:
+        raise UsageError(f"no run files (*.jsonl) in {', '.join(map(str, items))}")
+    runs = []
+    for f in files:
+        h, recs = read_run(f)
+        env = h.get("environment", {})
+        runs.append({"run_id": h.get("run_id"), "created": h.get("created") or "", "path": str(f),
+                     "commit": (env.get("git") or {}).get("commit"), "torch": env.get("torch"),
+                     "machine": machine_id(env), "records": recs})
+    runs.sort(key=lambda r: (r["created"], r["run_id"] or ""))
+    if order == "commit":
+        first_seen: dict[Any, int] = {}
+        for r in runs:
+            first_seen.setdefault(r["commit"], len(first_seen))
+        runs.sort(key=lambda r: first_seen[r["commit"]])
+    elif order != "time":
+        raise UsageError(f"--order must be time or commit, got {order!r}")
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["machine"]] = counts.get(r["machine"], 0) + 1
+    if machine is None:
+        machine = max(runs, key=lambda r: r["created"])["machine"]
+    elif not any(m.startswith(machine) for m in counts):
+        raise UsageError(f"no runs of machine {machine!r}; machines here: {', '.join(counts)}")
+    mine = [r for r in runs if r["machine"].startswith(machine)]
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in mine:
+        for rec in r["records"]:
+            if rec["status"] != "ok" or metric not in rec.get("metrics", {}):
+                continue
+            if not fnmatch(rec["case_id"], case_pattern) and not fnmatch(f"{rec['study']}/{rec['case_id']}",
+                                                                         case_pattern):
+                continue
+            m = rec["metrics"][metric]
+            series.setdefault((rec["study"], rec["case_id"]), []).append(
+                {"run_id": r["run_id"], "created": r["created"], "commit": r["commit"], "torch": r["torch"],
+                 "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
+    if not series:
+        raise UsageError(f"no ok case matching {case_pattern!r} with metric {metric!r} in {len(mine)} runs")
+    out = []
+    for (study, case_id), pts in series.items():
+        values = [p["value"] for p in pts]
+        steps = detect_steps(values, min_step=threshold / 2) if all(v > 0 for v in values) else []
+        for st in steps:
+            p = pts[st["index"]]
+            st.update(run_id=p["run_id"], commit=p["commit"], torch=p["torch"], created=p["created"],
+                      previous_torch=pts[st["index"] - 1]["torch"], previous_commit=pts[st["index"] - 1]["commit"])
+        out.append(Series(study, case_id, metric, pts, steps))
+    run_list = [{k: r[k] for k in ("run_id", "created", "commit", "torch", "path")} for r in mine]
+    return History(machine[:12], run_list, out, {m: c for m, c in counts.items() if not m.startswith(machine)},
+                   threshold)
+
+
+def history_figures(hist: History, out_dir: str | os.PathLike, limit: int = 40) -> list[str]:
+    """One trend PNG per case (values with CIs, fitted levels, regressions marked); file names returned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    ranked = sorted(hist.series, key=lambda s: -max([st["ratio"] for st in s.steps] + [0]))
+    for s in ranked[:limit]:
+        fig, ax = plt.subplots(figsize=(6.4, 3.0))
+        x = np.arange(len(s.points))
+        y = np.array([p["value"] for p in s.points])
+        lo = np.array([p["ci_low"] if p["ci_low"] is not None else p["value"] for p in s.points])
+        hi = np.array([p["ci_high"] if p["ci_high"] is not None else p["value"] for p in s.points])
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, label="median [95% CI]")
+        bounds = [0] + [st["index"] for st in s.steps] + [len(y)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            ax.hlines(np.median(y[a:b]), a - 0.4, b - 0.6, colors="tab:orange", lw=2)
+        for st in s.steps:
+            color = "tab:red" if st["ratio"] > 1 + hist.threshold else "tab:green"
+            ax.axvline(st["index"] - 0.5, color=color, ls="--", lw=1)
+            ax.annotate(f"{st['ratio']:.2f}x", (st["index"] - 0.5, ax.get_ylim()[1]), color=color,
+                        ha="center", va="top", fontsize=8)
+        ax.set_title(f"{s.study} / {s.case_id}"[:90], fontsize=9)
+        ax.set_xlabel("run (oldest → newest)")
+        ax.set_ylabel(s.metric + (" (s)" if s.metric == "step_time" else ""))
+        fig.tight_layout()
+        name = "history-" + "".join(ch if ch.isalnum() or ch in "-_=." else "_"
+                                    for ch in f"{s.study}--{s.case_id}")[:120] + ".png"
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        names.append(name)
+    return names

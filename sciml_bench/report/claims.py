@@ -1,0 +1,313 @@
+"""Claims checked: common performance folklore, each given a verdict from the runs' own numbers."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sciml_bench.stats import ratio_of_medians
+
+NOT_MEASURED = "not measured"
+
+
+@dataclass
+class Evidence:
+    """One measured pair (or fit) bearing on a claim: what was compared, the number and its CI."""
+
+    what: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    holds: bool | None = None  # None: inconclusive (the CI straddles the claim's boundary)
+    unit: str = "x"
+
+    def text(self) -> str:
+        ci = f" [{self.ci_low:.2f}-{self.ci_high:.2f}]" if self.ci_low is not None and self.ci_high is not None \
+            else ""
+        return f"{self.what}: {self.value:.2f}{self.unit}{ci}"
+
+
+@dataclass
+class Claim:
+    """A claim, its verdict on this hardware and the evidence behind it."""
+
+    claim: str
+    test: str  # how it is checked, in words
+    verdict: str = NOT_MEASURED  # holds | does not hold | mixed | inconclusive | not measured
+    evidence: list[Evidence] = field(default_factory=list)
+    note: str = ""
+
+    def summary(self) -> str:
+        if not self.evidence:
+            return self.note or "no case in these runs varies this"
+        shown = "; ".join(e.text() for e in self.evidence[:6])
+        more = f"; and {len(self.evidence) - 6} more" if len(self.evidence) > 6 else ""
+        return shown + more
+
+
+def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["status"] == "ok"]
+
+
+def pairs(records: list[dict[str, Any]], field_name: str, test: Callable[[Any], bool],
+          base: Callable[[Any], bool]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(variant, baseline) records of one run and study whose cases differ only in ``field_name``."""
+    out = []
+    ok = _ok(records)
+    index: dict[tuple, list[dict[str, Any]]] = {}
+    for r in ok:
+        rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != field_name))
+        index.setdefault((r.get("_run"), r["study"], rest), []).append(r)
+    for group in index.values():
+        for v in group:
+            if not test(v["case"].get(field_name)):
+                continue
+            for b in group:
+                if b is not v and base(b["case"].get(field_name)):
+                    out.append((v, b))
+    return out
+
+
+def time_ratio(v: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | None, float | None]:
+    """variant/baseline step time: the paired-round ratio when b is v's reference, else unpaired."""
+    tr = v["metrics"].get("time_ratio")
+    if tr and tr.get("reference") == b["case_id"]:
+        return tr["value"], tr.get("ci_low"), tr.get("ci_high")
+    tb = b["metrics"].get("time_ratio")
+    if tb and tb.get("reference") == v["case_id"] and tb["value"]:  # v is b's reference: invert the paired ratio
+        lo, hi = tb.get("ci_low"), tb.get("ci_high")
+        return 1 / tb["value"], (1 / hi if hi else None), (1 / lo if lo else None)
+    r = ratio_of_medians(v["metrics"]["step_time"].get("samples") or [v["metrics"]["step_time"]["value"]],
+                         b["metrics"]["step_time"].get("samples") or [b["metrics"]["step_time"]["value"]])
+    return v["metrics"]["step_time"]["value"] / b["metrics"]["step_time"]["value"], r["ci_low"], r["ci_high"]
+
+
+def memory_ratio(v: dict[str, Any], b: dict[str, Any]) -> float | None:
+    from sciml_bench.runner import peak_memory
+
+    mv, mb = peak_memory(v), peak_memory(b)
+    if mv and mb and mv[0] == mb[0] and mb[1]:
+        return mv[1] / mb[1]
+    return None
+
+
+def _within(value: float, lo: float | None, hi: float | None, rng: tuple[float, float]) -> bool | None:
+    """True when the estimate lies in ``rng``; False when the whole CI lies outside; else None."""
+    a, b = rng
+    if a <= value <= b:
+        return True
+    if lo is None or hi is None:
+        return False
+    if hi < a or lo > b:
+        return False
+    return None
+
+
+def _verdict(evidence: list[Evidence]) -> str:
+    if not evidence:
+        return NOT_MEASURED
+    h = [e.holds for e in evidence]
+    if all(x is True for x in h):
+        return "holds"
+    if all(x is False for x in h):
+        return "does not hold"
+    if all(x is None for x in h):
+        return "inconclusive"
+    return f"mixed ({sum(x is True for x in h)} of {len(h)} hold)"
+
+
+def _label(v: dict[str, Any], b: dict[str, Any], field_name: str) -> str:
+    c = v["case"]
+    ctx = f"{c['model']} {c['mode']} bs{c['batch_size']}"
+    return f"{field_name}={v['case'].get(field_name)} vs {b['case'].get(field_name)} ({ctx})"
+
+
+def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=False,
+                mem_rng: tuple[float, float] | None = None) -> Claim:
+    for v, b in pairs(records, field_name, test, base):
+        r, lo, hi = time_ratio(v, b)
+        if speedup:  # report as a speedup (baseline / variant)
+            r, lo, hi = 1 / r, (1 / hi if hi else None), (1 / lo if lo else None)
+        holds = _within(r, lo, hi, rng)
+        unit = "x faster" if speedup else "x time"
+        if mem_rng is not None:
+            m = memory_ratio(v, b)
+            if m is None:
+                holds = None
+            else:
+                holds = holds if mem_rng[0] <= m <= mem_rng[1] else False
+                unit += f", {m:.2f}x memory"
+        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, unit))
+    claim.verdict = _verdict(claim.evidence)
+    return claim
+
+
+def _quality_metric(rec: dict[str, Any]) -> tuple[str, float] | None:
+    for name in ("final_loss", "val_loss", "test_loss", "loss"):
+        if name in rec["metrics"]:
+            return name, rec["metrics"][name]["value"]
+    return None
+
+
+def check_claims(records: list[dict[str, Any]]) -> list[Claim]:
+    """Every claim with its verdict; records carry ``_run`` so pairs never cross runs."""
+    out = []
+    out.append(_time_claim(Claim("AMP (bf16/fp16 autocast) is 2-3x faster and needs 2x less memory",
+                                 "precision=bf16/fp16 vs fp32, same case: speedup in [2, 3] and memory ratio "
+                                 "<= 0.6"), records, "precision", lambda x: x in ("bf16", "fp16"),
+                           lambda x: x == "fp32", (2.0, 3.0), speedup=True, mem_rng=(0.0, 0.6)))
+    out.append(_time_claim(Claim("Gradient checkpointing is 20-30% slower for 2x less memory",
+                                 "checkpoint>0 vs 0: time ratio in [1.2, 1.3] and memory ratio <= 0.6"),
+                           records, "checkpoint", lambda x: bool(x), lambda x: not x, (1.2, 1.3),
+                           mem_rng=(0.0, 0.6)))
+    out.append(_workers_claim(records))
+    out.append(_gru_claim(records))
+    out.append(_batchnorm_claim(records))
+    out.append(_time_claim(Claim("ELU / GELU / Swish (SiLU) are slower than ReLU",
+                                 "activation=elu/gelu/silu/swish vs relu, same case: time ratio > 1"),
+                           records, "activation", lambda x: x in ("elu", "gelu", "silu", "swish", "mish"),
+                           lambda x: x == "relu", (1.0, math.inf)))
+    out.append(_attention_claim(records))
+    out.append(_time_claim(Claim("no_grad inference is faster (and smaller) than inference with autograd on",
+                                 "grad_mode=no_grad vs grad, same infer case: speedup > 1"),
+                           records, "grad_mode", lambda x: x == "no_grad", lambda x: x == "grad",
+                           (1.0, math.inf), speedup=True, mem_rng=(0.0, 1.0)))
+    out.append(_time_claim(Claim("inference_mode is at least as fast as no_grad",
+                                 "grad_mode=inference_mode vs no_grad: speedup >= 1 (within 2%)"),
+                           records, "grad_mode", lambda x: x == "inference_mode", lambda x: x == "no_grad",
+                           (0.98, math.inf), speedup=True))
+    out.append(_time_claim(Claim("A training step costs about 3x an inference step (forward + ~2x backward)",
+                                 "mode=train vs infer, same model and batch: time ratio in [2, 4]"),
+                           records, "mode", lambda x: x == "train", lambda x: x == "infer", (2.0, 4.0)))
+    out.append(_time_claim(Claim("channels_last speeds up convolutional networks",
+                                 "channels_last=true vs false: speedup > 1"), records, "channels_last",
+                           lambda x: x is True, lambda x: x is False, (1.0, math.inf), speedup=True))
+    out.append(_time_claim(Claim("SDPA attention is faster than manual attention",
+                                 "attention=sdpa vs manual: speedup > 1"), records, "attention",
+                           lambda x: x == "sdpa", lambda x: x == "manual", (1.0, math.inf), speedup=True))
+    out.append(_batch_claim(records))
+    return out
+
+
+def _workers_claim(records) -> Claim:
+    c = Claim("4-8 DataLoader workers are optimal", "mode=data cases over num_workers: the fastest "
+              "worker count is in [4, 8]")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in _ok(records):
+        if r["case"].get("mode") == "data":
+            rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "num_workers"))
+            groups.setdefault((r.get("_run"), r["study"], rest), []).append(r)
+    for g in groups.values():
+        if len({r["case"]["num_workers"] for r in g}) < 2:
+            continue
+        best = min(g, key=lambda r: r["metrics"]["step_time"]["value"])
+        w = best["case"]["num_workers"]
+        c.evidence.append(Evidence(f"fastest of num_workers={sorted(r['case']['num_workers'] for r in g)} "
+                                   f"({best['case']['model']})", w, holds=4 <= w <= 8, unit=" workers"))
+    c.verdict = _verdict(c.evidence)
+    return c
+
+
+def _gru_claim(records) -> Claim:
+    c = Claim("GRU is faster than LSTM", "model=gru* vs the same lstm* case: time ratio < 1")
+    by_key: dict[tuple, dict[str, Any]] = {}
+    for r in _ok(records):
+        m = r["case"]["model"]
+        if "lstm" in m:
+            rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "model"))
+            by_key[(r.get("_run"), r["study"], m.replace("lstm", "gru"), rest)] = r
+    for r in _ok(records):
+        m = r["case"]["model"]
+        rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "model"))
+        b = by_key.get((r.get("_run"), r["study"], m, rest)) if "gru" in m else None
+        if b is not None:
+            ratio, lo, hi = time_ratio(r, b)
+            c.evidence.append(Evidence(f"{m} vs {b['case']['model']} ({r['case']['mode']} "
+                                       f"bs{r['case']['batch_size']})", ratio, lo, hi,
+                                       _within(ratio, lo, hi, (0.0, 1.0)), "x time"))
+    c.verdict = _verdict(c.evidence)
+    return c
+
+
+def _batchnorm_claim(records) -> Claim:
+    c = Claim("BatchNorm trains poorly below batch size 8",
+              "norm=batch: final loss at batch < 8 vs >= 8 on the same model, under the same budget")
+    rows = [(r, _quality_metric(r)) for r in _ok(records) if r["case"].get("norm") in ("batch", "batchnorm")]
+    rows = [(r, q) for r, q in rows if q is not None]
+    small = [q[1] for r, q in rows if r["case"]["batch_size"] < 8]
+    large = [q[1] for r, q in rows if r["case"]["batch_size"] >= 8]
+    if small and large:
+        ratio = float(np.median(small) / np.median(large))
+        c.evidence.append(Evidence("median final loss, batch < 8 over batch >= 8", ratio, holds=ratio > 1.1))
+        c.verdict = _verdict(c.evidence)
+    else:
+        c.note = "needs convergence metrics (final loss) for norm=batch at batch sizes below and above 8"
+    return c
+
+
+def loglog_slope(x: list[float], y: list[float]) -> tuple[float, float | None, float | None] | None:
+    """Power-law exponent of y ~ x^k by least squares on logs, with a 95% CI when >= 3 points."""
+    from scipy import stats
+
+    xs, ys = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    if xs.size < 2 or np.ptp(xs) == 0:
+        return None
+    if xs.size == 2:
+        k = float((ys[1] - ys[0]) / (xs[1] - xs[0]))
+        return k, None, None
+    res = stats.linregress(xs, ys)
+    t = stats.t.ppf(0.975, xs.size - 2)
+    return float(res.slope), float(res.slope - t * res.stderr), float(res.slope + t * res.stderr)
+
+
+def _attention_claim(records) -> Claim:
+    c = Claim("Attention memory grows quadratically with sequence length",
+              "cases varying seq_len with attention (manual or SDPA): fitted memory exponent in [1.7, 2.3]; "
+              "a step's peak memory includes linear terms, so ~1 means they dominate at these sizes")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in _ok(records):
+        if r["case"].get("seq_len") and (r["case"].get("attention") or any(
+                k in r["case"]["model"] for k in ("gpt", "transformer", "attention"))):
+            rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "seq_len"))
+            groups.setdefault((r.get("_run"), r["study"], rest), []).append(r)
+    from sciml_bench.runner import peak_memory
+
+    for g in groups.values():
+        pts = [(r["case"]["seq_len"], (peak_memory(r) or (None, None))[1]) for r in g]
+        pts = sorted((x, y) for x, y in pts if y)
+        if len({x for x, _ in pts}) < 2:
+            continue
+        fit = loglog_slope([x for x, _ in pts], [y for _, y in pts])
+        if fit:
+            k, lo, hi = fit
+            c0 = g[0]["case"]
+            c.evidence.append(Evidence(f"memory exponent, {c0['model']} attention={c0.get('attention')} "
+                                       f"seq_len {pts[0][0]}-{pts[-1][0]}", k, lo, hi,
+                                       _within(k, lo, hi, (1.7, 2.3)), ""))
+    c.verdict = _verdict(c.evidence)
+    return c
+
+
+def _batch_claim(records) -> Claim:
+    c = Claim("Larger batches raise throughput (samples/s)",
+              "batch_size axis: throughput at the largest batch over the smallest > 1")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in _ok(records):
+        rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "batch_size"))
+        groups.setdefault((r.get("_run"), r["study"], rest), []).append(r)
+    for g in groups.values():
+        if len({r["case"]["batch_size"] for r in g}) < 2:
+            continue
+        g = sorted(g, key=lambda r: r["case"]["batch_size"])
+        a, b = g[0], g[-1]
+        ratio, lo, hi = time_ratio(b, a)
+        k = b["case"]["batch_size"] / a["case"]["batch_size"]
+        gain, glo, ghi = k / ratio, (k / hi if hi else None), (k / lo if lo else None)
+        c.evidence.append(Evidence(f"bs{b['case']['batch_size']} vs bs{a['case']['batch_size']} "
+                                   f"({a['case']['model']} {a['case']['mode']})", gain, glo, ghi,
+                                   _within(gain, glo, ghi, (1.0, math.inf)), "x throughput"))
+    c.verdict = _verdict(c.evidence)
+    return c
