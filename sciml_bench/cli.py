@@ -183,6 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
                                        "metrics": list(s.metrics)} for s, _ in plan},
                   "environment": collect(hide_hostname=args.hide_hostname, threads=opts.threads)}
+        from sciml_bench.measure.peak import calibrate
+
+        header["machine_peak"] = calibrate(spec["device"], threads=opts.threads)  # roofline ceiling, ~1-2 s
         done = set()
         writer = RunWriter(path, header)
 
@@ -213,6 +216,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(results_table(header, records))
     failed = [r for r in records if r["status"] != "ok"]
     console.print(f"results: {path}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
+    if not args.no_report:
+        from sciml_bench.report import build_report
+
+        report_dir = Path(args.out).resolve().parent / "reports" / run_id
+        try:
+            console.print(f"report: {build_report([path], report_dir) / 'index.html'}")
+        except Exception as e:  # noqa: BLE001  (the results file is the product; a report bug must not hide it)
+            err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {e}; "
+                              f"retry with: sciml-bench report {path}")
     return 0
 
 
@@ -224,6 +236,92 @@ def cmd_show(args: argparse.Namespace) -> int:
     header, records = read_run(path)
     console.print(results_table(header, records))
     console.print(f"[dim]{path}[/]")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a report directory from one or more runs."""
+    from sciml_bench.report import build_report
+    from sciml_bench.results import read_run, resolve_run
+
+    paths = [resolve_run(r, args.dir) for r in args.runs]
+    out = args.out or str(Path("reports") / read_run(paths[0])[0].get("run_id", "report"))
+    if args.history and not Path(args.history).is_dir():
+        raise UsageError(f"--history {args.history}: not a directory")
+    path = build_report(paths, out, title=args.title, history_dir=args.history)
+    console.print(f"report: {path / 'index.html'}  (also {path / 'report.md'})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two runs; exit 1 when a gated metric got significantly worse beyond the threshold."""
+    from sciml_bench.compare import DEFAULT_ALPHA, compare_runs, fmt_p, fmt_ratio, fmt_value, to_json, to_markdown
+    from sciml_bench.results import resolve_run
+
+    fail_on = tuple(f.strip() for f in args.fail_on.split(",") if f.strip())
+    cmp = compare_runs(resolve_run(args.base, args.dir), resolve_run(args.new, args.dir),
+                       threshold=args.threshold / 100, alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha,
+                       fail_on=fail_on, samples=args.samples)
+    if args.json:
+        print(to_json(cmp))
+        return cmp.exit_code
+    if args.markdown:
+        print(to_markdown(cmp), end="")
+        return cmp.exit_code
+    for k, (a, b) in cmp.env_differences.items():
+        err_console.print(f"[yellow]warning[/]: environments differ in {k}: {a!r} (base) vs {b!r} (new)")
+    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow"}
+    t = Table(title=f"{cmp.new_run} vs {cmp.base_run} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
+              title_justify="left")
+    for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):
+        t.add_column(col, overflow="fold")
+    for r in cmp.rows:
+        c = color.get(r.verdict)
+        t.add_row(r.study, r.case_id, r.metric, fmt_value(r.base, r.unit), fmt_value(r.new, r.unit), fmt_ratio(r),
+                  fmt_p(r.p_value), f"[{c}]{r.verdict}[/]" if c else r.verdict)
+    console.print(t)
+    for title, items in (("only in base", cmp.only_base), ("only in new", cmp.only_new),
+                         ("not ok in one run", cmp.not_ok)):
+        if items:
+            console.print(f"{title}: " + ", ".join(items))
+    n = len(cmp.failures)
+    console.print(f"[red]{n} significantly worse beyond {cmp.threshold:.0%}[/] (exit 1)" if n else
+                  f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%} (exit 0)")
+    return cmp.exit_code
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Per-case trends on one machine, with step detection and a list of regressions."""
+    import json
+
+    from sciml_bench.compare import fmt_value, history, history_figures
+
+    if not Path(args.dir).is_dir():
+        raise UsageError(f"--dir {args.dir}: not a directory")
+    hist = history([args.dir], args.case, args.metric, args.machine, args.order, args.threshold / 100)
+    if args.out:
+        out = Path(args.out)
+        names = history_figures(hist, out / "figures")
+        (out / "history.json").write_text(json.dumps(hist.to_dict(), indent=1, default=str), encoding="utf-8")
+        console.print(f"history: {out / 'history.json'} and {len(names)} figures in {out / 'figures'}")
+    if args.json:
+        print(json.dumps(hist.to_dict(), indent=1, default=str))
+        return 0
+    unit = "s" if args.metric.endswith("time") else ""
+    t = Table(title=f"history · machine {hist.machine} · {len(hist.runs)} runs · {len(hist.series)} cases",
+              title_justify="left")
+    for col in ("study", "case", "runs", "latest", "steps", "regression (first run · commit · torch)"):
+        t.add_column(col, overflow="fold")
+    for s in hist.series:
+        regs = [st for st in s.steps if st["ratio"] > 1 + hist.threshold]
+        t.add_row(s.study, s.case_id, str(len(s.points)), fmt_value(s.points[-1]["value"], unit),
+                  ", ".join(f"{st['ratio']:.2f}x@{st['index']}" for st in s.steps) or "-",
+                  "; ".join(f"[red]{st['ratio']:.2f}x[/] from {st['run_id']} · {str(st['commit'] or '-')[:10]} · "
+                            f"torch {st['torch']}" for st in regs) or "-")
+    console.print(t)
+    if hist.other_machines:
+        console.print(f"[dim]left out: runs of other machines {hist.other_machines} (use --machine)[/]")
+    console.print(f"{len(hist.regressions)} regressions beyond {hist.threshold:.0%}")
     return 0
 
 
@@ -265,12 +363,60 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hide-hostname", action="store_true", help="leave the hostname out of the run header")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE to register extra models (repeatable)")
+    run.add_argument("--no-report", action="store_true",
+                     help="do not write the HTML/markdown report (default: reports/<run_id>/ beside --out)")
     run.set_defaults(fn=cmd_run)
 
     show = sub.add_parser("show", help="print the table of a run")
     show.add_argument("run", nargs="?", default="latest", help="run file, run id, or 'latest' (default)")
     show.add_argument("--dir", default="results", help="results directory for ids and 'latest'")
     show.set_defaults(fn=cmd_show)
+
+    rep = sub.add_parser("report", help="write reports/NAME/ (index.html, report.md, figures/) from runs",
+                         description="Build a report from one or more runs: per-study tables, verdicts and "
+                                     "figures, claims checked, machine peak, failed cases, environment.")
+    rep.add_argument("runs", nargs="*", default=["latest"], metavar="RUN",
+                     help="run files, run ids or 'latest' (default: latest)")
+    rep.add_argument("--out", metavar="DIR", help="report directory (default: reports/<first run id>)")
+    rep.add_argument("--dir", default="results", help="results directory for ids and 'latest'")
+    rep.add_argument("--title", help="report title")
+    rep.add_argument("--history", metavar="DIR", help="add a history section from the runs in DIR")
+    rep.set_defaults(fn=cmd_report)
+
+    cmp = sub.add_parser("compare", help="compare two runs case by case; exit 1 on a significant slowdown",
+                         description="Compare NEW against BASE: ratio new/base with a 95%% CI, Mann-Whitney U "
+                                     "p-value and a verdict per case and metric. Exit code 1 when any case is "
+                                     "significantly slower (or larger) beyond the threshold.")
+    cmp.add_argument("base", help="baseline run (file, run id or 'latest')")
+    cmp.add_argument("new", help="new run (file, run id or 'latest')")
+    cmp.add_argument("--dir", default="results", help="results directory for ids and 'latest'")
+    cmp.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
+                     help="smallest change that counts, in percent (default: 5)")
+    cmp.add_argument("--alpha", type=float, default=None,
+                     help="significance level of the Mann-Whitney U test (default: 0.01)")
+    cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
+                     help="comma-separated metric families that gate the exit code: time, memory (default: time)")
+    cmp.add_argument("--samples", default="raw", choices=("raw", "rounds"),
+                     help="test every per-call time (raw) or the per-round medians (default: raw)")
+    fmt = cmp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--markdown", action="store_true", help="print a markdown table (for PR comments)")
+    cmp.set_defaults(fn=cmd_compare)
+
+    hist = sub.add_parser("history", help="per-case trends over runs of one machine, with change points",
+                          description="Order the runs of one machine by time (or commit), fit each case's "
+                                      "series piecewise-constant and list the steps up (regressions) with "
+                                      "the first run, commit and torch version at which each appeared.")
+    hist.add_argument("--dir", default="results", help="directory of run files (default: results/)")
+    hist.add_argument("--case", default="*", metavar="PATTERN", help="glob on case id or study/case id")
+    hist.add_argument("--metric", default="step_time", help="metric to track (default: step_time)")
+    hist.add_argument("--machine", help="machine id prefix (default: the newest run's machine)")
+    hist.add_argument("--order", default="time", choices=("time", "commit"), help="run order (default: time)")
+    hist.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
+                      help="smallest step that counts as a regression, in percent (default: 5)")
+    hist.add_argument("--out", metavar="DIR", help="also write trend figures and history.json here")
+    hist.add_argument("--json", action="store_true", help="print JSON")
+    hist.set_defaults(fn=cmd_history)
     return p
 
 
