@@ -15,7 +15,7 @@ def _resample_rfft(u_hat: torch.Tensor, n_from: int, n: int) -> torch.Tensor:
 
 
 def burgers_1d(batch_size: int, n: int, g: torch.Generator, nu: float = 0.1, t_end: float = 1.0,
-               modes: int = 4, n_solver: int = 256, dt: float = 5e-3) -> tuple[torch.Tensor, torch.Tensor]:
+               modes: int = 4, n_solver: int = 256, dt: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
     """Viscous Burgers u_t + u u_x = nu u_xx on the periodic domain [0, 2π).
 
     Random smooth u0 (``modes`` Fourier modes, amplitude ~1) evolved to ``t_end`` by an

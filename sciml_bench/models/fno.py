@@ -31,21 +31,15 @@ class SpectralConv(nn.Module):
         size = x.shape[-self.dims:]
         x_ft = torch.fft.rfftn(x.float(), dim=tuple(range(-self.dims, 0)))
         w = torch.view_as_complex(self.weight.float())
+        # A grid too coarse to hold every retained mode uses the modes it has (the rest are zero there).
+        m = [min(mo, s // 2 + 1 if d == self.dims - 1 else s // 2) for d, (mo, s) in enumerate(zip(self.modes, size))]
         out = torch.zeros(x.size(0), w.size(2), *x_ft.shape[2:], dtype=x_ft.dtype, device=x.device)
-        for i, idx in enumerate(self._corners(size)):
-            eq = "bixy,ioxy->boxy" if self.dims == 2 else "bix,iox->box"
-            out[idx] = torch.einsum(eq, x_ft[idx], w[i])
-        return torch.fft.irfftn(out, s=size, dim=tuple(range(-self.dims, 0))).to(x.dtype)
-
-    def _corners(self, size) -> list[tuple]:
-        m = [min(mi, s // 2 + 1) if d == self.dims - 1 else min(mi, s // 2) for d, (mi, s) in
-             enumerate(zip(self.modes, size))]
-        if any(mi < mo for mi, mo in zip(m, self.modes)):
-            raise ValueError(f"grid {tuple(size)} is too coarse for {self.modes} Fourier modes")
-        full = (slice(None), slice(None))
         if self.dims == 1:
-            return [full + (slice(0, m[0]),)]
-        return [full + (slice(0, m[0]), slice(0, m[1])), full + (slice(-m[0], None), slice(0, m[1]))]
+            out[..., :m[0]] = torch.einsum("bix,iox->box", x_ft[..., :m[0]], w[0, ..., :m[0]])
+        else:  # low positive and low negative kx rows, low ky columns
+            out[..., :m[0], :m[1]] = torch.einsum("bixy,ioxy->boxy", x_ft[..., :m[0], :m[1]], w[0, ..., :m[0], :m[1]])
+            out[..., -m[0]:, :m[1]] = torch.einsum("bixy,ioxy->boxy", x_ft[..., -m[0]:, :m[1]], w[1, ..., :m[0], :m[1]])
+        return torch.fft.irfftn(out, s=size, dim=tuple(range(-self.dims, 0))).to(x.dtype)
 
 
 class FNOLayer(nn.Module):
