@@ -1,0 +1,116 @@
+"""compare (ratio, CI, Mann-Whitney, verdict, exit code) and history (step detection) on seeded run files."""
+import json
+
+import numpy as np
+import pytest
+
+from sciml_bench.cli import main
+from sciml_bench.compare import compare_runs, history, to_markdown
+from sciml_bench.errors import UsageError
+from tests._runs import ENV, study_run
+
+
+def test_identical_copy_passes(tmp_path):
+    a = study_run(tmp_path / "a.jsonl", seed=0)
+    cmp = compare_runs(a, a)
+    assert cmp.exit_code == 0, f"an identical copy must pass, got failures {cmp.failures}"
+    assert all(r.verdict == "unchanged" for r in cmp.rows), [r.verdict for r in cmp.rows]
+
+
+def test_aa_rerun_passes_and_20_percent_slowdown_fails(tmp_path):
+    base = study_run(tmp_path / "base.jsonl", seed=0)
+    same = study_run(tmp_path / "same.jsonl", seed=1, run_id="run-b")
+    slow = study_run(tmp_path / "slow.jsonl", seed=2, scale=1.2, run_id="run-c")
+    assert compare_runs(base, same).exit_code == 0, "A/A re-run with fresh noise must pass"
+    cmp = compare_runs(base, slow)
+    time_rows = [r for r in cmp.rows if r.family == "time"]
+    assert cmp.exit_code == 1, "a 20% slowdown must fail"
+    assert all(r.verdict == "slower" for r in time_rows), [(r.case_id, r.verdict, r.p_value) for r in time_rows]
+    assert all(1.1 < r.ratio < 1.3 and r.p_value < 0.01 for r in time_rows)
+    assert all(r.ci_low <= 1.2 <= r.ci_high for r in time_rows), "the ratio CI should cover the injected 1.2"
+
+
+def test_faster_is_not_a_failure_and_memory_gate(tmp_path):
+    base = study_run(tmp_path / "base.jsonl", seed=0)
+    fast = study_run(tmp_path / "fast.jsonl", seed=3, scale=0.7, run_id="run-f")
+    cmp = compare_runs(base, fast)
+    assert cmp.exit_code == 0 and {r.verdict for r in cmp.rows if r.family == "time"} == {"faster"}
+    assert compare_runs(base, fast, fail_on=("memory",)).exit_code == 0
+
+
+def test_cli_exit_codes_json_markdown_and_warnings(tmp_path, capsys):
+    base = study_run(tmp_path / "base.jsonl", seed=0)
+    slow = study_run(tmp_path / "slow.jsonl", seed=2, scale=1.2, run_id="run-c", env={"torch": "2.15.0"},
+                     failed=False)
+    assert main(["compare", str(base), str(base)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(base), str(slow), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["exit_code"] == 1 and out["env_differences"]["torch"] == ["2.14.1", "2.15.0"]
+    assert out["only_base"] == ["batch/resnet18,batch_size=8"], "a case in one run only must be listed"
+    assert main(["compare", str(base), str(slow), "--markdown", "--threshold", "30"]) == 0, \
+        "a 20% slowdown is within a 30% threshold"
+    md = capsys.readouterr().out
+    assert "| study |" in md and "environments differ" in md
+    assert main(["compare", str(base), str(slow)]) == 1
+    assert "torch" in capsys.readouterr().err, "environment differences must be warned about"
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    a = study_run(tmp_path / "a.jsonl")
+    for argv in (["compare", str(a), str(bad)], ["compare", str(a), str(a), "--alpha", "3"],
+                 ["compare", str(a), str(a), "--fail-on", "speed"], ["history", "--dir", str(tmp_path / "none")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("sciml-bench: error:") and "\n" not in err, err
+    with pytest.raises(UsageError):
+        compare_runs(a, a, threshold=-1)
+
+
+def _history_dir(tmp_path, n=12, step_at=7, factor=1.25):
+    d = tmp_path / "hist"
+    d.mkdir()
+    for i in range(n):
+        scale = factor if i >= step_at else 1.0
+        env = {"git": {"commit": f"{i:040x}", "dirty": False}, "torch": "2.15.0" if i >= step_at else "2.14.1"}
+        study_run(d / f"run{i:02d}.jsonl", seed=100 + i, scale=scale, run_id=f"run{i:02d}",
+                  created=f"2026-01-{i + 1:02d}T00:00:00+0000", env=env)
+    # a run from another machine must stay out of this history
+    study_run(d / "other.jsonl", seed=999, scale=3.0, run_id="other", created="2025-12-01T00:00:00+0000",
+              env={"cpu_model": "Other CPU"})
+    return d
+
+
+def test_history_finds_planted_step(tmp_path):
+    d = _history_dir(tmp_path)
+    h = history([d])
+    assert len(h.runs) == 12 and sum(h.other_machines.values()) == 1
+    regs = h.regressions
+    assert {(r["study"], r["case_id"]) for r in regs} == {(s.study, s.case_id) for s in h.series}, \
+        f"every case got 25% slower at run 7; found {regs}"
+    for r in regs:
+        assert r["index"] == 7 and r["run_id"] == "run07" and r["torch"] == "2.15.0", r
+        assert r["commit"] == f"{7:040x}" and r["previous_torch"] == "2.14.1"
+        assert 1.15 < r["ratio"] < 1.35
+
+
+def test_history_flat_series_has_no_regressions(tmp_path):
+    d = _history_dir(tmp_path, factor=1.0)
+    assert history([d]).regressions == []
+
+
+def test_history_cli_with_figures(tmp_path, capsys):
+    d = _history_dir(tmp_path, n=8, step_at=5)
+    out = tmp_path / "hout"
+    assert main(["history", "--dir", str(d), "--case", "batch/mlp", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "run05" in text and "1 regressions" in text, text
+    assert (out / "history.json").is_file() and list((out / "figures").glob("*.png"))
+
+
+def test_markdown_escapes_names(tmp_path):
+    a = study_run(tmp_path / "a.jsonl", study="<b>|x")
+    md = to_markdown(compare_runs(a, a))
+    assert "<b>" not in md and "&lt;b&gt;\\|x" in md
