@@ -21,18 +21,17 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 GRAD_MODES = ("no_grad", "inference_mode", "grad")
 ATTENTIONS = ("manual", "sdpa")
 
+DATASETS = ("images", "memmap", "timeseries")  # see sciml_bench.data
+
 # Fields passed to the model zoo as knobs (None / False / 0 = the model's own default).
 MODEL_KNOBS = ("activation", "init", "norm", "attention", "width", "depth", "resolution", "seq_len",
                "checkpoint", "channels_last")
 
+# DataLoader fields: they only mean something when the case loads data through a DataLoader.
+LOADER_FIELDS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+
 # Declared axes whose effect is not applied yet: refused, never silently ignored.
-NOT_IMPLEMENTED: dict[str, str] = {
-    "compile": "torch.compile is not implemented yet",
-    "num_workers": "DataLoader workers are not implemented yet",
-    "pin_memory": "DataLoader pin_memory is not implemented yet",
-    "persistent_workers": "DataLoader persistent_workers is not implemented yet",
-    "prefetch_factor": "DataLoader prefetch_factor is not implemented yet",
-}
+NOT_IMPLEMENTED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,9 @@ class Case:
     device: str = "cpu"
     precision: str = "fp32"
     compile: str = "none"
+    dynamic: bool | None = None  # torch.compile(dynamic=...): None = automatic dynamic shapes on recompile
+    shape_sweep: int = 0  # after warmup, call the step at this many other input sizes (recompilation sweep)
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark (CUDA convolutions)
     checkpoint: int = 0  # gradient-checkpointing segments; 0 = off
     channels_last: bool = False
     activation: str | None = None
@@ -60,6 +62,7 @@ class Case:
     resolution: int | None = None
     seq_len: int | None = None
     grad_mode: str = "no_grad"  # infer mode only
+    dataset: str | None = None  # mode='data', or a train step that loads its batch through a DataLoader
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
@@ -76,7 +79,7 @@ class Case:
             _check_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name])
         choices = {"mode": MODES, "device": DEVICES, "precision": PRECISIONS, "compile": COMPILE_MODES,
                    "optimizer": OPTIMIZERS, "grad_mode": GRAD_MODES, "activation": ACTIVATIONS,
-                   "init": INITS, "norm": NORMS, "attention": ATTENTIONS}
+                   "init": INITS, "norm": NORMS, "attention": ATTENTIONS, "dataset": DATASETS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:
@@ -85,7 +88,7 @@ class Case:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"{name} must be a positive integer, got {value}")
-        for name in ("checkpoint", "num_workers"):
+        for name in ("checkpoint", "num_workers", "shape_sweep"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -93,11 +96,32 @@ class Case:
         for name, why in NOT_IMPLEMENTED.items():
             if getattr(self, name) != _DEFAULTS[name]:
                 raise UsageError(f"{name}={getattr(self, name)!r}: {why}; allowed: {_DEFAULTS[name]!r}")
-        if self.mode == "data":
-            raise UsageError("mode='data' (DataLoader epochs) is not implemented yet; allowed: train, infer")
+        self._check_loader()
+        if self.compile == "none" and self.dynamic is not None:
+            raise UsageError(f"dynamic={self.dynamic} needs compile != 'none'")
         if self.mode == "train" and self.grad_mode != "no_grad":
             raise UsageError(f"grad_mode={self.grad_mode!r} applies to mode='infer' only")
         get_model_spec(self.model).check_knobs(self.knobs)
+
+    def _check_loader(self) -> None:
+        """DataLoader fields need a dataset; the combinations torch.utils.data rejects are refused here."""
+        if self.mode == "data" and self.dataset is None:
+            raise UsageError(f"mode='data' needs a dataset; allowed: {', '.join(DATASETS)}")
+        if self.dataset is not None and self.mode == "infer":
+            raise UsageError("dataset applies to mode='data' or mode='train' (train step with loading), not 'infer'")
+        if self.dataset is None:
+            for name in LOADER_FIELDS:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise UsageError(f"{name}={getattr(self, name)!r} needs a dataset (a DataLoader); "
+                                     f"set dataset to one of: {', '.join(DATASETS)}")
+        if self.num_workers == 0:
+            for name in ("persistent_workers", "prefetch_factor"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise UsageError(f"{name}={getattr(self, name)!r} needs num_workers > 0")
+        if self.mode == "data":
+            for name in ("precision", "compile", "checkpoint", "channels_last", "shape_sweep", "cudnn_benchmark"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise UsageError(f"{name}={getattr(self, name)!r} does not apply to mode='data' (no model runs)")
 
     @property
     def knobs(self) -> dict[str, Any]:

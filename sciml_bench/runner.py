@@ -64,7 +64,7 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
                                             rss_bytes, tensor_bytes)
     from sciml_bench.measure.timing import warmup
     from sciml_bench.models import param_count
-    from sciml_bench.workloads import build_workload
+    from sciml_bench.workloads import build_workload, probe
 
     metrics: dict[str, dict[str, Any]] = {}
     absent: dict[str, str] = {}
@@ -72,10 +72,13 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     wl = build_workload(case)
     warm = warmup(wl.step, opts.warmup_steps, opts.warmup_time)
     metrics["first_step_time"] = {"value": warm["first_step_s"], "unit": "s"}
-    try:
-        metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
-    except Exception as e:  # an op without FLOP support must not lose the case's timing
-        absent["flops"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
+    if wl.model is None:
+        absent["flops"] = "mode='data' runs no model"
+    else:
+        try:
+            metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
+        except Exception as e:  # an op without FLOP support must not lose the case's timing
+            absent["flops"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
     if wl.device.type == "cuda":
         peak, start = cuda_step_peak_bytes(wl.step, wl.device)
         metrics["peak_cuda_bytes"] = {"value": peak, "unit": "B"}
@@ -90,7 +93,11 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
         absent["peak_cuda_bytes"] = "case ran on CPU"
     metrics["rss_before_build_bytes"] = {"value": rss_before, "unit": "B"}
     metrics["peak_rss_bytes"] = {"value": peak_rss_bytes(), "unit": "B"}
-    metrics["params"] = {"value": param_count(wl.model), "unit": "count"}
+    if wl.model is not None:
+        metrics["params"] = {"value": param_count(wl.model), "unit": "count"}
+    extra, extra_absent = probe(wl, warm["first_step_s"])  # compile, shape sweep, numerics, loader
+    metrics.update(extra)
+    absent.update(extra_absent)
     _WORKER["workload"] = wl
     return {"metrics": metrics, "absent": absent, "threads": torch.get_num_threads(),
             "warmup_steps": warm["warmup_steps"], "pid": os.getpid()}
@@ -320,3 +327,18 @@ def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
         if mine and theirs and mine[0] == theirs[0] and theirs[1]:
             rec["metrics"]["memory_ratio"] = {"value": mine[1] / theirs[1], "unit": "x",
                                               "reference": ref_case.case_id}
+        if "compile_time" in rec["metrics"] and "compile_time" not in ref["metrics"]:
+            _add_break_even(rec, ref)
+
+
+def _add_break_even(rec: dict[str, Any], ref: dict[str, Any]) -> None:
+    """Steps after which a compiled case's compile time is paid back by its per-step saving."""
+    saving = ref["metrics"]["step_time"]["value"] - rec["metrics"]["step_time"]["value"]
+    compile_time = rec["metrics"]["compile_time"]["value"]
+    if saving > 0:
+        rec["metrics"]["break_even_steps"] = {"value": compile_time / saving, "unit": "steps",
+                                              "saving_per_step_s": saving, "reference": ref["case_id"]}
+    else:
+        rec["absent"]["break_even_steps"] = (f"compiled step is not faster than {ref['case_id']} "
+                                             f"({rec['metrics']['step_time']['value']:.3g} s vs "
+                                             f"{ref['metrics']['step_time']['value']:.3g} s): never breaks even")

@@ -1,8 +1,24 @@
-"""Workload: a Case turned into one callable step, the only place where the Case's knobs are applied."""
+"""Workload: a Case turned into one callable step, the only place where the Case's knobs are applied.
+
+Knobs applied here, each in one place:
+
+- precision: fp32 / fp64 parameters, bf16 autocast, fp16 autocast + GradScaler (CUDA), TF32 (CUDA);
+- checkpoint: the model's ``checkpoint_segments`` (non-reentrant activation checkpointing);
+- channels_last: model and input memory format;
+- compile: ``torch.compile(model, mode=..., dynamic=...)``;
+- cudnn_benchmark: ``torch.backends.cudnn.benchmark`` (CUDA);
+- grad_mode: eval + no_grad / inference_mode / grad for inference;
+- dataset and DataLoader fields: a loader epoch (mode='data') or a train step that loads its batch.
+
+Values this device cannot honour raise :class:`Unsupported` (recorded as ``status="skipped"``
+with the reason); nothing is silently replaced by something else.
+"""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,22 +32,30 @@ from sciml_bench.models import create_model, forward, get_model_spec
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "tf32": torch.float32,
           "bf16": torch.float32, "fp16": torch.float32}  # parameter dtype; bf16/fp16 are autocast
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_KW = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
+NUMERICS_STEPS = 10  # train steps compared against fp32 for the numerics drift
+MAX_WORKERS_ENV = "SCIML_BENCH_MAX_WORKERS"  # cap on DataLoader num_workers (cases above it are skipped)
+EPOCH_BATCHES = 16  # batches per generated dataset epoch
 
 
 @dataclass
 class Workload:
-    """A built case: ``step()`` runs one train step (forward, loss, backward, optimizer) or one
-    inference forward. ``last_loss`` holds the latest loss tensor (never synced inside the step)."""
+    """A built case: ``step()`` runs one train step (forward, loss, backward, optimizer), one
+    inference forward, or (mode='data') fetches one batch from the DataLoader. ``last_loss`` holds
+    the latest loss tensor (never synced inside the step)."""
 
     case: Case
-    model: nn.Module
+    model: nn.Module | None
     step: Callable[[], None]
     device: torch.device
     inputs: Any
     targets: Any
     optimizer: torch.optim.Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None
+    loader: torch.utils.data.DataLoader | None = None
     last_loss: torch.Tensor | None = field(default=None, repr=False)
+    data_wait_s: float = 0.0  # host time spent waiting for the next batch (loaded train steps)
+    cleanup: Any = field(default=None, repr=False)  # keeps a dataset's temporary directory alive
 
     @property
     def samples_per_step(self) -> int:
@@ -39,12 +63,16 @@ class Workload:
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Tensors that live across steps: parameters, gradients, buffers, optimizer state, batch."""
-        out = [p for p in self.model.parameters()] + [p.grad for p in self.model.parameters() if p.grad is not None]
-        out += list(self.model.buffers())
+        out: list[torch.Tensor] = []
+        if self.model is not None:
+            out += [p for p in self.model.parameters()]
+            out += [p.grad for p in self.model.parameters() if p.grad is not None]
+            out += list(self.model.buffers())
         if self.optimizer is not None:
             out += [v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
         for batch in (self.inputs, self.targets):
-            out += list(batch) if isinstance(batch, (tuple, list)) else [batch]
+            if batch is not None:
+                out += list(batch) if isinstance(batch, (tuple, list)) else [batch]
         return out
 
 
@@ -57,11 +85,29 @@ def check_device(case: Case) -> torch.device:
             raise Unsupported("fp16 autocast with GradScaler needs CUDA")
         if case.precision == "tf32":
             raise Unsupported("TF32 is a CUDA matmul/cuDNN mode (Ampere or newer)")
+        if case.cudnn_benchmark:
+            raise Unsupported("cudnn.benchmark autotunes cuDNN convolutions; it needs CUDA")
+        if case.compile == "reduce-overhead":
+            raise Unsupported("compile mode reduce-overhead works through CUDA graphs; it needs CUDA")
+        if case.compile == "max-autotune":
+            raise Unsupported("compile mode max-autotune autotunes GPU kernels (Triton/CUDA graphs); it needs CUDA")
+        if case.pin_memory:
+            raise Unsupported("pin_memory pages host memory for asynchronous host-to-device copies; "
+                              "it needs a CUDA device (the case runs on cpu)")
     elif case.precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise Unsupported("bf16 is not supported by this GPU")
     elif case.precision == "tf32" and torch.cuda.get_device_capability()[0] < 8:
         raise Unsupported("TF32 needs an Ampere (sm_80) or newer GPU")
+    cap = max_workers()
+    if cap is not None and case.num_workers > cap:
+        raise Unsupported(f"num_workers={case.num_workers} is above the cap {MAX_WORKERS_ENV}={cap}")
     return torch.device(case.device)
+
+
+def max_workers() -> int | None:
+    """The user's cap on DataLoader workers (env ``SCIML_BENCH_MAX_WORKERS``), or None."""
+    text = os.environ.get(MAX_WORKERS_ENV, "").strip()
+    return int(text) if text.isdigit() else None
 
 
 def _set_backend_flags(case: Case) -> None:
@@ -70,6 +116,7 @@ def _set_backend_flags(case: Case) -> None:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.benchmark = case.cudnn_benchmark
 
 
 def _make_optimizer(case: Case, params) -> torch.optim.Optimizer:
@@ -78,39 +125,88 @@ def _make_optimizer(case: Case, params) -> torch.optim.Optimizer:
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[case.optimizer](params, lr=case.lr)
 
 
+def _to(x: Any, device: torch.device, dtype: torch.dtype, memory_format=None, non_blocking: bool = False) -> Any:
+    """Move a (possibly nested) batch; floating tensors cast to ``dtype``; lists become tuples."""
+    if isinstance(x, (tuple, list)):
+        return tuple(_to(t, device, dtype, None, non_blocking) for t in x)
+    x = x.to(device=device, dtype=dtype if x.is_floating_point() else None, non_blocking=non_blocking)
+    return x.contiguous(memory_format=memory_format) if memory_format is not None and x.dim() == 4 else x
+
+
+def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """Endless batches: a new epoch (a new iterator, and new workers unless persistent) at each end."""
+    while True:
+        yield from loader
+
+
 def build_workload(case: Case) -> Workload:
-    """Build model, batch and step for ``case`` on its device.
+    """Build model, batch (or DataLoader) and step for ``case`` on its device.
 
     Raises Unsupported (recorded as skipped) when the device cannot run the case, e.g. fp16
-    GradScaler training or TF32 on a CPU. Nothing is substituted silently.
+    GradScaler training, TF32, cudnn.benchmark or pin_memory on a CPU. Nothing is substituted
+    silently. Compilation happens lazily, in the first call of ``step``.
     """
     device = check_device(case)
     _set_backend_flags(case)
     torch.manual_seed(case.seed)
     spec = get_model_spec(case.model)
     dtype = DTYPES[case.precision]
-    memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if case.channels_last else None
 
-    model = create_model(case.model, **case.knobs).to(device=device, dtype=dtype, memory_format=memory_format)
+    loader = cleanup = None
+    if case.dataset is not None:
+        from sciml_bench.data import make_dataset, make_loader
+
+        n = case.batch_size * EPOCH_BATCHES
+        dataset, cleanup = make_dataset(case.dataset, spec.sample_batch(n, "cpu", torch.float32, seed=case.seed,
+                                                                        **case.knobs), n, case.seed)
+        if case.num_workers:
+            _allow_children()
+        loader = make_loader(dataset, case.batch_size, case.num_workers, case.pin_memory,
+                             case.persistent_workers, case.prefetch_factor, case.seed)
+
+    if case.mode == "data":
+        wl = Workload(case, None, lambda: None, device, None, None, loader=loader, cleanup=cleanup)
+        batches = _batches(loader)
+
+        def fetch() -> None:  # one batch, delivered on the case's device (the copy is part of loading)
+            wl.inputs, wl.targets = _to(next(batches), device, dtype, non_blocking=case.pin_memory)
+
+        wl.step = fetch
+        return wl
+
+    model = create_model(case.model, **case.knobs).to(device=device, dtype=dtype)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
     if case.checkpoint:
         model.checkpoint_segments = case.checkpoint
     inputs, targets = spec.sample_batch(case.batch_size, device, dtype, seed=case.seed, **case.knobs)
-    if case.channels_last:
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    inputs = _to(inputs, device, dtype, memory_format)
+    eager = model
+    if case.compile != "none":
+        dynamo = _dynamo()
+        dynamo.reset()  # counters and caches belong to this case alone
+        dynamo.utils.counters.clear()
+        model = torch.compile(model, mode=COMPILE_KW[case.compile], dynamic=case.dynamic)
 
     amp_dtype = AUTOCAST.get(case.precision)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    wl = Workload(case, model, lambda: None, device, inputs, targets)
+    wl = Workload(case, eager, lambda: None, device, inputs, targets, loader=loader, cleanup=cleanup)
 
     if case.mode == "train":
-        model.train()
-        wl.optimizer = opt = _make_optimizer(case, model.parameters())
+        eager.train()
+        wl.optimizer = opt = _make_optimizer(case, eager.parameters())
         wl.scaler = scaler = torch.amp.GradScaler(device.type) if case.precision == "fp16" else None
+        batches = _batches(loader) if loader is not None else None
 
         def step() -> None:
+            if batches is not None:
+                t0 = time.perf_counter()
+                wl.inputs, wl.targets = _to(next(batches), device, dtype, memory_format, case.pin_memory)
+                wl.data_wait_s += time.perf_counter() - t0
             opt.zero_grad(set_to_none=True)
             with autocast():
-                loss = spec.loss(model, inputs, targets)
+                loss = spec.loss(model, wl.inputs, wl.targets)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -120,13 +216,187 @@ def build_workload(case: Case) -> Workload:
                 opt.step()
             wl.last_loss = loss.detach()
     else:
-        model.eval()
+        eager.eval()
         grad_ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode,
                     "grad": torch.enable_grad}[case.grad_mode]
 
         def step() -> None:
             with grad_ctx(), autocast():
-                forward(model, inputs)
+                forward(model, wl.inputs)
 
     wl.step = step
     return wl
+
+
+def _dynamo():
+    """``torch._dynamo`` (imported on first use: it costs seconds)."""
+    import importlib
+
+    return importlib.import_module("torch._dynamo")
+
+
+def _allow_children() -> None:
+    """Let this process start DataLoader workers even when it is itself a daemonic worker.
+
+    The runner's case workers are daemonic (they die with the parent); multiprocessing refuses
+    children of daemonic processes. DataLoader workers watch their parent and exit when it dies,
+    so clearing the flag in the case worker is safe.
+    """
+    import multiprocessing
+
+    proc = multiprocessing.current_process()
+    if proc.daemon:
+        proc._config["daemon"] = False  # noqa: SLF001  (no public API for this)
+
+
+# ---------------------------------------------------------------- once-per-case measurements
+
+def probe(wl: Workload, first_step_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Measurements a case's knobs call for, taken once after warmup: (metrics, absent reasons).
+
+    - compile: compile time (the first call), graphs, graph breaks, frames compiled;
+    - shape_sweep: first-call time per extra input size and the recompilations they caused;
+    - precision (train, not fp32): loss after ``NUMERICS_STEPS`` steps and its drift from fp32
+      from the same seed, GradScaler skipped steps, non-finite losses;
+    - dataset: data-stall fraction of a loaded train step, live DataLoader worker processes.
+    """
+    metrics: dict[str, dict[str, Any]] = {}
+    absent: dict[str, str] = {}
+    case = wl.case
+    if case.compile != "none":
+        _compile_metrics(first_step_s, metrics)
+    if case.shape_sweep:
+        _shape_sweep(wl, metrics, absent)
+    if case.mode == "train" and case.precision != "fp32" and case.dataset is None:
+        _numerics(case, metrics, absent)
+    if case.dataset is not None:
+        _loader_metrics(wl, metrics)
+    return metrics, absent
+
+
+def dynamo_counts() -> dict[str, int]:
+    """Graphs, graph breaks and frames compiled so far, from ``torch._dynamo.utils.counters``."""
+    c = _dynamo().utils.counters
+    return {"graphs": int(c["stats"]["unique_graphs"]), "graph_breaks": int(sum(c["graph_break"].values())),
+            "frames": int(c["frames"]["total"]), "fxgraph_cache_hits": int(c["inductor"]["fxgraph_cache_hit"])}
+
+
+def _compile_metrics(first_step_s: float, metrics: dict[str, dict[str, Any]]) -> None:
+    counts = dynamo_counts()
+    metrics["compile_time"] = {"value": first_step_s, "unit": "s",
+                               "note": "first call of the compiled step (compilation plus one step)"}
+    metrics["compiled_graphs"] = {"value": counts["graphs"], "unit": "count"}
+    metrics["graph_breaks"] = {"value": counts["graph_breaks"], "unit": "count",
+                               "reasons": {str(k): v for k, v in _dynamo().utils.counters["graph_break"].items()}}
+    metrics["frames_compiled"] = {"value": counts["frames"], "unit": "count"}
+    metrics["compile_cache_hits"] = {"value": counts["fxgraph_cache_hits"], "unit": "count",
+                                     "note": "inductor FX-graph cache hits: a warm cache shortens compile_time"}
+
+
+def sweep_sizes(case: Case) -> tuple[str, int, list[int]]:
+    """(knob, base size, extra sizes) of a shape sweep: resolution or seq_len, base x 1.5, 2, 2.5, ..."""
+    spec = get_model_spec(case.model)
+    merged = spec.merged(case.knobs)
+    for knob in ("resolution", "seq_len"):
+        if knob in spec.knobs and merged.get(knob):
+            base = merged[knob]
+            return knob, base, [int(base * (2 + k) / 2) for k in range(1, case.shape_sweep + 1)]
+    raise Unsupported(f"shape_sweep needs a model with a resolution or seq_len knob; {case.model} has neither")
+
+
+def _shape_sweep(wl: Workload, metrics: dict[str, dict[str, Any]], absent: dict[str, str]) -> None:
+    case = wl.case
+    knob, base, sizes = sweep_sizes(case)
+    spec = get_model_spec(case.model)
+    compiled = case.compile != "none"
+    before = dynamo_counts()["frames"] if compiled else 0
+    saved = wl.inputs, wl.targets
+    times = []
+    sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
+    try:
+        for size in sizes:
+            x, y = spec.sample_batch(case.batch_size, wl.device, DTYPES[case.precision], seed=case.seed,
+                                     **dict(case.knobs, **{knob: size}))
+            wl.inputs, wl.targets = _to(x, wl.device, DTYPES[case.precision],
+                                        torch.channels_last if case.channels_last else None), y
+            sync()
+            t0 = time.perf_counter()
+            wl.step()
+            sync()
+            times.append(time.perf_counter() - t0)
+    finally:
+        wl.inputs, wl.targets = saved
+    metrics["sweep_first_call_time"] = {"value": sum(times) / len(times), "unit": "s", "samples": times,
+                                        "sizes": sizes, "knob": knob, "base": base}
+    if compiled:
+        metrics["recompiles"] = {"value": dynamo_counts()["frames"] - before, "unit": "count", "sizes": sizes,
+                                 "note": "frames compiled by calls at new input sizes"}
+    else:
+        absent["recompiles"] = "compile=none: nothing is compiled"
+
+
+def _numerics(case: Case, metrics: dict[str, dict[str, Any]], absent: dict[str, str]) -> None:
+    """Train fresh copies of the case and of its fp32 twin from the same seed; compare losses."""
+    mine = _train_losses(build_workload(case), NUMERICS_STEPS)
+    ref = _train_losses(build_workload(case.replace(precision="fp32", compile="none", dynamic=None, shape_sweep=0)),
+                        NUMERICS_STEPS)
+    _set_backend_flags(case)  # building the fp32 twin reset TF32 / cudnn flags; restore this case's
+    metrics["loss_after_steps"] = {"value": mine["losses"][-1], "unit": "loss", "steps": NUMERICS_STEPS,
+                                   "samples": mine["losses"]}
+    metrics["fp32_loss_after_steps"] = {"value": ref["losses"][-1], "unit": "loss", "steps": NUMERICS_STEPS,
+                                        "samples": ref["losses"]}
+    a, b = mine["losses"][-1], ref["losses"][-1]
+    if all(map(_finite, (a, b))) and b != 0:
+        metrics["loss_drift"] = {"value": abs(a - b) / abs(b), "unit": "relative",
+                                 "note": f"|loss - fp32 loss| / |fp32 loss| after {NUMERICS_STEPS} steps, same seed"}
+    else:
+        absent["loss_drift"] = f"non-finite or zero loss after {NUMERICS_STEPS} steps (this {a}, fp32 {b})"
+    metrics["nonfinite_loss_steps"] = {"value": mine["nonfinite"], "unit": "count", "steps": NUMERICS_STEPS}
+    metrics["nonfinite_params"] = {"value": mine["nonfinite_params"], "unit": "count"}
+    if mine["skipped"] is None:
+        absent["scaler_skipped_steps"] = f"no GradScaler at precision {case.precision}"
+    else:
+        metrics["scaler_skipped_steps"] = {"value": mine["skipped"], "unit": "count", "steps": NUMERICS_STEPS}
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _train_losses(wl: Workload, steps: int) -> dict[str, Any]:
+    """Losses of ``steps`` train steps (synced after each, outside any timed region), with the
+    steps GradScaler skipped (its scale dropped after an inf/NaN gradient)."""
+    losses, skipped = [], 0
+    for _ in range(steps):
+        scale = wl.scaler.get_scale() if wl.scaler is not None else None
+        wl.step()
+        losses.append(float(wl.last_loss.float()))
+        if wl.scaler is not None and wl.scaler.get_scale() < scale:
+            skipped += 1
+    bad_params = sum(int((~torch.isfinite(p)).sum()) for p in wl.model.parameters())
+    return {"losses": losses, "nonfinite": sum(not _finite(v) for v in losses),
+            "nonfinite_params": bad_params, "skipped": skipped if wl.scaler is not None else None}
+
+
+def _loader_metrics(wl: Workload, metrics: dict[str, dict[str, Any]]) -> None:
+    import psutil
+
+    case = wl.case
+    metrics["cpu_count"] = {"value": os.cpu_count(), "unit": "count",
+                            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    children = psutil.Process().children(recursive=False)
+    metrics["loader_worker_processes"] = {"value": len(children), "unit": "count",
+                                          "note": "live child processes of the case worker after warmup"}
+    if case.mode == "train":
+        n = max(EPOCH_BATCHES, 8)
+        sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
+        sync()
+        wl.data_wait_s = 0.0
+        t0 = time.perf_counter()
+        for _ in range(n):
+            wl.step()
+        sync()
+        total = time.perf_counter() - t0
+        metrics["data_stall_fraction"] = {"value": wl.data_wait_s / total, "unit": "fraction", "steps": n,
+                                          "wait_s": wl.data_wait_s, "total_s": total,
+                                          "note": "host time waiting for the next batch / loaded train step time"}
