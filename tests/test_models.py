@@ -39,7 +39,7 @@ def _seed_and_one_thread():
 
 def test_registry_covers_the_issue_families():
     families = {get_model_spec(n).family for n in ALL}
-    for fam in ("mlp", "cnn", "resnet", "densenet", "unet", "rnn", "transformer", "scientific", "reference"):
+    for fam in ("mlp", "cnn", "resnet", "densenet", "unet", "autoencoder", "rnn", "transformer", "scientific", "reference"):
         assert fam in families, f"no model of family {fam!r} registered"
     assert list_models("resnet*")[:3] == ["resnet18", "resnet18_imagenet", "resnet18_plain"], \
         f"glob + natural sort broken: {list_models('resnet*')}"
@@ -107,7 +107,8 @@ def test_checkpointing_gives_identical_gradients(name):
 
 def test_resnet_imagenet_param_counts_equal_torchvision():
     torchvision = pytest.importorskip("torchvision")
-    for ours, ref in (("resnet18_imagenet", torchvision.models.resnet18), ("resnet50_imagenet", torchvision.models.resnet50)):
+    tv = torchvision.models
+    for ours, ref in (("resnet18_imagenet", tv.resnet18), ("resnet50_imagenet", tv.resnet50)):
         n_ours, n_ref = param_count(create_model(ours)), param_count(ref(weights=None))
         assert n_ours == n_ref, f"{ours}: {n_ours} parameters, torchvision {n_ref}"
 
@@ -119,10 +120,10 @@ def test_transformer_encoder_param_count_equals_torch(name, norm_first):
     layer = nn.TransformerEncoderLayer(d, h, ff, batch_first=True, norm_first=norm_first)
     ref = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(d) if norm_first else None, enable_nested_tensor=False)
     ours = param_count(model.blocks) + param_count(model.norm)
-    assert ours == param_count(ref), f"{name}: encoder stack {ours} parameters, nn.TransformerEncoder {param_count(ref)}"
+    assert ours == param_count(ref), f"{name}: stack has {ours} parameters, nn.TransformerEncoder {param_count(ref)}"
     ref_model = create_model("torch_transformer_encoder")
     if norm_first:
-        assert param_count(model) == param_count(ref_model), "transformer_encoder and its torch reference differ in size"
+        assert param_count(model) == param_count(ref_model), "transformer_encoder and its reference differ in size"
 
 
 def test_attention_manual_equals_sdpa():
@@ -156,7 +157,8 @@ def test_xavier_variance_matches_theory():
         fan_out, fan_in = w.shape
         expected = 2.0 / (fan_in + fan_out)
         rel_se = math.sqrt(2.0 / w.numel())  # std error of a sample variance, relative
-        assert abs(w.var().item() / expected - 1) < 5 * rel_se, f"xavier_normal var {w.var():.3g}, expected {expected:.3g}"
+        assert abs(w.var().item() / expected - 1) < 5 * rel_se, \
+            f"xavier_normal var {w.var():.3g}, expected {expected:.3g}"
     model = create_model("mlp", width=256, depth=3, init="xavier_uniform")
     w = _linears(model)[1].weight
     bound = math.sqrt(6.0 / (w.shape[0] + w.shape[1]))
@@ -192,6 +194,8 @@ def test_norm_knob(name):
         assert any(isinstance(m, kind) for m in model.modules()), f"{name}: norm={norm} added no {kind}"
         assert not any(isinstance(m, NORM_TYPES) and not isinstance(m, kind) for m in model.modules()), \
             f"{name}: norm={norm} left other norm kinds"
+        inputs, targets = get_model_spec(name).sample_batch(4, **tiny(name))
+        assert torch.isfinite(forward(model, inputs)).all(), f"{name}: norm={norm} forward not finite"
 
 
 @pytest.mark.parametrize("name", with_knob("activation"))

@@ -20,10 +20,10 @@ class DeepONet(nn.Module):
     """
 
     def __init__(self, sensors: int = 100, dim: int = 1, width: int = 128, depth: int = 3, basis: int = 128,
-                 activation="tanh", norm: str = "none"):
+                 activation="tanh"):
         super().__init__()
-        self.branch = MLP(sensors, (width,) * depth, basis, activation=activation, norm=norm)
-        self.trunk = MLP(dim, (width,) * depth, basis, activation=activation, norm=norm)
+        self.branch = MLP(sensors, (width,) * depth, basis, activation=activation)
+        self.trunk = MLP(dim, (width,) * depth, basis, activation=activation)
         self.trunk_act = get_act_layer(activation)()
         self.bias = nn.Parameter(torch.zeros(1))
 
@@ -48,14 +48,15 @@ def antiderivative_batch(batch_size: int, g: torch.Generator, sensors: int = 100
     b = torch.randn(batch_size, modes, generator=g) / torch.arange(1, modes + 1)
     x = torch.linspace(0, 1, sensors)
     y = torch.rand(batch_size, points, 1, generator=g)
-    u = torch.einsum("bk,kx->bx", a, torch.sin(k[:, None] * x)) + torch.einsum("bk,kx->bx", b, torch.cos(k[:, None] * x))
+    kx = k[:, None] * x  # (K, m)
+    u = torch.einsum("bk,kx->bx", a, torch.sin(kx)) + torch.einsum("bk,kx->bx", b, torch.cos(kx))
     ky = k * y  # (B, P, K)
     gu = (a[:, None] * (1 - torch.cos(ky)) / k + b[:, None] * torch.sin(ky) / k).sum(-1)
     return (u, y), gu
 
 
 @register_model(family="scientific", task="operator", batch=antiderivative_batch, loss=mse,
-                knobs=("width", "depth", "activation", "norm"))
+                knobs=("width", "depth", "activation"))
 def deeponet(**kwargs) -> DeepONet:
     """DeepONet for the antiderivative operator: 100 sensors, branch/trunk MLPs 3 x 128 (tanh), 128 basis functions."""
     return _create_deeponet(**kwargs)

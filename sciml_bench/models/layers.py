@@ -45,7 +45,7 @@ def get_act_layer(name: str | Callable[[], nn.Module]) -> Callable[[], nn.Module
 
 
 def _layer_norm_conv(c: int) -> nn.Module:
-    # LayerNorm over (C, H, W) per sample, the conv equivalent of nn.LayerNorm.
+    # LayerNorm over (C, *spatial) per sample, the conv equivalent of nn.LayerNorm.
     return nn.GroupNorm(1, c)
 
 
@@ -57,7 +57,7 @@ _NORMS: dict[str, dict[str, Callable[[int], nn.Module]]] = {
     "none": {"1d": lambda c: nn.Identity(), "2d": lambda c: nn.Identity(), "3d": lambda c: nn.Identity(),
              "seq": lambda c: nn.Identity()},
     "batch": {"1d": nn.BatchNorm1d, "2d": nn.BatchNorm2d, "3d": nn.BatchNorm3d, "seq": nn.BatchNorm1d},
-    "layer": {"1d": nn.LayerNorm, "2d": _layer_norm_conv, "3d": _layer_norm_conv, "seq": nn.LayerNorm},
+    "layer": {"1d": nn.LayerNorm, "2d": _layer_norm_conv, "3d": _layer_norm_conv, "seq": _layer_norm_conv},
     "group": {"1d": _group_norm, "2d": _group_norm, "3d": _group_norm, "seq": _group_norm},
     "instance": {"2d": partial(nn.InstanceNorm2d, affine=True), "3d": partial(nn.InstanceNorm3d, affine=True),
                  "seq": partial(nn.InstanceNorm1d, affine=True)},

@@ -136,7 +136,7 @@ def unet_small(**kwargs) -> UNet:
     return _create_unet(**kwargs)
 
 
-@register_model(family="unet", task="reconstruction", batch=denoise_digit_batch, loss=mse,
+@register_model(family="autoencoder", task="reconstruction", batch=denoise_digit_batch, loss=mse,
                 knobs=("activation", "norm", "channels_last"))
 def conv_autoencoder(**kwargs) -> ConvAutoencoder:
     """Convolutional denoising autoencoder 28x28 -> 3x3x64 latent -> 28x28."""
