@@ -1,0 +1,176 @@
+"""asv benchmark classes generated from the shipped studies: one class per (study, mode).
+
+Nothing here defines a case: each class is a study of the suite selected by
+``SCIML_BENCH_ASV_SUITE`` (smoke | quick | full, or a TOML path; default smoke, CI-sized), its
+``params`` / ``param_names`` are the study's axes (``mode`` becomes the class, so a train and an
+infer table are never mixed), and ``setup`` builds the case with ``build_workload``. Cases the
+device cannot run (e.g. fp16 on a CPU) raise ``NotImplementedError`` in ``setup``, which asv
+records as skipped. ``SCIML_BENCH_ASV_DEVICE`` (auto | cpu | cuda, default auto) picks the device.
+
+Per class::
+
+    time_<mode>_step          one step, CUDA-synchronized inside the timed body (asv's timer)
+    peakmem_<mode>_step       process peak RSS around one step (asv)
+    track_throughput          samples/s from a torch.utils.benchmark block (sciml_bench's timing)
+    track_peak_memory         peak device tensor bytes of one step: CUDA allocator, or CPU tensors
+    track_flop_rate           FlopCounterMode FLOPs / median step time
+    track_compile_time        first call of a compiled case (skipped when compile="none")
+    track_loss_after_budget   train only: loss after LOSS_BUDGET steps from the seeded init
+
+CUDA: asv's default launch method on Linux forks from a server process; run CUDA cases with
+``asv run --launch-method spawn`` so no benchmark inherits a CUDA context across fork.
+"""
+from __future__ import annotations
+
+import os
+
+# torch.cuda.is_available() through NVML, without initialising CUDA in asv's fork server.
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+import statistics  # noqa: E402
+import types  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+
+from sciml_bench.cases import Case, Study, load_suite  # noqa: E402
+from sciml_bench.errors import Unsupported, UsageError  # noqa: E402
+# Modules, not functions: asv would collect a module-level function named time_* or track_*.
+from sciml_bench.measure import flops, memory, timing  # noqa: E402
+from sciml_bench.workloads import build_workload  # noqa: E402
+
+try:  # raised in a benchmark body, asv records "skipped" rather than "failed"
+    from asv_runner.benchmarks.mark import SkipNotImplemented
+except ImportError:  # pragma: no cover  (outside asv)
+    class SkipNotImplemented(NotImplementedError):
+        """Fallback when asv_runner is not importable."""
+
+SUITE = os.environ.get("SCIML_BENCH_ASV_SUITE", "smoke")
+DEVICE_CHOICE = os.environ.get("SCIML_BENCH_ASV_DEVICE", "auto")
+LOSS_BUDGET = {"smoke": 5, "quick": 20, "full": 100}  # train steps before the loss is read
+
+
+def resolve_device(choice: str = DEVICE_CHOICE) -> str:
+    """auto -> cuda when available, else cpu; cpu / cuda as given (a missing GPU skips in setup)."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"SCIML_BENCH_ASV_DEVICE={choice!r}; expected one of: auto, cpu, cuda")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+class _StudyBenchmark:
+    """Shared body of the generated classes (private name: asv does not collect it itself)."""
+
+    study: Study
+    mode: str
+    device: str
+    suite: str
+    round_time: float = 0.05
+    loss_budget: int = 5
+    params: list = []
+    param_names: list = []
+
+    def case_for(self, params: tuple) -> Case:
+        """The study's case for one asv parameter tuple (overriding every axis leaves one case)."""
+        overrides = dict(zip(self.param_names, params), mode=self.mode, device=self.device)
+        return self.study.cases(overrides)[0]
+
+    def setup(self, *params: Any) -> None:
+        self.case = self.case_for(params)
+        try:
+            self.wl = build_workload(self.case)
+        except Unsupported as e:
+            raise NotImplementedError(str(e)) from None
+        dev = self.wl.device
+        self.sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+        self.first_step_s = timing.warmup(self.wl.step)["first_step_s"]  # lazy init out of the timed calls
+
+    def _step(self, *params: Any) -> None:
+        self.wl.step()
+        self.sync()
+
+    def _median_step_s(self) -> float:
+        times = timing.time_block(self.wl.step, self.round_time, torch.get_num_threads(), self.case.case_id)
+        return statistics.median(times)
+
+    def _throughput(self, *params: Any) -> float:
+        return self.wl.samples_per_step / self._median_step_s()
+
+    def _peak_memory(self, *params: Any) -> int:
+        if self.wl.device.type == "cuda":
+            return memory.cuda_step_peak_bytes(self.wl.step, self.wl.device)[0]
+        return memory.tensor_bytes(self.wl.state_tensors(), "cpu") + memory.cpu_step_peak_bytes(self.wl.step)
+
+    def _flop_rate(self, *params: Any) -> float:
+        return flops.count_flops(self.wl.step) / self._median_step_s()
+
+    def _compile_time(self, *params: Any) -> float:
+        if self.case.compile == "none":
+            raise SkipNotImplemented("case is not compiled (compile='none')")
+        return self.first_step_s
+
+    def _loss_after_budget(self, *params: Any) -> float:
+        fresh = build_workload(self.case)  # from the seeded init, not the warmed-up model
+        for _ in range(self.loss_budget):
+            fresh.step()
+        return float(fresh.last_loss)
+
+
+# benchmark name -> (private body, unit for track_*); "{mode}" is filled per class.
+METHODS: dict[str, tuple[str, str | None]] = {
+    "time_{mode}_step": ("_step", None),
+    "peakmem_{mode}_step": ("_step", None),
+    "track_throughput": ("_throughput", "samples/s"),
+    "track_peak_memory": ("_peak_memory", "bytes"),
+    "track_flop_rate": ("_flop_rate", "FLOP/s"),
+    "track_compile_time": ("_compile_time", "seconds"),
+    "track_loss_after_budget": ("_loss_after_budget", "loss"),
+}
+TRAIN_ONLY = {"track_loss_after_budget"}
+
+
+def _class_name(study: str, mode: str) -> str:
+    words = "".join(ch if ch.isalnum() else " " for ch in f"{study} {mode}").split()
+    return "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def _bind(body: types.FunctionType, name: str, qualname: str, unit: str | None, meta: dict[str, Any]):
+    """A fresh function object for one benchmark, so per-class attributes (unit, metadata) never leak."""
+    fn = types.FunctionType(body.__code__, body.__globals__, name, body.__defaults__, body.__closure__)
+    fn.__qualname__ = qualname
+    if unit is not None:
+        fn.unit = unit
+    fn.sciml_bench = meta  # asv copies plain function attributes into benchmarks.json (for import-asv)
+    return fn
+
+
+def make_classes(suite_name: str = SUITE, device: str | None = None) -> dict[str, type]:
+    """One asv class per (study, mode) of ``suite_name``; see the module docstring."""
+    suite = load_suite(suite_name)
+    device = device or resolve_device()
+    out: dict[str, type] = {}
+    for study in suite.studies:
+        axes = {k: list(v) for k, v in study.axes.items() if k != "mode"}
+        modes = list(dict.fromkeys(c.mode for c in study.cases()))
+        for mode in modes:
+            name = _class_name(study.name, mode)
+            meta = {"suite": suite.name, "study": study.name, "mode": mode, "device": device,
+                    "base": dict(study.base), "reference": dict(study.reference)}
+            attrs: dict[str, Any] = {
+                "__doc__": f"{study.name} ({mode}): {study.question}", "__module__": __name__,
+                "study": study, "mode": mode, "device": device, "suite": suite.name,
+                "params": list(axes.values()), "param_names": list(axes),
+                "timeout": suite.timeout, "round_time": max(suite.round_time, 0.02),
+                "loss_budget": LOSS_BUDGET.get(suite.name, LOSS_BUDGET["quick"]),
+            }
+            for pattern, (body, unit) in METHODS.items():
+                if pattern in TRAIN_ONLY and mode != "train":
+                    continue
+                bench = pattern.format(mode=mode)
+                attrs[bench] = _bind(getattr(_StudyBenchmark, body), bench, f"{name}.{bench}", unit, meta)
+            out[name] = type(name, (_StudyBenchmark,), attrs)
+    return out
+
+
+globals().update(make_classes())
