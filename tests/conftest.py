@@ -17,13 +17,25 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300, env: dict | None
                           text=True, timeout=timeout, env=full_env, **kw)
 
 
+def no_report() -> list[str]:
+    """``["--no-report"]`` once ``run`` writes reports by default, so tests skip report building."""
+    from sciml_bench.cli import build_parser
+
+    return ["--no-report"] if "--no-report" in build_parser().format_help() + _run_help() else []
+
+
+def _run_help() -> str:
+    from sciml_bench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices["run"].format_help()
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """Path of a results file from a real ``sciml-bench run --suite smoke --no-report`` on this machine."""
     out = tmp_path_factory.mktemp("smoke")
-    args = ["run", "--suite", "smoke", "--device", "cpu", "--out", str(out)]
-    if "--no-report" in run_cli("run", "--help").stdout:
-        args.append("--no-report")
+    args = ["run", "--suite", "smoke", "--device", "cpu", "--out", str(out), *no_report()]
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, f"smoke run failed:\n{proc.stdout}\n{proc.stderr}"
     files = sorted(out.glob("*.jsonl"))

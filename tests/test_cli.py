@@ -1,0 +1,100 @@
+"""CLI: bad input is one line + exit 2 with no file; an end-to-end smoke run; show; load_results."""
+import pytest
+
+from sciml_bench import load_results
+from sciml_bench.cli import main
+from sciml_bench.results import read_run
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--model", "resnet81"], "unknown model 'resnet81' (did you mean 'resnet18'"),
+    (["run", "--study", "modles"], "unknown study"),
+    (["run", "--suite", "smok"], "unknown suite 'smok'"),
+    (["run", "--set", "batchsize=4"], "unknown case field 'batchsize' (did you mean 'batch_size'"),
+    (["run", "--set", "batch_size"], "malformed --set"),
+    (["run", "--set", "batch_size=0"], "batch_size must be a positive integer"),
+    (["run", "--set", "precision=fp8"], "expected one of: fp32"),
+    (["run", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["run", "--rounds", "0"], "--rounds must be positive"),
+    (["show", "nosuchrun"], "no such run"),
+    (["list", "gadgets"], "invalid choice"),
+])
+def test_bad_input_one_line_exit_2_no_file(tmp_path, capsys, args, needle):
+    if args[0] == "run":
+        args = args + ["--out", str(tmp_path / "out")]
+    else:
+        args = args + ["--dir", str(tmp_path)] if args[0] == "show" else args
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert err.count("\n") == 1 and err.startswith("sciml-bench: error: "), f"one line, no traceback: {err!r}"
+    assert not (tmp_path / "out").exists(), "bad input must not leave a results file"
+
+
+def test_bad_toml_names_its_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[suite]\nrounds = = 3\n")
+    assert main(["run", "--suite", str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_cuda_request_without_cuda_is_refused(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_foreign_file_for_show(tmp_path):
+    f = tmp_path / "notes.jsonl"
+    f.write_text('{"hello": 1}\n')
+    proc = run_cli("show", str(f))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "not a sciml_bench results file" in proc.stderr
+
+
+def test_list_commands(capsys):
+    assert main(["list", "suites"]) == 0
+    assert "smoke" in capsys.readouterr().out
+    assert main(["list", "studies", "--suite", "smoke"]) == 0
+    assert "batch-size" in capsys.readouterr().out
+    assert main(["list", "models", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "11,173,962" in out, "resnet18 (CIFAR stem) parameter count"
+
+
+def test_smoke_run_end_to_end(smoke_run):
+    header, records = read_run(smoke_run)
+    env = header["environment"]
+    for key in ("torch", "python", "cpu_model", "cpu_cores_logical", "torch_threads", "float32_matmul_precision",
+                "cudnn_benchmark", "fingerprint"):
+        assert key in env, f"environment fingerprint lacks {key}"
+    assert header["schema"] == 1 and header["suite"] == "smoke"
+    ok = [r for r in records if r["status"] == "ok"]
+    assert ok, "smoke run produced no ok cases"
+    for r in ok:
+        m = r["metrics"]
+        st = m["step_time"]
+        assert st["n"] == header["options"]["rounds"] == len(st["samples"]) == len(st["raw"]), r["case_id"]
+        assert min(st["samples"]) <= st["value"] <= max(st["samples"]), "median lies within round medians"
+        assert m["flops"]["value"] > 0 and m["flop_rate"]["value"] == pytest.approx(m["flops"]["value"] / st["value"])
+        assert m["throughput"]["value"] == pytest.approx(r["case"]["batch_size"] / st["value"])
+        assert m["peak_cpu_tensor_bytes"]["value"] >= m["state_cpu_tensor_bytes"]["value"] > 0
+        assert "peak_cuda_bytes" in r["absent"], "CUDA memory is absent with a reason on CPU, not zero"
+        assert r["worker"]["threads"] >= 1
+    refs = [r for r in ok if r["metrics"].get("time_ratio", {}).get("reference") == r["case_id"]]
+    assert refs and all(r["metrics"]["time_ratio"]["value"] == 1.0 for r in refs)
+
+
+def test_show_and_load_results(smoke_run, capsys):
+    assert main(["show", str(smoke_run)]) == 0
+    out = capsys.readouterr().out
+    assert "step time" in out and "resnet18" in out
+    df = load_results(smoke_run)
+    assert {"case_id", "metric", "value", "model", "batch_size", "precision"} <= set(df.columns)
+    assert not df.duplicated(["study", "case_id", "metric"]).any(), "one row per case x metric"
+    st = df[(df.metric == "step_time") & (df.model == "mlp")]
+    assert len(st) >= 1 and (st.value > 0).all()

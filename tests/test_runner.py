@@ -1,0 +1,82 @@
+"""Runner isolation: faults become records and the run goes on; Ctrl-C and --resume keep results."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from sciml_bench.results import read_run
+from tests.conftest import ROOT, no_report, run_cli
+
+FAULTS = """
+[suite]
+name = "faults"
+rounds = 2
+round_time = 0.02
+timeout = 20
+
+[[study]]
+name = "faults"
+base = { batch_size = 4 }
+axes = { model = ["mlp", "fault_raise", "fault_abort", "fault_segfault", "fault_hang", "fault_oom"] }
+
+[[study]]
+name = "cuda-only"
+base = { model = "mlp" }
+axes = { precision = ["fp32", "fp16", "tf32"] }
+reference = { precision = "fp32" }
+"""
+
+
+def test_faulty_cases_are_recorded_and_the_run_continues(tmp_path):
+    suite = tmp_path / "faults.toml"
+    suite.write_text(FAULTS)
+    proc = run_cli("run", "--suite", str(suite), "--device", "cpu", "--out", str(tmp_path / "out"),
+                   "--plugin", "tests.fault_models", *no_report(), timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "out").glob("*.jsonl")
+    _, records = read_run(path)
+    status = {r["case_id"]: (r["status"], r["reason"]) for r in records}
+    assert status["mlp,batch_size=4"][0] == "ok"
+    assert status["fault_raise,batch_size=4"] == ("error", "RuntimeError: planted fault")
+    assert status["fault_abort,batch_size=4"][0] == "crashed" and "SIGABRT" in status["fault_abort,batch_size=4"][1]
+    assert status["fault_segfault,batch_size=4"][0] == "crashed" and "SIGSEGV" in status["fault_segfault,batch_size=4"][1]
+    assert status["fault_hang,batch_size=4"][0] == "timeout"
+    assert status["fault_oom,batch_size=4"][0] == "oom", status["fault_oom,batch_size=4"]
+    assert status["mlp,precision=fp16"] == ("skipped", "fp16 autocast with GradScaler needs CUDA")
+    assert status["mlp,precision=tf32"][0] == "skipped" and "CUDA" in status["mlp,precision=tf32"][1]
+    assert status["mlp"][0] == "ok", "the run went on after every fault"
+    pids = [r["worker"]["pid"] for r in records if r["status"] == "ok"]
+    assert len(set(pids)) == len(pids), "each case runs in its own worker, so its peak memory is its own"
+
+
+def test_ctrl_c_keeps_a_valid_file_and_resume_completes_without_duplicates(tmp_path):
+    suite = tmp_path / "three.toml"
+    suite.write_text("\n".join(
+        f'[[study]]\nname = "s{i}"\nbase = {{ model = "mlp" }}\naxes = {{ batch_size = [{8 * (i + 1)}] }}\n'
+        for i in range(3)) + '[suite]\nrounds = 2\nround_time = 0.02\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sciml_bench", "run", "--suite", str(suite), "--device", "cpu", "--out", str(out),
+           *no_report()]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # interrupt once the first study's record is on disk
+        files = list(out.glob("*.jsonl"))
+        if files and len(files[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err, "the user is told how to continue"
+    (path,) = out.glob("*.jsonl")
+    lines = path.read_text().splitlines()
+    assert all(json.loads(ln) for ln in lines), "file stays valid JSON lines after Ctrl-C"
+    kept = len(read_run(path)[1])
+    assert 1 <= kept < 3, f"expected an interrupted run, got {kept} records"
+
+    resumed = run_cli("run", "--resume", str(path), "--out", str(out), *no_report(), timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    _, records = read_run(path)
+    keys = [(r["study"], r["case_id"]) for r in records]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 3, f"resume must complete without duplicates: {keys}"
