@@ -56,20 +56,19 @@ class MicroCase:
 
 
 def micro_cases(micro: str, field: str, values: Iterable[Any], fallback: dict[str, Any],
-                want: Callable[[Case], bool] = lambda c: True) -> list[MicroCase]:
+                minimum: int = 2) -> list[MicroCase]:
     """Micro-benchmark points for ``field`` over ``values``.
 
-    The first study of the suite whose cases vary ``field`` over values (filtered by ``want``)
-    provides the points, their sizes (its base case) and the group ``"<study>/<micro>"``. With no
+    The first study of the suite whose cases cover at least ``minimum`` of ``values`` provides the points, their sizes (its base case) and the group ``"<study>/<micro>"``. With no
     such study the points are ``fallback`` with ``field`` set to each of ``values`` (the zoo's own
     table, e.g. every registered activation), grouped as ``"zoo/<micro>"``.
     """
     device = micro_device()
     values = list(values)
     for study in load_suite(SUITE).studies:
-        cases = [c for c in study.cases({"device": device}) if getattr(c, field) in values and want(c)]
+        cases = [c for c in study.cases({"device": device}) if getattr(c, field) in values]
         picked = {getattr(c, field): c for c in reversed(cases)}  # first case per value
-        if len(picked) >= 2:
+        if len(picked) >= minimum:
             return [MicroCase(micro, f"{study.name}/{micro}", picked[v], str(v)) for v in values if v in picked]
     return [MicroCase(micro, f"zoo/{micro}", make_case(dict(fallback, device=device, **{field: v})), str(v))
             for v in values]
