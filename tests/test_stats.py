@@ -40,3 +40,45 @@ def test_paired_ratio_cancels_common_drift():
 def test_paired_ratio_needs_three_rounds_for_ci():
     pr = paired_ratio([1.0, 1.1], [1.0, 1.0])
     assert pr["ci_low"] is None and pr["n"] == 2
+
+
+# ---------------------------------------------------------------- compare / history statistics
+
+from sciml_bench.stats import cliffs_delta, detect_steps, mann_whitney, noise_scale, ratio_of_medians  # noqa: E402
+
+
+def test_mann_whitney_separates_shifted_samples_and_not_identical_ones():
+    rng = np.random.default_rng(2)
+    a = rng.lognormal(0, 0.05, 40)
+    assert mann_whitney(a * 1.2, a) < 1e-6, "a 20% shift on 40 samples must be significant"
+    assert mann_whitney(a, a) > 0.5
+    assert mann_whitney([1.0], [2.0, 3.0]) is None, "no test with one sample"
+    assert mann_whitney([1.0, 1.0], [1.0, 1.0]) == 1.0
+
+
+def test_cliffs_delta_bounds():
+    assert cliffs_delta([3, 4], [1, 2]) == 1.0 and cliffs_delta([1, 2], [3, 4]) == -1.0
+    assert cliffs_delta([1, 2], [1, 2]) == 0.0
+
+
+def test_ratio_of_medians_ci_covers_truth():
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(100):
+        r = ratio_of_medians(rng.lognormal(np.log(1.1), 0.05, 12), rng.lognormal(0, 0.05, 12))
+        hits += r["ci_low"] <= 1.1 <= r["ci_high"]
+    assert hits >= 85, f"bootstrap ratio CI covered the true 1.1 only {hits}/100 times"
+    assert ratio_of_medians([2.0, 2.0], [1.0, 1.0])["ci_low"] is None, "no CI from 2 samples"
+
+
+def test_detect_steps_finds_planted_step_and_ignores_noise_and_outliers():
+    rng = np.random.default_rng(4)
+    y = np.r_[rng.lognormal(0, 0.02, 15), rng.lognormal(np.log(1.15), 0.02, 10)]
+    steps = detect_steps(y, min_step=0.02)
+    assert len(steps) == 1 and steps[0]["index"] == 15 and 1.1 < steps[0]["ratio"] < 1.2, steps
+    false = sum(bool(detect_steps(rng.lognormal(0, 0.03, 30), min_step=0.02)) for _ in range(100))
+    assert false <= 2, f"{false}/100 flat noisy series got a step"
+    spike = np.r_[np.ones(10), 5.0, np.ones(10)]
+    assert detect_steps(spike) == [], "one wild run in the middle is an outlier, not two steps"
+    assert detect_steps(np.r_[np.ones(10), 1.3])[0]["index"] == 10, "the newest run may start a level"
+    assert noise_scale(np.r_[np.zeros(10), np.ones(10)]) == 0.0, "a clean step is not noise"

@@ -1,0 +1,169 @@
+"""Detection quality of ``sciml-bench compare``: false alarms, detection rates and CI honesty, measured.
+
+Usage (from the repository root)::
+
+    python benchmarks/detection_quality.py record --runs 6 --out results/detection   # ~2-10 min
+    python benchmarks/detection_quality.py score results/detection [--json out.json]
+
+``record`` runs ``benchmarks/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
+layers, i.e. a *real* extra op of ~5/10/20%) several times, minutes apart, on this machine.
+``score`` then uses only those recorded samples:
+
+* A/A false alarms: every ordered pair of different runs, every case (same code run twice).
+* Injected slowdowns: run i's samples scaled by 1.05/1.10/1.20 against run j (i != j).
+* Real extra op: ``dq_plusN`` in run j against ``dq_base`` in run i (i != j).
+* CI honesty: does run i's paired-round ratio CI (variant vs base) cover run j's ratio?
+
+Each is scored under three rules on the same data:
+
+* ``sciml-bench``: compare's own verdict "slower" (Mann-Whitney p < alpha and ratio > 1 + threshold),
+  on raw per-call samples and on per-round medians;
+* ``asv``: Mann-Whitney p < 0.002 and ratio >= 1.1 (asv's defaults);
+* ``median 5%``: ratio of medians > 1.05, no test (how pytest-benchmark's --benchmark-compare-fail
+  applies a fixed threshold).
+
+This is a measurement script, not a test: it is kept out of the test suite because it takes minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sciml_bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, time_samples, verdict  # noqa: E402
+from sciml_bench.results import read_run, run_files  # noqa: E402
+from sciml_bench.stats import mann_whitney, ratio_of_medians  # noqa: E402
+
+SLOWDOWNS = (1.05, 1.10, 1.20)
+EXTRA = {"dq_plus5": 1.05, "dq_plus10": 1.10, "dq_plus20": 1.20}
+
+
+def record(n: int, out: Path) -> None:
+    """Run the detection suite ``n`` times into ``out`` (no reports)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for i in range(n):
+        cmd = [sys.executable, "-m", "sciml_bench", "run", "--suite", str(ROOT / "benchmarks/detection_suite.toml"),
+               "--plugin", "benchmarks.detect_plugin", "--out", str(out), "--no-report", "--device", "cpu"]
+        print(f"run {i + 1}/{n}: {' '.join(cmd[3:])}", flush=True)
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def _rules(new: dict, base: dict, scale: float = 1.0) -> dict[str, bool]:
+    """Did each rule flag ``new`` (times multiplied by ``scale``) as slower than ``base``?"""
+    out = {}
+    for kind in ("raw", "rounds"):
+        sn = [t * scale for t in time_samples(new, kind)]
+        sb = time_samples(base, kind)
+        p = mann_whitney(sn, sb)
+        ratio = new["value"] * scale / base["value"]
+        ci = ratio_of_medians([t * scale for t in time_samples(new, "rounds")], time_samples(base, "rounds"))
+        out[f"sciml-bench ({kind})"] = verdict(ratio, (ci["ci_low"], ci["ci_high"]), p, DEFAULT_THRESHOLD,
+                                               DEFAULT_ALPHA) == "slower"
+        out[f"asv ({kind})"] = p is not None and p < 0.002 and ratio >= 1.1
+    out["median 5%"] = new["value"] * scale / base["value"] > 1.05
+    return out
+
+
+def score(run_dir: Path) -> dict:
+    runs = []
+    for f in run_files(run_dir):
+        h, recs = read_run(f)
+        ok = [r for r in recs if r["status"] == "ok"]
+        # keyed by case id; the detection suite's cases are also reachable by model name
+        runs.append({**{r["case_id"]: r for r in ok},
+                     **{r["case"]["model"]: r for r in ok if r["case"]["model"] in (*EXTRA, "dq_base")}})
+    if len(runs) < 2:
+        raise SystemExit(f"need at least 2 runs in {run_dir}, found {len(runs)}")
+    tally: dict[str, dict[str, list[bool]]] = {}
+
+    def add(scenario: str, flags: dict[str, bool]) -> None:
+        for rule, hit in flags.items():
+            tally.setdefault(scenario, {}).setdefault(rule, []).append(hit)
+
+    for i, j in itertools.permutations(range(len(runs)), 2):
+        a, b = runs[i], runs[j]
+        for case in {k for k in a.keys() & b.keys() if "," in k or k not in (*EXTRA, "dq_base")}:
+            base, new = a[case]["metrics"]["step_time"], b[case]["metrics"]["step_time"]
+            add("A/A (same code, two runs)", _rules(new, base))
+            for s in SLOWDOWNS:
+                add(f"injected {s - 1:.0%} (scaled samples)", _rules(new, base, s))
+        if "dq_base" in a:
+            for case, s in EXTRA.items():
+                if case in b:
+                    add(f"real extra op ~{s - 1:.0%} ({case})",
+                        _rules(b[case]["metrics"]["step_time"], a["dq_base"]["metrics"]["step_time"]))
+    # CI honesty: run i's paired-round ratio CI must cover run j's ratio
+    cover, widths, realised = [], [], {c: [] for c in EXTRA}
+    for i, j in itertools.permutations(range(len(runs)), 2):
+        for case in EXTRA:
+            ri, rj = runs[i].get(case, {}).get("metrics", {}).get("time_ratio"), \
+                runs[j].get(case, {}).get("metrics", {}).get("time_ratio")
+            if ri and rj and ri.get("ci_low") is not None:
+                cover.append(ri["ci_low"] <= rj["value"] <= ri["ci_high"])
+                widths.append(ri["ci_high"] / ri["ci_low"])
+    for r in runs:
+        for case in EXTRA:
+            tr = r.get(case, {}).get("metrics", {}).get("time_ratio")
+            if tr:
+                realised[case].append(tr["value"])
+    rates = {sc: {rule: {"rate": float(np.mean(h)), "n": len(h)} for rule, h in rules.items()}
+             for sc, rules in tally.items()}
+    return {"runs": len(runs), "rounds": [len(next(iter(r.values()))["metrics"]["step_time"]["samples"]) for r in runs],
+            "raw_per_run_case": float(np.mean([len(time_samples(c["metrics"]["step_time"], "raw"))
+                                               for r in runs for k, c in r.items() if "," in k])),
+            "rates": rates,
+            "ci_honesty": {"coverage": float(np.mean(cover)) if cover else None, "n": len(cover),
+                           "median_width_ratio": float(np.median(widths)) if widths else None},
+            "realised_extra_op_ratio": {c: {"median": float(np.median(v)), "min": float(np.min(v)),
+                                            "max": float(np.max(v))} for c, v in realised.items() if v}}
+
+
+def to_markdown(res: dict) -> str:
+    rules = list(next(iter(res["rates"].values())))
+    lines = [f"{res['runs']} runs, rounds per case {sorted(set(res['rounds']))}, "
+             f"~{res['raw_per_run_case']:.0f} per-call samples per case per run", "",
+             "| scenario | " + " | ".join(rules) + " |", "|---|" + "---:|" * len(rules)]
+    for sc, r in res["rates"].items():
+        lines.append(f"| {sc} (n={next(iter(r.values()))['n']}) | " +
+                     " | ".join(f"{r[k]['rate']:.0%}" for k in rules) + " |")
+    ci = res["ci_honesty"]
+    if ci["coverage"] is not None:
+        lines += ["", f"CI honesty: run i's ratio CI covers run j's ratio in {ci['coverage']:.0%} of {ci['n']} "
+                      f"pairs (median CI width hi/lo {ci['median_width_ratio']:.2f}x)."]
+    for c, v in res["realised_extra_op_ratio"].items():
+        lines.append(f"- realised {c}/dq_base within-run ratio: median {v['median']:.3f} "
+                     f"(range {v['min']:.3f}-{v['max']:.3f})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--runs", type=int, default=6)
+    r.add_argument("--out", type=Path, default=ROOT / "results" / "detection")
+    s = sub.add_parser("score")
+    s.add_argument("dir", type=Path)
+    s.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    if args.cmd == "record":
+        record(args.runs, args.out)
+        return 0
+    res = score(args.dir)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    print(to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
