@@ -325,6 +325,27 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_asv(args: argparse.Namespace) -> int:
+    """Convert asv results into run files (one per machine x commit x environment)."""
+    from sciml_bench.imports import import_asv
+
+    written, skipped = import_asv(args.results_dir, args.out)
+    for path in written:
+        console.print(f"imported: {path}")
+    console.print(f"{len(written)} run files written to {args.out}" +
+                  (f", {len(skipped)} already imported" if skipped else ""))
+    return 0
+
+
+def cmd_import_pytest_benchmark(args: argparse.Namespace) -> int:
+    """Convert a pytest-benchmark --benchmark-json file into a run file."""
+    from sciml_bench.imports import import_pytest_benchmark
+
+    for f in args.file:
+        console.print(f"imported: {import_pytest_benchmark(f, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sciml-bench", description="Benchmark and profile PyTorch scientific-ML architectures: "
                 "speed, memory and FLOPs of the same configuration side by side, with honest CIs.")
@@ -417,6 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--out", metavar="DIR", help="also write trend figures and history.json here")
     hist.add_argument("--json", action="store_true", help="print JSON")
     hist.set_defaults(fn=cmd_history)
+
+    ia = sub.add_parser("import-asv", help="convert asv results into run files (reports, compare, history)",
+                        description="Convert every asv result file (one per machine x commit x environment) "
+                                    "into results/asv-<machine>-<commit>-<env>.jsonl; asv's machine info "
+                                    "becomes the environment fingerprint. Already imported files are skipped.")
+    ia.add_argument("results_dir", nargs="?", default=".asv/results",
+                    help="asv results_dir (default: .asv/results, as in asv.conf.json)")
+    ia.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")
+    ia.set_defaults(fn=cmd_import_asv)
+
+    ip = sub.add_parser("import-pytest-benchmark", help="convert pytest-benchmark JSON into a run file",
+                        description="Convert files written by `pytest --benchmark-json FILE` into run files.")
+    ip.add_argument("file", nargs="+", help="pytest-benchmark JSON file(s)")
+    ip.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")
+    ip.set_defaults(fn=cmd_import_pytest_benchmark)
     return p
 
 

@@ -295,7 +295,9 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
     records = []
     for b in data["benchmarks"]:
         st, extra = b.get("stats", {}), b.get("extra_info", {}) or {}
-        study = extra.get("study") or b.get("group") or "pytest-benchmark"
+        study = b.get("group") or extra.get("study") or "pytest-benchmark"
+        base = (b.get("name") or b.get("fullname", "?")).split("[")[0].removeprefix("test_")
+        case_id = f"{base}:{b['param']}" if b.get("param") else base  # no brackets: tables render markup
         m: dict[str, Any] = {"value": st["median"], "unit": "s", "iqr": st.get("iqr"), "n": st.get("rounds"),
                              "ci_low": None, "ci_high": None, "mean": st.get("mean"), "min": st.get("min"),
                              "stddev": st.get("stddev"), "samples": st.get("data"),
@@ -307,12 +309,14 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
         else:
             absent["step_time_ci"] = "pytest-benchmark kept no raw data (run with --benchmark-save-data)"
         metrics = {"step_time": m}
+        per_call = (extra.get("case") or {}).get("batch_size")  # samples per call; else calls
+        metrics["throughput"] = {"value": (per_call or 1) / st["median"], "unit": "samples/s" if per_call else "calls/s"}
         if extra.get("flops"):
             metrics["flops"] = {"value": extra["flops"], "unit": "FLOP"}
             metrics["flop_rate"] = {"value": extra["flops"] / st["median"], "unit": "FLOP/s"}
         elif "flops" in extra:
-            absent["flops"] = extra.get("flops_absent", "no FLOP count recorded")
-        records.append({"study": study, "case_id": b.get("name") or b.get("fullname"), "case": extra.get("case", {}),
+            absent["flops"] = extra.get("flops_absent") or "FlopCounterMode counted no FLOPs (elementwise or fused ops)"
+        records.append({"study": study, "case_id": case_id, "case": extra.get("case", {}),
                         "status": "ok", "reason": None, "metrics": metrics, "absent": absent,
                         "group": b.get("group"), "fullname": b.get("fullname"), "param": b.get("param"),
                         "extra_info": extra})

@@ -24,12 +24,12 @@ def _size(case, knob: str, default: int) -> int:
 
 
 def _fwd_bwd(module: nn.Module, x: torch.Tensor):
-    """forward + backward to the input and the parameters, without accumulating into .grad."""
-    leaves = [x] + [p for p in module.parameters() if p.requires_grad]
-
+    """forward + backward into the input's and the parameters' .grad (reset each call, as in a train step)."""
     def step():
+        x.grad = None
+        module.zero_grad(set_to_none=True)
         y = module(x)
-        return torch.autograd.grad(y, leaves, torch.ones_like(y))
+        y.backward(torch.ones_like(y))
     return step
 
 
