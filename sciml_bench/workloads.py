@@ -384,8 +384,11 @@ def _loader_metrics(wl: Workload, metrics: dict[str, dict[str, Any]]) -> None:
     case = wl.case
     metrics["cpu_count"] = {"value": os.cpu_count(), "unit": "count",
                             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    from sciml_bench.data import default_start_method
+
     children = psutil.Process().children(recursive=False)
     metrics["loader_worker_processes"] = {"value": len(children), "unit": "count",
+                                          "start_method": default_start_method() if case.num_workers else None,
                                           "note": "live child processes of the case worker after warmup"}
     if case.mode == "train":
         n = max(EPOCH_BATCHES, 8)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from sciml_bench.cases import DATASETS
 from sciml_bench.errors import UsageError
 
-__all__ = ["DATASETS", "ImageDataset", "MemmapDataset", "WindowDataset", "make_dataset", "make_loader"]
+__all__ = ["DATASETS", "ImageDataset", "MemmapDataset", "WindowDataset", "default_start_method", "make_dataset", "make_loader"]
 
 
 def _as_list(x: Any) -> list[torch.Tensor]:
@@ -171,9 +171,27 @@ def make_dataset(kind: str, sample: tuple[Any, Any], n: int, seed: int = 0) -> t
     raise UsageError(f"unknown dataset {kind!r}; expected one of: {', '.join(DATASETS)}")
 
 
+def default_start_method() -> str:
+    """The start method a fresh interpreter on this platform gives DataLoader workers (fork on
+    Linux up to Python 3.13, forkserver from 3.14, spawn on macOS and Windows)."""
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()[0]
+
+
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                persistent_workers: bool = False, prefetch_factor: int | None = None, seed: int = 0) -> DataLoader:
-    """A shuffling DataLoader over ``dataset`` with exactly the given settings (drop_last, seeded)."""
+                persistent_workers: bool = False, prefetch_factor: int | None = None, seed: int = 0,
+                start_method: str | None = None) -> DataLoader:
+    """A shuffling DataLoader over ``dataset`` with exactly the given settings (drop_last, seeded).
+
+    Workers start with ``start_method`` (default: :func:`default_start_method`), set explicitly:
+    inside a process that was itself spawned, multiprocessing would otherwise inherit "spawn"
+    and every worker would re-import torch, which is not what a user's training script pays.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(start_method or default_start_method()) if num_workers else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=persistent_workers,
-                      prefetch_factor=prefetch_factor, generator=torch.Generator().manual_seed(seed))
+                      prefetch_factor=prefetch_factor, generator=torch.Generator().manual_seed(seed),
+                      multiprocessing_context=ctx)

@@ -1,0 +1,148 @@
+"""Workload knobs change what they claim: autocast dtypes, checkpointing memory, compile counters,
+channels_last, and CUDA-only values skipped with reasons on a CPU."""
+import pytest
+import torch
+from torch import nn
+
+from sciml_bench.cases import Case
+from sciml_bench.errors import Unsupported, UsageError
+from sciml_bench.measure.memory import cpu_step_peak_bytes
+from sciml_bench.models import create_model, get_model_spec
+from sciml_bench.workloads import MAX_WORKERS_ENV, build_workload, probe
+
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallbacks")
+
+
+def _linear_output_dtypes(wl) -> set[torch.dtype]:
+    seen: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+             for m in wl.model.modules() if isinstance(m, nn.Linear)]
+    wl.step()
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_bf16_autocast_makes_matmul_outputs_bf16(mode):
+    wl = build_workload(Case(model="mlp", mode=mode, batch_size=8, precision="bf16"))
+    assert _linear_output_dtypes(wl) == {torch.bfloat16}, "bf16 autocast left a Linear output in another dtype"
+    assert all(p.dtype == torch.float32 for p in wl.model.parameters()), "autocast must keep fp32 master weights"
+
+
+def test_fp32_and_fp64_matmul_outputs():
+    assert _linear_output_dtypes(build_workload(Case(model="mlp", batch_size=8))) == {torch.float32}
+    assert _linear_output_dtypes(build_workload(Case(model="mlp", batch_size=8, precision="fp64"))) == {torch.float64}
+
+
+def test_checkpointing_lowers_peak_cpu_tensor_memory_of_deep_mlp():
+    # Batch much larger than the width: activations dominate the step's live memory.
+    base = dict(model="mlp", mode="train", batch_size=4096, width=64, depth=16)
+    peaks = {}
+    for segments in (0, 4):
+        wl = build_workload(Case(checkpoint=segments, **base))
+        wl.step()  # optimizer state exists before the measured step
+        peaks[segments] = cpu_step_peak_bytes(wl.step)
+    assert peaks[4] < 0.6 * peaks[0], f"checkpointing did not lower the step peak enough: {peaks}"
+
+
+def test_checkpointing_model_without_blocks_is_a_clear_error():
+    with pytest.raises(UsageError, match=r"does not accept knob\(s\) checkpoint"):
+        Case(model="deeponet", checkpoint=2)
+
+
+def test_checkpointing_gives_same_loss():
+    losses = []
+    for segments in (0, 2):
+        wl = build_workload(Case(model="mlp", batch_size=16, depth=4, checkpoint=segments))
+        wl.step()
+        losses.append(float(wl.last_loss))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6), "checkpointing changed the loss"
+
+
+def test_channels_last_applies_to_model_and_input():
+    wl = build_workload(Case(model="small_cnn", mode="infer", batch_size=4, channels_last=True))
+    conv = next(m for m in wl.model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last), "conv weight is not channels_last"
+    assert wl.inputs.is_contiguous(memory_format=torch.channels_last), "input is not channels_last"
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode", "grad"])
+def test_inference_modes_run_in_eval(grad_mode):
+    wl = build_workload(Case(model="mlp", mode="infer", batch_size=4, grad_mode=grad_mode))
+    wl.step()
+    assert not wl.model.training, "inference must run the model in eval mode"
+
+
+def test_compile_reports_compile_time_and_graph_count():
+    wl = build_workload(Case(model="mlp", batch_size=8, depth=2, width=16, compile="default"))
+    import time
+
+    t0 = time.perf_counter()
+    wl.step()
+    first = time.perf_counter() - t0
+    wl.step()
+    metrics, _ = probe(wl, first)
+    assert metrics["compile_time"]["value"] > 0
+    assert metrics["compiled_graphs"]["value"] >= 1, "no graph was compiled"
+    assert metrics["graph_breaks"]["value"] == 0, metrics["graph_breaks"]
+
+
+def test_bf16_numerics_drift_is_measured():
+    wl = build_workload(Case(model="mlp", batch_size=16, precision="bf16"))
+    wl.step()
+    metrics, absent = probe(wl, 0.0)
+    assert metrics["loss_drift"]["value"] >= 0
+    assert len(metrics["loss_after_steps"]["samples"]) == metrics["loss_after_steps"]["steps"]
+    assert metrics["nonfinite_loss_steps"]["value"] == 0
+    assert "GradScaler" in absent["scaler_skipped_steps"]
+
+
+def test_fno_under_fp16_autocast_at_non_power_of_two_size():
+    """Half-precision FFTs only take power-of-two sizes (and none at all on CPU): the spectral
+    layer must run its FFT in fp32 so fp16 autocast works at any resolution."""
+    model = create_model("fno1d")
+    x, _ = get_model_spec("fno1d").sample_batch(2, resolution=100)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = model(x)
+    assert torch.isfinite(out).all(), "fno1d fp16 output has non-finite values"
+
+
+CUDA_ONLY = [
+    (dict(precision="fp16"), "GradScaler needs CUDA"),
+    (dict(precision="tf32"), "TF32"),
+    (dict(model="small_cnn", cudnn_benchmark=True), "cudnn.benchmark"),
+    (dict(compile="reduce-overhead"), "CUDA graphs"),
+    (dict(compile="max-autotune"), "needs CUDA"),
+    (dict(model="small_cnn", mode="data", dataset="images", pin_memory=True), "pin_memory"),
+    (dict(device="cuda"), "CUDA is not available"),
+]
+
+
+@cpu_only
+@pytest.mark.parametrize("fields,reason", CUDA_ONLY, ids=[r for _, r in CUDA_ONLY])
+def test_cuda_only_values_skip_with_reasons_on_cpu(fields, reason):
+    with pytest.raises(Unsupported, match=reason):
+        build_workload(Case(batch_size=4, **fields))
+
+
+def test_worker_cap_skips_cases_above_it(monkeypatch):
+    monkeypatch.setenv(MAX_WORKERS_ENV, "1")
+    with pytest.raises(Unsupported, match="above the cap"):
+        build_workload(Case(model="small_cnn", mode="data", dataset="images", batch_size=4, num_workers=2))
+
+
+def test_shape_sweep_needs_a_size_knob():
+    wl = build_workload(Case(model="mlp", mode="infer", batch_size=4, shape_sweep=1))
+    with pytest.raises(Unsupported, match="resolution or seq_len"):
+        probe(wl, 0.0)
+
+
+def test_eager_shape_sweep_times_each_size():
+    wl = build_workload(Case(model="fno1d", mode="infer", batch_size=2, width=8, depth=1, resolution=64,
+                             shape_sweep=2))
+    metrics, absent = probe(wl, 0.0)
+    assert metrics["sweep_first_call_time"]["sizes"] == [96, 128]
+    assert len(metrics["sweep_first_call_time"]["samples"]) == 2
+    assert "recompiles" in absent
+    assert wl.inputs.shape[-1] == 64, "the sweep must restore the case's own batch"
