@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -79,12 +78,12 @@ def run_asv_smoke(tmp: Path, selection: str = SELECTION) -> Path:
         pytest.skip("asv is not installed")
     conf = asv_conf(tmp)
     env = dict(os.environ, HOME=str(tmp), SCIML_BENCH_ASV_SUITE="smoke", SCIML_BENCH_ASV_DEVICE="cpu")
-    machine = ["--machine", "ci-test", "--os", platform.platform(), "--arch", platform.machine(),
-               "--cpu", platform.processor() or "cpu", "--num_cpu", str(os.cpu_count()), "--ram", "1000000"]
-    subprocess.run([ASV, "machine", "--yes", "--config", str(conf), *machine], env=env, cwd=tmp, check=True,
+    # asv's defaults (hostname, CPU, cores, OS, RAM) written to the temporary HOME's machine file.
+    subprocess.run([ASV, "machine", "--yes", "--config", str(conf)], env=env, cwd=tmp, check=True,
                    capture_output=True, timeout=60)
+    (machine,) = [k for k in json.loads((tmp / ".asv-machine.json").read_text()) if k != "version"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    proc = subprocess.run([ASV, "run", "--python=same", "--quick", "--config", str(conf), "--machine", "ci-test",
+    proc = subprocess.run([ASV, "run", "--python=same", "--quick", "--config", str(conf), "--machine", machine,
                            "--launch-method", "forkserver", "--set-commit-hash", commit, "--bench", selection,
                            "--show-stderr"], env=env, cwd=tmp, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"asv run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -98,7 +97,7 @@ def asv_results(tmp_path_factory):
 
 def test_asv_quick_run_writes_every_selected_benchmark(asv_results):
     benchmarks = json.loads((asv_results / "benchmarks.json").read_text())
-    (result_file,) = [p for p in (asv_results / "ci-test").glob("*.json") if p.name != "machine.json"]
+    (result_file,) = [p for p in asv_results.glob("*/*.json") if p.name != "machine.json"]
     result = json.loads(result_file.read_text())
     selected = [n for n in benchmarks if n.startswith("bench_studies.Models")]
     assert selected, "asv discovered no generated benchmark"
