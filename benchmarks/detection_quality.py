@@ -78,6 +78,8 @@ def score(run_dir: Path) -> dict:
     for f in run_files(run_dir):
         h, recs = read_run(f)
         ok = [r for r in recs if r["status"] == "ok"]
+        if not ok:
+            continue  # an interrupted or still-running run
         # keyed by case id; the detection suite's cases are also reachable by model name
         runs.append({**{r["case_id"]: r for r in ok},
                      **{r["case"]["model"]: r for r in ok if r["case"]["model"] in (*EXTRA, "dq_base")}})
