@@ -98,9 +98,7 @@ class _StudyBenchmark:
         return self.wl.samples_per_step / self._median_step_s()
 
     def _peak_memory(self, *params: Any) -> int:
-        if self.wl.device.type == "cuda":
-            return memory.cuda_step_peak_bytes(self.wl.step, self.wl.device)[0]
-        return memory.tensor_bytes(self.wl.state_tensors(), "cpu") + memory.cpu_step_peak_bytes(self.wl.step)
+        return memory.step_memory(self.wl.step, self.wl.device, self.wl.state_tensors())["peak"]
 
     def _flop_rate(self, *params: Any) -> float:
         return flops.count_flops(self.wl.step) / self._median_step_s()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sciml_bench.errors import UsageError
@@ -64,16 +65,18 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
         table.add_column(col, justify=just, overflow="fold")
     for r in records:
         m = r.get("metrics", {})
+        study, case = escape(r["study"]), escape(r["case_id"])  # ids are text, never rich markup
         if r["status"] != "ok":
-            table.add_row(r["study"], r["case_id"], f"[red]{r['status']}[/]", f"[dim]{r.get('reason', '')}[/]",
+            table.add_row(study, case, f"[red]{r['status']}[/]", f"[dim]{escape(r.get('reason') or '')}[/]",
                           "", "", "", "")
             continue
         ratio = m.get("time_ratio")
-        ratio_s = "ref" if ratio and ratio["reference"] == r["case_id"] else (
+        ratio_s = "ref" if ratio and ratio.get("reference") == r["case_id"] else (
             fmt_ci(ratio, lambda x: f"{x:.2f}x") if ratio else "-")
         mem = peak_memory(r)
-        table.add_row(r["study"], r["case_id"], "ok", fmt_ci(m["step_time"], fmt_time), ratio_s,
-                      f"{m['throughput']['value']:.4g}/s", fmt_bytes(mem[1] if mem else None),
+        table.add_row(study, case, "ok", fmt_ci(m["step_time"], fmt_time) if "step_time" in m else "-", ratio_s,
+                      f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
+                      fmt_bytes(mem[1] if mem else None),
                       f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
     return table
 

@@ -60,8 +60,7 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     import torch
 
     from sciml_bench.measure.flops import count_flops
-    from sciml_bench.measure.memory import (cpu_step_peak_bytes, cuda_step_peak_bytes, peak_rss_bytes,
-                                            rss_bytes, tensor_bytes)
+    from sciml_bench.measure.memory import peak_rss_bytes, rss_bytes, step_memory
     from sciml_bench.measure.timing import warmup
     from sciml_bench.models import param_count
     from sciml_bench.workloads import build_workload, probe
@@ -79,18 +78,11 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
             metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
         except Exception as e:  # an op without FLOP support must not lose the case's timing
             absent["flops"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
-    if wl.device.type == "cuda":
-        peak, start = cuda_step_peak_bytes(wl.step, wl.device)
-        metrics["peak_cuda_bytes"] = {"value": peak, "unit": "B"}
-        metrics["state_cuda_bytes"] = {"value": start, "unit": "B"}
-        absent["peak_cpu_tensor_bytes"] = "case ran on CUDA; see peak_cuda_bytes"
-    else:
-        step_peak = cpu_step_peak_bytes(wl.step)
-        state = tensor_bytes(wl.state_tensors(), "cpu")
-        metrics["peak_cpu_tensor_bytes"] = {"value": state + step_peak, "unit": "B"}
-        metrics["step_cpu_tensor_bytes"] = {"value": step_peak, "unit": "B"}
-        metrics["state_cpu_tensor_bytes"] = {"value": state, "unit": "B"}
-        absent["peak_cuda_bytes"] = "case ran on CPU"
+    mem = step_memory(wl.step, wl.device, wl.state_tensors())
+    dev, other = ("cuda", "cpu_tensor") if wl.device.type == "cuda" else ("cpu_tensor", "cuda")
+    for part in ("peak", "step", "state"):
+        metrics[f"{part}_{dev}_bytes"] = {"value": mem[part], "unit": "B"}
+    absent[f"peak_{other}_bytes"] = f"case ran on {wl.device.type.upper()}; see peak_{dev}_bytes"
     metrics["rss_before_build_bytes"] = {"value": rss_before, "unit": "B"}
     metrics["peak_rss_bytes"] = {"value": peak_rss_bytes(), "unit": "B"}
     if wl.model is not None:

@@ -67,3 +67,20 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def step_memory(step: Callable[[], object], device: torch.device,
+                state: Iterable[torch.Tensor]) -> dict[str, int]:
+    """Tensor memory of one ``step`` on its device, in bytes: ``peak`` live during the step,
+    ``state`` live at its start, and ``step`` = peak - state (activations and temporaries).
+
+    CUDA reads the caching allocator's peak statistics. CPU has no such statistics, so the
+    state is the distinct storages of ``state`` (parameters, gradients, optimizer state,
+    batch) and the step's increase comes from the allocator's profiler events.
+    """
+    if device.type == "cuda":
+        peak, start = cuda_step_peak_bytes(step, device)
+        return {"peak": peak, "state": start, "step": peak - start}
+    increase = cpu_step_peak_bytes(step)
+    held = tensor_bytes(state, "cpu")
+    return {"peak": held + increase, "state": held, "step": increase}
