@@ -271,8 +271,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.markdown:
         print(to_markdown(cmp), end="")
         return cmp.exit_code
-    for k, (a, b) in cmp.env_differences.items():
-        err_console.print(f"[yellow]warning[/]: environments differ in {k}: {a!r} (base) vs {b!r} (new)")
+    for w in cmp.warnings:
+        err_console.print(f"[yellow]warning[/]: {w}")
     color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow"}
     t = Table(title=f"{cmp.new_run} vs {cmp.base_run} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")

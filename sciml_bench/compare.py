@@ -72,10 +72,26 @@ class Comparison:
     def exit_code(self) -> int:
         return 1 if self.failures else 0
 
+    @property
+    def global_shift(self) -> float | None:
+        """Median new/base time ratio over all cases: far from 1 when the machine itself changed speed."""
+        ratios = sorted(r.ratio for r in self.rows if r.family == "time")
+        return ratios[len(ratios) // 2] if len(ratios) >= 3 else None
+
+    @property
+    def warnings(self) -> list[str]:
+        out = [f"environments differ in {k}: {a!r} (base) vs {b!r} (new)" for k, (a, b) in self.env_differences.items()]
+        g = self.global_shift
+        if g is not None and abs(math.log(g)) > math.log(1 + 2 * self.threshold):
+            out.append(f"the median case moved {g:.2f}x: the whole machine ran at a different speed (load, "
+                       f"frequency, threads?); per-case verdicts mostly measure that, not the code")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["env_differences"] = {k: list(v) for k, v in self.env_differences.items()}
         d["exit_code"] = self.exit_code
+        d["warnings"] = self.warnings
         d["failures"] = [f"{r.study}/{r.case_id}:{r.metric}" for r in self.failures]
         return d
 
@@ -189,6 +205,7 @@ def to_markdown(cmp: Comparison) -> str:
     if cmp.env_differences:
         out += ["> ⚠️ environments differ: " + "; ".join(f"{k}: {a} → {b}" for k, (a, b) in
                                                          cmp.env_differences.items()), ""]
+    out += [f"> ⚠️ {_md(w)}" for w in cmp.warnings if not w.startswith("environments differ")]
     out += ["| study | case | metric | base | new | new/base [95% CI] | p | verdict |",
             "|---|---|---|---:|---:|---:|---:|---|"]
     for r in cmp.rows:
