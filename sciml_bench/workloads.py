@@ -128,9 +128,11 @@ def _make_optimizer(case: Case, params) -> torch.optim.Optimizer:
 def _to(x: Any, device: torch.device, dtype: torch.dtype, memory_format=None, non_blocking: bool = False) -> Any:
     """Move a (possibly nested) batch; floating tensors cast to ``dtype``; lists become tuples."""
     if isinstance(x, (tuple, list)):
-        return tuple(_to(t, device, dtype, None, non_blocking) for t in x)
+        return tuple(_to(t, device, dtype, memory_format, non_blocking) for t in x)
     x = x.to(device=device, dtype=dtype if x.is_floating_point() else None, non_blocking=non_blocking)
-    return x.contiguous(memory_format=memory_format) if memory_format is not None and x.dim() == 4 else x
+    if memory_format is not None and x.dim() == 4 and x.is_floating_point():
+        x = x.contiguous(memory_format=memory_format)
+    return x
 
 
 def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
