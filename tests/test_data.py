@@ -83,3 +83,9 @@ def test_data_mode_epochs_wrap():
     for _ in range(40):  # > one epoch of 16 batches
         wl.step()
     assert wl.inputs.shape == (4, 1, 100) and torch.isfinite(wl.inputs).all()
+
+
+def test_loaded_batches_get_the_case_memory_format():
+    wl = build_workload(Case(model="small_cnn", mode="train", dataset="images", batch_size=4, channels_last=True))
+    wl.step()
+    assert wl.inputs.is_contiguous(memory_format=torch.channels_last), "loaded batch is not channels_last"
