@@ -331,8 +331,11 @@ def _shape_sweep(wl: Workload, metrics: dict[str, dict[str, Any]], absent: dict[
     metrics["sweep_first_call_time"] = {"value": sum(times) / len(times), "unit": "s", "samples": times,
                                         "sizes": sizes, "knob": knob, "base": base}
     if compiled:
-        metrics["recompiles"] = {"value": dynamo_counts()["frames"] - before, "unit": "count", "sizes": sizes,
-                                 "note": "frames compiled by calls at new input sizes"}
+        after = dynamo_counts()
+        metrics["recompiles"] = {"value": after["frames"] - before, "unit": "count", "sizes": sizes,
+                                 "graphs_after_sweep": after["graphs"],
+                                 "note": "frames compiled by calls at new input sizes; TORCH_LOGS=recompiles "
+                                         "shows the guard failures behind them"}
     else:
         absent["recompiles"] = "compile=none: nothing is compiled"
 
