@@ -30,8 +30,6 @@ MODEL_KNOBS = ("activation", "init", "norm", "attention", "width", "depth", "res
 # DataLoader fields: they only mean something when the case loads data through a DataLoader.
 LOADER_FIELDS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 
-# Declared axes whose effect is not applied yet: refused, never silently ignored.
-NOT_IMPLEMENTED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -93,9 +91,6 @@ class Case:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
-        for name, why in NOT_IMPLEMENTED.items():
-            if getattr(self, name) != _DEFAULTS[name]:
-                raise UsageError(f"{name}={getattr(self, name)!r}: {why}; allowed: {_DEFAULTS[name]!r}")
         self._check_loader()
         if self.compile == "none" and self.dynamic is not None:
             raise UsageError(f"dynamic={self.dynamic} needs compile != 'none'")

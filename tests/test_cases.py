@@ -32,15 +32,6 @@ def test_bad_values_name_field_and_allowed(values, needle):
     assert "\n" not in str(e.value), "errors are one line"
 
 
-def test_declared_but_unimplemented_axes_are_refused_not_ignored():
-    from sciml_bench.cases import NOT_IMPLEMENTED, _DEFAULTS
-
-    for name in NOT_IMPLEMENTED:
-        value = {bool: True, int: 2, str: "default"}.get(type(_DEFAULTS[name]), 2)
-        with pytest.raises(UsageError, match="not implemented yet"):
-            make_case({name: value})
-
-
 def test_parse_assignment_types():
     assert parse_assignment("batch_size=64") == ("batch_size", 64)
     assert parse_assignment("channels_last=true") == ("channels_last", True)
