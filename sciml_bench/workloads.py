@@ -181,6 +181,13 @@ def build_workload(case: Case) -> Workload:
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     if case.checkpoint:
+        blocks = getattr(model, "blocks", None)
+        if isinstance(blocks, nn.Sequential) and case.checkpoint > len(blocks):
+            raise ValueError(f"checkpoint={case.checkpoint} segments exceeds {case.model}'s {len(blocks)} blocks")
+        if not isinstance(blocks, nn.Sequential) and case.checkpoint != 1:
+            # U-Net / DenseNet / FNO checkpoint each block (on or off); a segment count would be ignored
+            raise ValueError(f"{case.model} checkpoints each of its blocks, on or off: use checkpoint=1, "
+                             f"not {case.checkpoint}")
         model.checkpoint_segments = case.checkpoint
     inputs, targets = spec.sample_batch(case.batch_size, device, dtype, seed=case.seed, **case.knobs)
     inputs = _to(inputs, device, dtype, memory_format)

@@ -58,3 +58,21 @@ def test_reference_outside_the_axes_is_refused(tmp_path):
 def test_dynamic_needs_compile():
     with pytest.raises(UsageError, match="needs compile"):
         Case(dynamic=True)
+
+
+def test_shipped_checkpoint_values_fit_their_models():
+    """checkpoint=N segments must not exceed a model's sequential blocks, and models that
+    checkpoint each block (U-Net, DenseNet, FNO) take only on/off (1): no silently ignored counts."""
+    from torch import nn
+
+    from sciml_bench.cases import builtin_suites, load_suite
+    from sciml_bench.models import create_model
+
+    for suite in builtin_suites():
+        for study in load_suite(suite).studies:
+            for case in study.cases():
+                if not case.checkpoint:
+                    continue
+                blocks = getattr(create_model(case.model, **case.knobs), "blocks", None)
+                limit = len(blocks) if isinstance(blocks, nn.Sequential) else 1
+                assert case.checkpoint <= limit, f"{suite}/{study.name}: {case.case_id} exceeds {limit}"

@@ -146,3 +146,22 @@ def test_eager_shape_sweep_times_each_size():
     assert len(metrics["sweep_first_call_time"]["samples"]) == 2
     assert "recompiles" in absent
     assert wl.inputs.shape[-1] == 64, "the sweep must restore the case's own batch"
+
+
+def test_one_checkpoint_segment_still_checkpoints():
+    """checkpoint=1 checkpoints (and so recomputes) the whole stack; checkpoint_sequential would
+    have run its single segment plainly. The recomputation shows in the counted FLOPs."""
+    from sciml_bench.measure.flops import count_flops
+
+    flops = {}
+    for ck in (0, 1):
+        wl = build_workload(Case(model="mlp", width=64, depth=4, batch_size=32, checkpoint=ck))
+        flops[ck] = count_flops(wl.step)
+    assert flops[1] > 1.2 * flops[0], f"checkpoint=1 should recompute the forward: {flops}"
+
+
+def test_segment_counts_that_would_be_ignored_are_refused():
+    with pytest.raises(ValueError, match="exceeds"):
+        build_workload(Case(model="mlp", depth=2, width=16, checkpoint=4))
+    with pytest.raises(ValueError, match="use checkpoint=1"):
+        build_workload(Case(model="fno1d", resolution=32, width=8, checkpoint=2))

@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint, checkpoint_sequential
+from torch.utils.checkpoint import checkpoint
 
 from sciml_bench.errors import unknown
 
@@ -132,11 +132,21 @@ def init_weights(model: nn.Module, name: str = "default") -> nn.Module:
 
 
 def checkpoint_seq(blocks: nn.Sequential, x: torch.Tensor, segments: int) -> torch.Tensor:
-    """Run ``blocks`` on ``x``; with ``segments > 0`` and grad enabled, under non-reentrant
-    activation checkpointing in that many segments (recompute in backward, save memory)."""
+    """Run ``blocks`` on ``x``; with ``segments > 0`` and grad enabled, split them into that many
+    contiguous segments and checkpoint every one (non-reentrant): each segment keeps only its
+    input and recomputes its activations in backward. ``segments=1`` checkpoints the whole stack.
+
+    Unlike ``torch.utils.checkpoint.checkpoint_sequential``, the last segment is checkpointed too,
+    so ``checkpoint=1`` is not silently a no-op.
+    """
     if segments <= 0 or not torch.is_grad_enabled():
         return blocks(x)
-    return checkpoint_sequential(blocks, min(segments, len(blocks)), x, use_reentrant=False)
+    if segments > len(blocks):
+        raise ValueError(f"checkpoint={segments} segments exceeds the model's {len(blocks)} blocks")
+    bounds = [round(i * len(blocks) / segments) for i in range(segments + 1)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        x = checkpoint(blocks[a:b], x, use_reentrant=False)
+    return x
 
 
 def maybe_checkpoint(module: nn.Module, *args: torch.Tensor, enabled: bool) -> torch.Tensor:
