@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import tomllib
 import typing
 from collections.abc import Iterable, Iterator
@@ -284,18 +285,39 @@ def load_suite(name_or_path: str) -> Suite:
     return _parse_suite(data, source)
 
 
+def _expect(value: Any, typ: type | tuple[type, ...], what: str, source: str) -> Any:
+    if not isinstance(value, typ):
+        names = " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
+        raise UsageError(f"{what} in {source} must be a {names.replace('dict', 'table').replace('list', 'array')}, "
+                         f"got {value!r}")
+    return value
+
+
+def positive_number(value: Any, what: str) -> float:
+    """``value`` as a finite positive number, or UsageError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{what} must be a finite positive number, got {value!r}")
+    return value
+
+
 def _parse_suite(data: dict[str, Any], source: str) -> Suite:
-    head = data.get("suite", {})
+    head = _expect(data.get("suite", {}), dict, "[suite]", source)
     for key in set(data) - {"suite", "study"}:
         raise unknown(f"top-level table in {source}", key, ["suite", "study"])
     for key in set(head) - SUITE_KEYS:
         raise unknown(f"[suite] key in {source}", key, sorted(SUITE_KEYS))
     studies = []
-    for i, s in enumerate(data.get("study", [])):
+    for i, s in enumerate(_expect(data.get("study", []), list, "[[study]]", source)):
+        where = f"study #{i + 1}"
+        _expect(s, dict, where, source)
         for key in set(s) - STUDY_KEYS:
-            raise unknown(f"key in study #{i + 1} of {source}", key, sorted(STUDY_KEYS))
+            raise unknown(f"key in {where} of {source}", key, sorted(STUDY_KEYS))
         if "name" not in s:
-            raise UsageError(f"study #{i + 1} of {source} has no name")
+            raise UsageError(f"{where} of {source} has no name")
+        for key, typ in (("name", str), ("question", str), ("base", dict), ("axes", dict), ("reference", dict),
+                         ("metrics", list)):
+            if key in s:
+                _expect(s[key], typ, f"{key} of {where}", source)
         axes = {k: (v if isinstance(v, list) else [v]) for k, v in s.get("axes", {}).items()}
         study = Study(s["name"], s.get("question", ""), dict(s.get("base", {})), axes,
                       dict(s.get("reference", {})), tuple(s.get("metrics", ("time", "memory", "flops"))))
@@ -309,12 +331,13 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
     names = [s.name for s in studies]
     if len(set(names)) != len(names):
         raise UsageError(f"suite {source} defines a study name twice: {names}")
-    try:
-        return Suite(head.get("name", Path(source).stem), head.get("description", ""), tuple(studies),
-                     int(head.get("rounds", 5)), float(head.get("round_time", 0.2)),
-                     float(head.get("timeout", 300.0)), source)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"bad [suite] value in {source}: {e}") from None
+    rounds = positive_number(head.get("rounds", 5), f"[suite] rounds in {source}")
+    if not isinstance(rounds, int):
+        raise UsageError(f"[suite] rounds in {source} must be an integer, got {rounds!r}")
+    return Suite(_expect(head.get("name", Path(source).stem), str, "[suite] name", source),
+                 _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
+                 float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
+                 float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source)
 
 
 def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sciml_bench.errors import UsageError
+from sciml_bench.cases import positive_number
 
 # Piped output (files, CI logs) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -172,9 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "device": _resolve_device(args.device), "plugins": args.plugin}
         suite, plan = _plan(spec)
         for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
-            value = getattr(args, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            if getattr(args, name) is not None:
+                positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
         opts = RunOptions(rounds=args.rounds or suite.rounds, round_time=args.round_time or suite.round_time,
                           timeout=args.timeout or suite.timeout, threads=args.threads, max_live=args.max_live)
         run_id = new_run_id(suite.name)

@@ -30,20 +30,21 @@ class RunWriter:
     def __init__(self, path: Path, header: dict[str, Any] | None = None):
         self.path = Path(path)
         if header is not None:  # new run: the file must not exist yet
+            line = _dumps(dict(header, type="header", format=FORMAT, schema=SCHEMA_VERSION))  # fail before creating
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "x", encoding="utf-8")
-            self._write(dict(header, type="header", format=FORMAT, schema=SCHEMA_VERSION))
+            self._write_line(line)
         else:  # resume: append after dropping a partial last line, if any
             _truncate_partial_line(self.path)
             self._fh = open(self.path, "a", encoding="utf-8")
 
-    def _write(self, obj: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(obj, allow_nan=False, default=str) + "\n")
+    def _write_line(self, line: str) -> None:
+        self._fh.write(line + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def append(self, record: dict[str, Any]) -> None:
-        self._write(dict(record, type="case"))
+        self._write_line(_dumps(dict(record, type="case")))
 
     def close(self) -> None:
         self._fh.close()
@@ -53,6 +54,11 @@ class RunWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    """One JSON line; NaN/inf are refused (ValueError), since strict JSON readers reject them."""
+    return json.dumps(obj, allow_nan=False, default=str)
 
 
 def _truncate_partial_line(path: Path) -> None:

@@ -9,9 +9,11 @@ crashes, hangs or runs out of memory becomes a record with that status; the run 
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import signal
+import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -293,8 +295,11 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     if failure is not None:
         return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
     metrics, absent = dict(info["metrics"]), dict(info["absent"])
-    medians = [sorted(t)[len(t) // 2] if len(t) % 2 else sum(sorted(t)[len(t) // 2 - 1:len(t) // 2 + 1]) / 2
-               for t in rounds]
+    for name, m in list(metrics.items()):  # e.g. a diverged loss: JSON has no NaN, and 0 would be a lie
+        if isinstance(m.get("value"), float) and not math.isfinite(m["value"]):
+            absent[name] = f"measured value was {m['value']} (non-finite)"
+            del metrics[name]
+    medians = [statistics.median(t) for t in rounds]
     s = summarize(medians)
     metrics["step_time"] = {"value": s["median"], "unit": "s", "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                             "iqr": s["iqr"], "n": s["n"], "samples": medians, "raw": rounds}

@@ -78,3 +78,20 @@ def test_suite_with_bad_case_names_the_study(tmp_path):
 def test_unknown_suite_lists_builtins():
     with pytest.raises(UsageError, match="smoke"):
         load_suite("smok")
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ('[[study]]\nname = "s"\naxes = 3\n', "axes of study #1"),
+    ('[[study]]\nname = "s"\nbase = 5\n', "base of study #1"),
+    ('[[study]]\nname = "s"\nreference = 5\n', "reference of study #1"),
+    ('[suite]\nrounds = 0\n[[study]]\nname = "s"\n', "rounds"),
+    ('[suite]\nround_time = -1\n[[study]]\nname = "s"\n', "round_time"),
+    ('[suite]\nrounds = 2.5\n[[study]]\nname = "s"\n', "rounds"),
+    ('suite = 3\n[[study]]\nname = "s"\n', "[suite]"),
+])
+def test_malformed_suite_values_are_usage_errors(tmp_path, toml, needle):
+    f = tmp_path / "s.toml"
+    f.write_text(toml)
+    with pytest.raises(UsageError) as e:
+        load_suite(str(f))
+    assert needle in str(e.value), str(e.value)

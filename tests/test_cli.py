@@ -16,7 +16,9 @@ from tests.conftest import run_cli
     (["run", "--set", "batch_size=0"], "batch_size must be a positive integer"),
     (["run", "--set", "precision=fp8"], "expected one of: fp32"),
     (["run", "--device", "tpu"], "invalid choice: 'tpu'"),
-    (["run", "--rounds", "0"], "--rounds must be positive"),
+    (["run", "--rounds", "0"], "--rounds must be a finite positive number"),
+    (["run", "--round-time", "nan"], "--round-time must be a finite positive number"),
+    (["run", "--timeout", "inf"], "--timeout must be a finite positive number"),
     (["show", "nosuchrun"], "no such run"),
     (["list", "gadgets"], "invalid choice"),
 ])

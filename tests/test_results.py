@@ -75,3 +75,10 @@ def test_resolve_run(tmp_path):
     assert resolve_run("r1", tmp_path).name == "r1.jsonl"
     with pytest.raises(UsageError, match="no such run"):
         resolve_run("r2", tmp_path)
+
+
+def test_header_that_cannot_be_written_leaves_no_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with pytest.raises(ValueError):
+        RunWriter(path, dict(HEADER, options={"round_time": float("nan")}))
+    assert not path.exists(), "nothing half-written"

@@ -80,3 +80,17 @@ def test_ctrl_c_keeps_a_valid_file_and_resume_completes_without_duplicates(tmp_p
     _, records = read_run(path)
     keys = [(r["study"], r["case_id"]) for r in records]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 3, f"resume must complete without duplicates: {keys}"
+
+
+def test_non_finite_measurements_become_absent_with_reason():
+    """A diverged loss (NaN) cannot go into strict JSON and must not become 0: it is absent, with why."""
+    from sciml_bench.cases import Case, Study
+    from sciml_bench.runner import RunOptions, _record
+
+    info = {"metrics": {"loss_after_steps": {"value": float("nan"), "unit": ""},
+                        "flops": {"value": 100, "unit": "FLOP"}},
+            "absent": {}, "pid": 1, "threads": 1, "warmup_steps": 3}
+    rec = _record(Study("s", "", {}, {}), Case(), None, info, [[0.1, 0.2], [0.3]], RunOptions(), 0.0)
+    assert "loss_after_steps" not in rec["metrics"] and "non-finite" in rec["absent"]["loss_after_steps"]
+    assert rec["metrics"]["step_time"]["samples"] == [0.15000000000000002, 0.3]
+    json.dumps(rec, allow_nan=False)
