@@ -288,8 +288,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if items:
             console.print(f"{title}: " + ", ".join(items))
     n = len(cmp.failures)
+    if cmp.broke:
+        console.print(f"[red]{len(cmp.broke)} case(s) ok in base broke in new[/]: {', '.join(cmp.broke)} (exit 1)")
     console.print(f"[red]{n} significantly worse beyond {cmp.threshold:.0%}[/] (exit 1)" if n else
-                  f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%} (exit 0)")
+                  f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%}"
+                  + ("" if cmp.broke else " (exit 0)"))
     return cmp.exit_code
 
 

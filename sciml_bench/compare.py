@@ -62,6 +62,7 @@ class Comparison:
     only_base: list[str] = field(default_factory=list)
     only_new: list[str] = field(default_factory=list)
     not_ok: list[str] = field(default_factory=list)  # in both runs but failed in one: "key: base→new status"
+    broke: list[str] = field(default_factory=list)  # ok in base, error/crashed/timeout/oom in new: always fails
     env_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
@@ -70,7 +71,7 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failures else 0
+        return 1 if self.failures or self.broke else 0
 
     @property
     def global_shift(self) -> float | None:
@@ -167,6 +168,8 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
             continue
         if b["status"] != "ok" or n["status"] != "ok":
             cmp.not_ok.append(f"{k}: {b['status']} → {n['status']}")
+            if b["status"] == "ok" and n["status"] in ("error", "crashed", "timeout", "oom"):
+                cmp.broke.append(f"{k}: {n['status']}")
             continue
         cmp.rows.extend(_compare_case(b, n, threshold, alpha, samples))
     return cmp

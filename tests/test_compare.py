@@ -114,3 +114,18 @@ def test_markdown_escapes_names(tmp_path):
     a = study_run(tmp_path / "a.jsonl", study="<b>|x")
     md = to_markdown(compare_runs(a, a))
     assert "<b>" not in md and "&lt;b&gt;\\|x" in md
+
+
+def test_case_that_breaks_in_new_fails_the_gate(tmp_path):
+    """ok in base, timeout in new: no timing to compare, but a CI gate must not pass it."""
+    import json as _json
+
+    base = study_run(tmp_path / "base.jsonl", seed=0)
+    lines = base.read_text().splitlines()
+    recs = [_json.loads(ln) for ln in lines]
+    victim = next(r for r in recs[1:] if r["status"] == "ok")
+    victim.update(status="timeout", reason="no answer within 5 s", metrics={})
+    broken = tmp_path / "new.jsonl"
+    broken.write_text("\n".join(_json.dumps(r) for r in recs) + "\n")
+    cmp = compare_runs(base, broken)
+    assert cmp.exit_code == 1 and any(victim["case_id"] in b for b in cmp.broke), cmp.broke

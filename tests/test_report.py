@@ -112,3 +112,12 @@ def test_browser_loads_report_without_console_errors(tmp_path):
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln
                or "Failed to load resource" in ln or "ERR_FILE_NOT_FOUND" in ln]
     assert not console, f"console errors: {console}"
+
+
+def test_claim_evidence_with_a_straddling_ci_is_inconclusive():
+    from sciml_bench.report.claims import _within
+
+    assert _within(1.01, 0.90, 1.12, (1.0, float("inf"))) is None, "CI straddles the boundary: inconclusive"
+    assert _within(1.20, 1.10, 1.30, (1.0, float("inf"))) is True
+    assert _within(0.80, 0.70, 0.90, (1.0, float("inf"))) is False
+    assert _within(0.5, None, None, (0.0, 0.6)) is True, "deterministic values (memory) decide by themselves"
