@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -114,120 +112,55 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine; allowed here: auto, cpu")
-    return device
-
-
-def _plan(spec: dict[str, Any]):
-    """(suite, [(study, cases)]) from a run spec (the CLI arguments kept in the run header)."""
-    from sciml_bench.cases import iter_cases, load_suite, parse_assignment
-    from sciml_bench.models import get_model_spec
-
-    suite = load_suite(spec["suite"])
-    overrides = dict(parse_assignment(a) for a in spec["set"])
-    overrides["device"] = spec["device"]
-    for pat in spec["models"]:
-        if not any(ch in pat for ch in "*?["):
-            get_model_spec(pat)  # an unknown model name is an error, not an empty match
-    plan = []
-    for study, cases in iter_cases(suite, spec["studies"], overrides):
-        if spec["models"]:
-            cases = [c for c in cases if any(fnmatch(c.model, p) for p in spec["models"])]
-        if cases:
-            plan.append((study, cases))
-    if not plan:
-        raise UsageError(f"no cases match --study {spec['studies'] or '*'} --model {spec['models'] or '*'} "
-                         f"in suite {suite.name}")
-    return suite, plan
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a suite and write results/<run_id>.jsonl."""
+    """Run a suite and write results/<run_id>.jsonl (the orchestration lives in runner.py)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from sciml_bench.measure.environment import collect
-    from sciml_bench.results import RunWriter, done_keys, new_run_id, read_run, resolve_run
-    from sciml_bench.runner import RunOptions, chunks, run_chunk
+    from sciml_bench.results import read_run, resolve_run
+    from sciml_bench.runner import RunSpec, execute, resume_run, start_run
 
-    if args.plugin:
-        os.environ["SCIML_BENCH_PLUGINS"] = ",".join(args.plugin)
     if args.resume:
-        path = resolve_run(args.resume, args.out)
-        header, records = read_run(path)
-        spec, opts = header["spec"], RunOptions(**header["options"])
-        _resolve_device(spec["device"])
-        os.environ["SCIML_BENCH_PLUGINS"] = ",".join(spec.get("plugins", []))
-        done = done_keys(records)
-        suite, plan = _plan(spec)
-        writer = RunWriter(path)
-        run_id = header["run_id"]
+        run = resume_run(resolve_run(args.resume, args.out))
     else:
-        spec = {"suite": args.suite, "studies": args.study, "models": args.model, "set": args.set,
-                "device": _resolve_device(args.device), "plugins": args.plugin}
-        suite, plan = _plan(spec)
         for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
             if getattr(args, name) is not None:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
-        opts = RunOptions(rounds=args.rounds or suite.rounds, round_time=args.round_time or suite.round_time,
-                          timeout=args.timeout or suite.timeout, threads=args.threads, max_live=args.max_live)
-        run_id = new_run_id(suite.name)
-        path = Path(args.out) / f"{run_id}.jsonl"
-        import dataclasses
-
-        header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
-                  "suite_file": suite.path, "spec": spec, "options": dataclasses.asdict(opts),
-                  "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
-                                       "metrics": list(s.metrics)} for s, _ in plan},
-                  "environment": collect(hide_hostname=args.hide_hostname, threads=opts.threads)}
-        from sciml_bench.measure.peak import calibrate
-
-        header["machine_peak"] = calibrate(spec["device"], threads=opts.threads)  # roofline ceiling, ~1-2 s
-        done = set()
-        writer = RunWriter(path, header)
-
-    work = [(s, [c for c in cases if (s.name, c.case_id) not in done]) for s, cases in plan]
-    work = [(s, ch) for s, cases in work for ch in chunks(s, cases, opts.max_live) if ch]
-    total = sum(len(ch) * (1 + opts.rounds) for _, ch in work)
-    err_console.print(f"[bold]sciml-bench[/] run {run_id}: {sum(len(ch) for _, ch in work)} cases "
-                      f"({len(done)} already done), {opts.rounds} rounds x {opts.round_time} s, device "
-                      f"{spec['device']} → {path}")
-    written = 0
+        spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
+                       plugins=args.plugin)
+        run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
+                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname)
+    opts = run.opts
+    err_console.print(f"[bold]sciml-bench[/] run {run.run_id}: {run.todo} cases ({len(run.done)} already done), "
+                      f"{opts.rounds} rounds x {opts.round_time} s, device {run.spec.device} → {run.path}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
+    written = [0]
     try:
-        with writer, Progress(*columns, console=err_console, transient=False) as progress:
-            task = progress.add_task("starting", total=total)
-            log_dir = Path(args.out) / "logs" / run_id
-            for study, chunk in work:
-                def tick(desc: str, n: int) -> None:
-                    progress.update(task, description=desc[:70], advance=n)
-                for rec in run_chunk(study, chunk, opts, log_dir, tick):
-                    writer.append(rec)
-                    written += 1
+        with Progress(*columns, console=err_console, transient=False) as progress:
+            task = progress.add_task("starting", total=run.units)
+
+            def tick(desc: str, n: int) -> None:
+                progress.update(task, description=desc[:70], advance=n)
+
+            execute(run, tick, on_record=lambda rec: written.__setitem__(0, written[0] + 1))
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: {written} new records kept in {path}; "
-                          f"continue with: sciml-bench run --resume {path}")
+        err_console.print(f"[yellow]interrupted[/]: {written[0]} new records kept in {run.path} (the study chunk "
+                          f"in progress is discarded); continue with: sciml-bench run --resume {run.path}")
         return 130
-    header, records = read_run(path)
+    header, records = read_run(run.path)
     console.print(results_table(header, records))
     failed = [r for r in records if r["status"] != "ok"]
-    console.print(f"results: {path}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
+    console.print(f"results: {run.path}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
     if not args.no_report:
         from sciml_bench.report import build_report
 
-        report_dir = Path(args.out).resolve().parent / "reports" / run_id
+        report_dir = run.path.resolve().parent.parent / "reports" / run.run_id
         try:
-            console.print(f"report: {build_report([path], report_dir) / 'index.html'}")
+            console.print(f"report: {build_report([run.path], report_dir) / 'index.html'}")
         except Exception as e:  # noqa: BLE001  (the results file is the product; a report bug must not hide it)
             err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {e}; "
-                              f"retry with: sciml-bench report {path}")
+                              f"retry with: sciml-bench report {run.path}")
     return 0
 
 

@@ -17,12 +17,14 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from sciml_bench.cases import Case, Study
-from sciml_bench.errors import Unsupported
+from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
+from sciml_bench.errors import Unsupported, UsageError
+from sciml_bench.results import RunWriter, done_keys, new_run_id, read_run
 from sciml_bench.stats import paired_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
@@ -357,3 +359,131 @@ def _add_break_even(rec: dict[str, Any], ref: dict[str, Any]) -> None:
         rec["absent"]["break_even_steps"] = (f"compiled step is not faster than {ref['case_id']} "
                                              f"({rec['metrics']['step_time']['value']:.3g} s vs "
                                              f"{ref['metrics']['step_time']['value']:.3g} s): never breaks even")
+
+
+# ---------------------------------------------------------------- a whole run
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run, as the user asked for it; kept in the run header so --resume can rebuild the plan."""
+
+    suite: str = "quick"
+    studies: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # globs on model names
+    set: list[str] = field(default_factory=list)  # "field=value" overrides
+    device: str = "auto"
+    plugins: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """A run file being written: its header, the plan and what is already done."""
+
+    path: Path
+    header: dict[str, Any]
+    spec: RunSpec
+    opts: RunOptions
+    plan: list[tuple[Study, list[Case]]]
+    done: set[tuple[str, str]]
+
+    @property
+    def run_id(self) -> str:
+        return self.header["run_id"]
+
+    @property
+    def work(self) -> list[tuple[Study, list[Case]]]:
+        """The chunks still to run: unfinished cases, split by ``chunks``."""
+        todo = [(s, [c for c in cases if (s.name, c.case_id) not in self.done]) for s, cases in self.plan]
+        return [(s, ch) for s, cases in todo for ch in chunks(s, cases, self.opts.max_live) if ch]
+
+    @property
+    def todo(self) -> int:
+        return sum(len(ch) for _, ch in self.work)
+
+    @property
+    def units(self) -> int:
+        """Progress units of the remaining work: one per case setup and one per case round."""
+        return sum(len(ch) * (1 + self.opts.rounds) for _, ch in self.work)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; UsageError for cuda without CUDA."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine; allowed here: auto, cpu")
+    return device
+
+
+def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
+    """(suite, [(study, cases)]) selected by ``spec``; UsageError when nothing matches."""
+    from sciml_bench.models import get_model_spec
+
+    os.environ["SCIML_BENCH_PLUGINS"] = ",".join(spec.plugins)  # read by the zoo here and in every worker
+    suite = load_suite(spec.suite)
+    overrides = dict(parse_assignment(a) for a in spec.set)
+    overrides["device"] = resolve_device(spec.device)
+    for pat in spec.models:
+        if not any(ch in pat for ch in "*?["):
+            get_model_spec(pat)  # an unknown model name is an error, not an empty match
+    plan = []
+    for study, cases in iter_cases(suite, spec.studies, overrides):
+        if spec.models:
+            cases = [c for c in cases if any(fnmatch(c.model, p) for p in spec.models)]
+        if cases:
+            plan.append((study, cases))
+    if not plan:
+        raise UsageError(f"no cases match --study {spec.studies or '*'} --model {spec.models or '*'} "
+                         f"in suite {suite.name}")
+    return suite, plan
+
+
+def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
+              round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
+              max_live: int = 8, hide_hostname: bool = False) -> Run:
+    """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
+    fingerprint and machine peak). Timing options default to the suite's. Bad input raises
+    UsageError before any file exists."""
+    suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
+    from sciml_bench.measure.environment import collect
+    from sciml_bench.measure.peak import calibrate
+
+    spec = RunSpec(**dict(asdict(spec), device=resolve_device(spec.device)))
+    opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
+                      timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
+    run_id = new_run_id(suite.name)
+    header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
+              "suite_file": suite.path, "spec": asdict(spec), "options": asdict(opts),
+              "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
+                                   "metrics": list(s.metrics)} for s, _ in plan},
+              "environment": collect(hide_hostname=hide_hostname, threads=threads),
+              "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~1-2 s
+    path = Path(out) / f"{run_id}.jsonl"
+    RunWriter(path, header).close()
+    return Run(path, header, spec, opts, plan, set())
+
+
+def resume_run(path: str | os.PathLike) -> Run:
+    """Reopen an interrupted run: same spec and options, finished cases skipped."""
+    header, records = read_run(path)
+    spec = RunSpec(**header["spec"])
+    _, plan = plan_cases(spec)
+    return Run(Path(path), header, spec, RunOptions(**header["options"]), plan, done_keys(records))
+
+
+def execute(run: Run, progress: ProgressFn = lambda d, n: None,
+            on_record: Callable[[dict[str, Any]], None] = lambda r: None) -> None:
+    """Run the remaining chunks, appending each chunk's records (flushed) as it finishes.
+
+    Ctrl-C propagates as KeyboardInterrupt after the workers are stopped; records of finished
+    chunks are already on disk, the chunk in progress is discarded (``--resume`` reruns it).
+    """
+    log_dir = run.path.parent / "logs" / run.run_id
+    with RunWriter(run.path) as writer:
+        for study, chunk in run.work:
+            for rec in run_chunk(study, chunk, run.opts, log_dir, progress):
+                writer.append(rec)
+                run.done.add((rec["study"], rec["case_id"]))
+                on_record(rec)

@@ -52,9 +52,10 @@ def test_faulty_cases_are_recorded_and_the_run_continues(tmp_path):
 
 def test_ctrl_c_keeps_a_valid_file_and_resume_completes_without_duplicates(tmp_path):
     suite = tmp_path / "three.toml"
+    # A fast first study, then two slower ones, so SIGINT lands while the run is still going.
     suite.write_text("\n".join(
-        f'[[study]]\nname = "s{i}"\nbase = {{ model = "mlp" }}\naxes = {{ batch_size = [{8 * (i + 1)}] }}\n'
-        for i in range(3)) + '[suite]\nrounds = 2\nround_time = 0.02\n')
+        f'[[study]]\nname = "s{i}"\nbase = {{ model = "{"mlp" if i == 0 else "resnet18"}" }}\n'
+        f'axes = {{ batch_size = [{8 * (i + 1)}] }}\n' for i in range(3)) + '[suite]\nrounds = 2\nround_time = 0.02\n')
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "sciml_bench", "run", "--suite", str(suite), "--device", "cpu", "--out", str(out),
            *no_report()]
