@@ -95,7 +95,10 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     metrics.update(extra)
     absent.update(extra_absent)
     _WORKER["workload"] = wl
-    return {"metrics": metrics, "absent": absent, "threads": torch.get_num_threads(),
+    backend = {"float32_matmul_precision": torch.get_float32_matmul_precision(),
+               "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+               "cudnn_benchmark": torch.backends.cudnn.benchmark}  # as this case ran, not as the parent has them
+    return {"metrics": metrics, "absent": absent, "threads": torch.get_num_threads(), "backend": backend,
             "warmup_steps": warm["warmup_steps"], "pid": os.getpid()}
 
 
@@ -131,6 +134,10 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
                 reply = ("ok", time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
             else:
                 return
+            if torch.cuda.is_initialized():
+                # Idle between its turns, a case must not hold cached blocks its siblings need;
+                # the next round's block-size estimation re-warms the cache before timing.
+                torch.cuda.empty_cache()
         except BaseException as e:  # noqa: BLE001  (report every failure as a record, then stay alive)
             traceback.print_exc()
             reply = _classify(e)
@@ -314,7 +321,8 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     if "flops" in metrics:
         metrics["flop_rate"] = {"value": metrics["flops"]["value"] / s["median"], "unit": "FLOP/s"}
     return dict(rec, status="ok", reason=None, metrics=metrics, absent=absent,
-                worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"]})
+                worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
+                        "backend": info.get("backend", {})})
 
 
 def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
@@ -334,7 +342,8 @@ def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
             continue
         ref = by_id.get(ref_case.case_id)
         if ref is None or ref["status"] != "ok":
-            why = "not in this run" if ref is None else f"reference case {ref['status']}"
+            why = ("not timed in the same rounds (absent from the run, or in another chunk or an earlier "
+                   "session of a resumed run)") if ref is None else f"reference case {ref['status']}"
             rec["absent"]["time_ratio"] = f"reference {ref_case.case_id}: {why}"
             continue
         pr = paired_ratio(rec["metrics"]["step_time"]["samples"], ref["metrics"]["step_time"]["samples"])
