@@ -52,16 +52,24 @@ def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["status"] == "ok"]
 
 
+def _key_without(r: dict[str, Any], field_name: str) -> tuple:
+    """(run, study, every other case field): records sharing it differ only in ``field_name``."""
+    return r.get("_run"), r["study"], tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != field_name))
+
+
+def _groups(records: list[dict[str, Any]], field_name: str) -> list[list[dict[str, Any]]]:
+    """Ok records grouped by ``_key_without(field_name)``."""
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(_key_without(r, field_name), []).append(r)
+    return list(out.values())
+
+
 def pairs(records: list[dict[str, Any]], field_name: str, test: Callable[[Any], bool],
           base: Callable[[Any], bool]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(variant, baseline) records of one run and study whose cases differ only in ``field_name``."""
     out = []
-    ok = _ok(records)
-    index: dict[tuple, list[dict[str, Any]]] = {}
-    for r in ok:
-        rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != field_name))
-        index.setdefault((r.get("_run"), r["study"], rest), []).append(r)
-    for group in index.values():
+    for group in _groups(_ok(records), field_name):
         for v in group:
             if not test(v["case"].get(field_name)):
                 continue
@@ -200,12 +208,7 @@ def check_claims(records: list[dict[str, Any]]) -> list[Claim]:
 def _workers_claim(records) -> Claim:
     c = Claim("4-8 DataLoader workers are optimal", "mode=data cases over num_workers: the fastest "
               "worker count is in [4, 8]")
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in _ok(records):
-        if r["case"].get("mode") == "data":
-            rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "num_workers"))
-            groups.setdefault((r.get("_run"), r["study"], rest), []).append(r)
-    for g in groups.values():
+    for g in _groups([r for r in _ok(records) if r["case"].get("mode") == "data"], "num_workers"):
         inside = [r for r in g if 4 <= r["case"]["num_workers"] <= 8]
         outside = [r for r in g if not 4 <= r["case"]["num_workers"] <= 8]
         if not inside or not outside:
@@ -231,12 +234,10 @@ def _gru_claim(records) -> Claim:
     for r in _ok(records):
         m = r["case"]["model"]
         if "lstm" in m:
-            rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "model"))
-            by_key[(r.get("_run"), r["study"], m.replace("lstm", "gru"), rest)] = r
+            by_key[(m.replace("lstm", "gru"), _key_without(r, "model"))] = r
     for r in _ok(records):
         m = r["case"]["model"]
-        rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "model"))
-        b = by_key.get((r.get("_run"), r["study"], m, rest)) if "gru" in m else None
+        b = by_key.get((m, _key_without(r, "model"))) if "gru" in m else None
         if b is not None:
             ratio, lo, hi = time_ratio(r, b)
             c.evidence.append(Evidence(f"{m} vs {b['case']['model']} ({r['case']['mode']} "
@@ -281,15 +282,11 @@ def _attention_claim(records) -> Claim:
     c = Claim("Attention memory grows quadratically with sequence length",
               "cases varying seq_len with attention (manual or SDPA): fitted memory exponent in [1.7, 2.3]; "
               "a step's peak memory includes linear terms, so ~1 means they dominate at these sizes")
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in _ok(records):
-        if r["case"].get("seq_len") and (r["case"].get("attention") or any(
-                k in r["case"]["model"] for k in ("gpt", "transformer", "attention"))):
-            rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "seq_len"))
-            groups.setdefault((r.get("_run"), r["study"], rest), []).append(r)
+    attention = [r for r in _ok(records) if r["case"].get("seq_len") and (r["case"].get("attention") or any(
+                 k in r["case"]["model"] for k in ("gpt", "transformer", "attention")))]
     from sciml_bench.runner import peak_memory
 
-    for g in groups.values():
+    for g in _groups(attention, "seq_len"):
         pts = [(r["case"]["seq_len"], (peak_memory(r) or (None, None))[1]) for r in g]
         pts = sorted((x, y) for x, y in pts if y)
         if len({x for x, _ in pts}) < 2:
@@ -308,11 +305,7 @@ def _attention_claim(records) -> Claim:
 def _batch_claim(records) -> Claim:
     c = Claim("Larger batches raise throughput (samples/s)",
               "batch_size axis: throughput at the largest batch over the smallest > 1")
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in _ok(records):
-        rest = tuple(sorted((k, str(v)) for k, v in r["case"].items() if k != "batch_size"))
-        groups.setdefault((r.get("_run"), r["study"], rest), []).append(r)
-    for g in groups.values():
+    for g in _groups(_ok(records), "batch_size"):
         if len({r["case"]["batch_size"] for r in g}) < 2:
             continue
         g = sorted(g, key=lambda r: r["case"]["batch_size"])
