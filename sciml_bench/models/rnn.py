@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from sciml_bench.models import cross_entropy, mse, register_model
-from sciml_bench.models.fields import damped_oscillator
+from sciml_bench.data.fields import damped_oscillator
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from sciml_bench.errors import unknown
 from sciml_bench.models import mse, register_model
-from sciml_bench.models.fields import burgers_1d, lorenz63
+from sciml_bench.data.fields import burgers_1d, lorenz63
 from sciml_bench.models.layers import checkpoint_seq, get_act_layer
 
 ATTENTIONS = ("sdpa", "manual")
