@@ -28,24 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------- formatting
 
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(s) >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s * 1e9:.3g} ns"
-
-
-def fmt_bytes(b: float | None) -> str:
-    if b is None:
-        return "-"
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if abs(b) >= scale:
-            return f"{b / scale:.3g} {unit}"
-    return f"{b:.0f} B"
-
-
 def fmt_ci(m: dict[str, Any], fmt) -> str:
     if m.get("ci_low") is None or m.get("ci_high") is None:
         return fmt(m["value"])
@@ -54,6 +36,7 @@ def fmt_ci(m: dict[str, Any], fmt) -> str:
 
 def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
     """The per-case table of ``show`` and the end of ``run``."""
+    from sciml_bench.compare import fmt_value
     from sciml_bench.runner import peak_memory
 
     table = Table(title=f"run {header.get('run_id')} · suite {header.get('suite')} · "
@@ -73,9 +56,9 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
         ratio_s = "ref" if ratio and ratio.get("reference") == r["case_id"] else (
             fmt_ci(ratio, lambda x: f"{x:.2f}x") if ratio else "-")
         mem = peak_memory(r)
-        table.add_row(study, case, "ok", fmt_ci(m["step_time"], fmt_time) if "step_time" in m else "-", ratio_s,
+        table.add_row(study, case, "ok", fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
                       f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
-                      fmt_bytes(mem[1] if mem else None),
+                      fmt_value(mem[1] if mem else None, "B"),
                       f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
     return table
 
