@@ -8,6 +8,7 @@ import tomllib
 import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ MODEL_KNOBS = ("activation", "init", "norm", "attention", "width", "depth", "res
 # DataLoader fields: they only mean something when the case loads data through a DataLoader.
 LOADER_FIELDS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 
+# What a study's ``metrics`` may name: the metric families its report answers with.
+METRIC_FAMILIES = ("time", "memory", "flops")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class Case:
 
         for f in fields(self):  # types first, so later checks can trust them
             _check_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name])
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN; no measurement means it
+                raise UsageError(f"{f.name} must be a finite number, got {value!r}")
         choices = {"mode": MODES, "device": DEVICES, "precision": PRECISIONS, "compile": COMPILE_MODES,
                    "optimizer": OPTIMIZERS, "grad_mode": GRAD_MODES, "activation": ACTIVATIONS,
                    "init": INITS, "norm": NORMS, "attention": ATTENTIONS, "dataset": DATASETS}
@@ -179,9 +185,12 @@ def parse_value(name: str, text: str) -> Any:
     for typ in (int, float):
         if typ in allowed:
             try:
-                return typ(text)
+                value = typ(text)
             except ValueError:
                 raise UsageError(f"--set {name}={text}: expected {typ.__name__}") from None
+            if typ is float and not math.isfinite(value):
+                raise UsageError(f"--set {name}={text}: expected a finite number")
+            return value
     return text
 
 
@@ -208,16 +217,21 @@ class Study:
     axes: dict[str, list[Any]]
     reference: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ("time", "memory", "flops")
+    fail_on_nonfinite: bool = False  # a case whose loss goes NaN/inf is recorded as failed, not ok
 
-    def cases(self, overrides: dict[str, Any] | None = None) -> list[Case]:
+    def cases(self, overrides: dict[str, Any] | None = None, models: Iterable[str] = ()) -> list[Case]:
         """The study's cases, with ``overrides`` (e.g. ``--set``, ``--device``) applied last.
 
-        An override of an axis field collapses that axis to the override's value."""
-        overrides = overrides or {}
+        ``models`` (globs) selects first, by each case's model after overrides, so an override is
+        only checked against the models it will run with. An override of an axis field collapses
+        that axis to the override's value."""
+        overrides, models = overrides or {}, list(models)
         axes = {k: ([overrides[k]] if k in overrides else v) for k, v in self.axes.items()}
         out, seen = [], set()
         for combo in itertools.product(*axes.values()):
             values = dict(self.base) | dict(zip(axes, combo)) | overrides
+            if models and not any(fnmatch(str(values.get("model", _DEFAULTS["model"])), p) for p in models):
+                continue
             try:
                 case = make_case(values)
             except UsageError as e:
@@ -248,6 +262,7 @@ class Suite:
     round_time: float = 0.2
     timeout: float = 300.0
     path: str = ""
+    warnings: tuple[str, ...] = ()  # legal but surprising choices, printed by `run`
 
     def study(self, name: str) -> Study:
         for s in self.studies:
@@ -257,7 +272,7 @@ class Suite:
 
 
 SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout"}
-STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics"}
+STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics", "fail_on_nonfinite"}
 
 
 def builtin_suites() -> list[str]:
@@ -273,9 +288,12 @@ def load_suite(name_or_path: str) -> Suite:
         source = f"{name_or_path}.toml"
     elif path.suffix == ".toml" or path.exists():
         try:
-            text, source = path.read_text(), str(path)
+            text, source = path.read_text(encoding="utf-8"), str(path)
         except OSError as e:
             raise UsageError(f"cannot read suite file {path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise UsageError(f"suite file {path} is not UTF-8 text (byte {e.start}); TOML files must be UTF-8") \
+                from None
     else:
         raise unknown("suite", name_or_path, builtin_suites() + ["<path/to/file.toml>"])
     try:
@@ -306,7 +324,7 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
         raise unknown(f"top-level table in {source}", key, ["suite", "study"])
     for key in set(head) - SUITE_KEYS:
         raise unknown(f"[suite] key in {source}", key, sorted(SUITE_KEYS))
-    studies = []
+    studies, warnings = [], []
     for i, s in enumerate(_expect(data.get("study", []), list, "[[study]]", source)):
         where = f"study #{i + 1}"
         _expect(s, dict, where, source)
@@ -315,16 +333,28 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
         if "name" not in s:
             raise UsageError(f"{where} of {source} has no name")
         for key, typ in (("name", str), ("question", str), ("base", dict), ("axes", dict), ("reference", dict),
-                         ("metrics", list)):
+                         ("metrics", list), ("fail_on_nonfinite", bool)):
             if key in s:
                 _expect(s[key], typ, f"{key} of {where}", source)
+        if not s["name"].strip() or not s["name"].isprintable():
+            raise UsageError(f"name of {where} in {source} must be non-empty printable text, got {s['name']!r}")
+        for m in s.get("metrics", []):
+            if m not in METRIC_FAMILIES:
+                raise unknown(f"metric in {where} of {source}", m, METRIC_FAMILIES)
         axes = {k: (v if isinstance(v, list) else [v]) for k, v in s.get("axes", {}).items()}
+        for k, v in axes.items():
+            if not v:
+                raise UsageError(f"study {s['name']!r}: axis {k!r} has no values")
         study = Study(s["name"], s.get("question", ""), dict(s.get("base", {})), axes,
-                      dict(s.get("reference", {})), tuple(s.get("metrics", ("time", "memory", "flops"))))
+                      dict(s.get("reference", {})), tuple(s.get("metrics", ("time", "memory", "flops"))),
+                      s.get("fail_on_nonfinite", False))
         study.cases()  # validate now: a bad value fails at load time, naming the study
-        for k in study.reference:
+        for k, v in study.reference.items():
             if k not in axes:
                 raise UsageError(f"study {study.name!r}: reference field {k!r} is not one of its axes {list(axes)}")
+            if v not in axes[k]:  # legal (a cheap suite may leave its reference out), but never silent
+                warnings.append(f"study {study.name!r}: reference {k}={v!r} is not among its axis values {axes[k]}, "
+                                f"so its ratios will be absent")
         studies.append(study)
     if not studies:
         raise UsageError(f"suite {source} has no [[study]] tables")
@@ -337,11 +367,13 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
     return Suite(_expect(head.get("name", Path(source).stem), str, "[suite] name", source),
                  _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
                  float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
-                 float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source)
+                 float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source,
+                 tuple(warnings))
 
 
-def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None
-               ) -> Iterator[tuple[Study, list[Case]]]:
-    """(study, cases) for the selected studies of ``suite`` (all when ``studies`` is empty)."""
+def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None,
+               models: Iterable[str] = ()) -> Iterator[tuple[Study, list[Case]]]:
+    """(study, cases) for the selected studies of ``suite`` (all when ``studies`` is empty),
+    selected by ``models`` globs before ``overrides`` apply."""
     for s in ([suite.study(n) for n in studies] if studies else suite.studies):
-        yield s, s.cases(overrides)
+        yield s, s.cases(overrides, models)

@@ -1,7 +1,10 @@
 """Results store: one JSON-lines file per run (header, then one record per case) and load_results."""
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import math
 import os
 import secrets
 import time
@@ -18,25 +21,58 @@ FORMAT = "sciml_bench.run"
 STATUSES = ("ok", "error", "crashed", "timeout", "oom", "skipped")
 
 
+def safe_filename(name: str, suffix: str = "") -> str:
+    """The one place a user-given name (study, case id, suite, run id) becomes a file name.
+
+    Keeps letters, digits and ``-_=.``; anything else (``/``, ``..``, control characters)
+    becomes ``_``, and a short hash of the original keeps two names that differ only there apart,
+    so a name can never point outside its directory."""
+    safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_=." else "_" for ch in name)[:150]
+    if safe != name or safe.startswith("."):
+        safe = f"{safe.lstrip('.') or 'unnamed'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return safe + suffix
+
+
 def new_run_id(suite: str) -> str:
     """``YYYYmmdd-HHMMSS-<suite>-<hex>``: sortable by time, unique, readable."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in suite)[:40]
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in suite)[:40]
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{secrets.token_hex(2)}"
 
 
+class RunLocked(UsageError):
+    """The run file is being written by another process."""
+
+
 class RunWriter:
-    """Appends records to a run file, flushing and fsyncing each so an interrupted run keeps them."""
+    """Appends records to a run file, flushing and fsyncing each so an interrupted run keeps them.
+
+    The file is locked (``fcntl.flock``) while open, so two processes never write one run:
+    a second ``--resume`` is refused, and ``latest`` skips runs in progress. A record that cannot
+    be encoded becomes an ``error`` record naming why; it never costs the others."""
 
     def __init__(self, path: Path, header: dict[str, Any] | None = None):
         self.path = Path(path)
         if header is not None:  # new run: the file must not exist yet
             line = _dumps(dict(header, type="header", format=FORMAT, schema=SCHEMA_VERSION))  # fail before creating
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "x", encoding="utf-8")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "x", encoding="utf-8")
+            except OSError as e:
+                raise UsageError(f"cannot create results file {self.path}: {e.strerror}") from None
+            self._lock()
             self._write_line(line)
         else:  # resume: append after dropping a partial last line, if any
-            _truncate_partial_line(self.path)
             self._fh = open(self.path, "a", encoding="utf-8")
+            self._lock()
+            _truncate_partial_line(self.path)
+
+    def _lock(self) -> None:
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise RunLocked(f"{self.path} is being written by another sciml-bench process; wait for it to "
+                            f"finish (or stop it) before resuming") from None
 
     def _write_line(self, line: str) -> None:
         self._fh.write(line + "\n")
@@ -44,10 +80,17 @@ class RunWriter:
         os.fsync(self._fh.fileno())
 
     def append(self, record: dict[str, Any]) -> None:
-        self._write_line(_dumps(dict(record, type="case")))
+        try:
+            line = _dumps(dict(finite_record(record), type="case"))
+        except (TypeError, ValueError, RecursionError) as e:  # keep the case, say why its data is gone
+            line = _dumps({"type": "case", "study": str(record.get("study")), "case_id": str(record.get("case_id")),
+                           "case": record.get("case") if isinstance(record.get("case"), dict) else {},
+                           "status": "error", "reason": f"record could not be stored: {type(e).__name__}: {e}",
+                           "metrics": {}, "absent": {}})
+        self._write_line(line)
 
     def close(self) -> None:
-        self._fh.close()
+        self._fh.close()  # closing releases the lock
 
     def __enter__(self) -> "RunWriter":
         return self
@@ -58,7 +101,41 @@ class RunWriter:
 
 def _dumps(obj: dict[str, Any]) -> str:
     """One JSON line; NaN/inf are refused (ValueError), since strict JSON readers reject them."""
-    return json.dumps(obj, allow_nan=False, default=str)
+    return json.dumps(_finite(obj, [], []), allow_nan=False, default=str)
+
+
+def _finite(obj: Any, path: list[str], found: list[tuple[str, float]]) -> Any:
+    """``obj`` with every non-finite float replaced by None; ``found`` collects (where, value)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        found.append((".".join(path), obj))
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, path + [str(k)], found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, path + [str(i)], found) for i, v in enumerate(obj)]
+    return obj
+
+
+def finite_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A case record fit for strict JSON: a metric whose value is NaN/inf moves to ``absent`` with
+    the reason (0 would be a lie); any other non-finite number becomes null, named in ``absent``."""
+    rec = dict(record)
+    metrics = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else {}
+    absent = dict(rec.get("absent") or {}) if isinstance(rec.get("absent"), dict) else {}
+    kept = {}
+    for name, m in metrics.items():
+        v = m.get("value") if isinstance(m, dict) else None
+        if isinstance(v, float) and not math.isfinite(v):
+            absent[name] = f"measured value was {v} (non-finite)"
+        else:
+            kept[name] = m
+    found: list[tuple[str, float]] = []
+    rec = _finite(dict(rec, metrics=kept), [], found)
+    for where, v in found:
+        absent[f"nonfinite:{where}"] = f"{v} stored as null"
+    if metrics or absent:
+        rec["absent"] = absent
+    return rec
 
 
 def _truncate_partial_line(path: Path) -> None:
@@ -91,12 +168,43 @@ def read_run(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, An
     records = []
     for i, line in enumerate(lines[1:], start=2):
         try:
-            records.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines):
                 break  # partial last line from an interrupted write
             raise UsageError(f"{path}:{i}: corrupt record line") from None
-    return header, [r for r in records if r.get("type") == "case"]
+        if not isinstance(rec, dict):
+            raise UsageError(f"{path}:{i}: a record must be a JSON object, got {type(rec).__name__}")
+        if rec.get("type") == "case":
+            _check_record(rec, f"{path}:{i}")
+            records.append(rec)
+    return header, records
+
+
+# Fields every case record has, and their JSON types; readers (show, report, compare) rely on them.
+RECORD_FIELDS = {"study": str, "case_id": str, "status": str, "case": dict}
+RECORD_OPTIONAL = {"reason": (str, type(None)), "metrics": dict, "absent": dict}
+
+
+def _check_record(rec: dict[str, Any], where: str) -> None:
+    for key, typ in RECORD_FIELDS.items():
+        if not isinstance(rec.get(key), typ):
+            raise UsageError(f"{where}: case record needs {key!r} as a JSON {_json_type(typ)}, got {rec.get(key)!r}"[:300])
+    for key, typ in RECORD_OPTIONAL.items():
+        if key in rec and not isinstance(rec[key], typ):
+            raise UsageError(f"{where}: case record field {key!r} must be a JSON {_json_type(typ)}, "
+                             f"got {type(rec[key]).__name__}")
+    if rec["status"] not in STATUSES:
+        raise UsageError(f"{where}: unknown status {rec['status']!r}; expected one of: {', '.join(STATUSES)}")
+    for name, m in rec.get("metrics", {}).items():
+        if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float, type(None))) \
+                or isinstance(m.get("value"), bool):
+            raise UsageError(f"{where}: metric {name!r} must be an object with a numeric 'value'"[:300])
+
+
+def _json_type(typ: Any) -> str:
+    names = {str: "string", dict: "object", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in (typ if isinstance(typ, tuple) else (typ,)))
 
 
 def run_files(path: str | os.PathLike) -> list[Path]:
@@ -107,13 +215,31 @@ def run_files(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
+def is_locked(path: str | os.PathLike) -> bool:
+    """True while another process holds the run file's write lock (a run in progress)."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
 def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
-    """A run file from a path, a run id in ``results_dir``, or ``latest``."""
+    """A run file from a path, a run id in ``results_dir``, or ``latest`` (the newest finished or
+    interrupted run: runs still being written are skipped)."""
     if ref == "latest":
         files = [f for f in run_files(results_dir) if f.is_file()]
         if not files:
             raise UsageError(f"no run files (*.jsonl) in {results_dir}; run `sciml-bench run` first")
-        return max(files, key=lambda f: (f.stat().st_mtime, f.name))
+        done = [f for f in files if not is_locked(f)]
+        if not done:
+            raise UsageError(f"every run in {results_dir} is still being written; name one by path or run id")
+        return max(done, key=lambda f: (f.stat().st_mtime, f.name))
     p = Path(ref)
     if p.is_file():
         return p

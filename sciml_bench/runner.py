@@ -18,13 +18,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
 from sciml_bench.errors import Unsupported, UsageError
-from sciml_bench.results import RunWriter, done_keys, new_run_id, read_run
+from sciml_bench.results import RunWriter, done_keys, is_locked, new_run_id, read_run, safe_filename
 from sciml_bench.stats import paired_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
@@ -91,6 +90,9 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     metrics["peak_rss_bytes"] = {"value": peak_rss_bytes(), "unit": "B"}
     if wl.model is not None:
         metrics["params"] = {"value": param_count(wl.model), "unit": "count"}
+    if wl.last_loss is not None:  # a loss gone NaN/inf is flagged at any precision, not only where numerics run
+        metrics["loss_after_warmup"] = {"value": float(wl.last_loss.float()), "unit": "loss",
+                                        "steps": warm["warmup_steps"]}
     extra, extra_absent = probe(wl, warm["first_step_s"])  # compile, shape sweep, numerics, loader
     metrics.update(extra)
     absent.update(extra_absent)
@@ -107,10 +109,16 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_main(conn, log_path: str, threads: int | None) -> None:
     """Worker loop: answer ('setup', case_dict, opts) / ('round', seconds) / ('stop',) commands."""
+    import faulthandler
+
+    from sciml_bench.lifetime import die_with_parent
+
+    die_with_parent()  # a hung worker must not outlive a kill -9 of the run
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how Ctrl-C ends the run
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides
     os.dup2(fd, 1)  # torch / kineto chatter goes to the case log, not over the progress bar
     os.dup2(fd, 2)
+    faulthandler.enable()  # a segfault or abort leaves the Python stack in the log, for the crash reason
     import torch
     import torch._dynamo  # noqa: F401  (imported by the first optimizer; seconds, so not on a case's clock)
 
@@ -147,6 +155,12 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
 
 # ---------------------------------------------------------------- parent side
 
+LOG_LIMIT = 2 * 2 ** 20  # bytes of a case log kept: its first and last half, so a chatty case cannot fill a disk
+POLL_SLICE = 0.5  # seconds between the parent's looks at a busy worker (log size, RSS)
+# Lines that are never the reason a worker died: torch's import-time chatter and warning boilerplate.
+LOG_NOISE = ("CUDA_HOME", "USDT:", "warnings.warn(", "Warning: ", "warn(")
+
+
 class _Worker:
     """Parent-side handle of one case's worker process, with its remaining time budget."""
 
@@ -154,6 +168,8 @@ class _Worker:
         self.case, self.log_path, self.budget = case, log_path, opts.timeout
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, str(log_path), opts.threads), daemon=True)
+        self.oom_kills = _oom_kill_count()  # the cgroup's counter before this worker could be killed
+        self.rss = 0  # largest resident set seen, for OOM evidence
         self.proc.start()
         child.close()
         self.failure: tuple[str, str] | None = None
@@ -161,23 +177,38 @@ class _Worker:
     def call(self, msg: tuple | None, timeout: float, charge: bool = True) -> tuple[str, Any]:
         """Send ``msg`` (None: just wait) and return the reply, or a failure (status, reason).
 
-        Time spent waiting comes off the case's budget when ``charge`` (not for start-up)."""
+        Time spent waiting comes off the case's budget when ``charge`` (not for start-up). While
+        waiting, the log is kept under LOG_LIMIT and the worker's RSS is sampled."""
         t0 = time.perf_counter()
+        reply = None
         try:
             if msg is not None:
                 self.conn.send(msg)
-            ready = self.conn.poll(max(timeout, 0.0))
-            reply = self.conn.recv() if ready else None
-        except (EOFError, BrokenPipeError, ConnectionResetError):
+            while (left := timeout - (time.perf_counter() - t0)) > 0:
+                if self.conn.poll(min(left, POLL_SLICE)):
+                    reply = self.conn.recv()
+                    break
+                self._watch()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             reply = self._crash_reason()
         finally:
             if charge:
                 self.budget -= time.perf_counter() - t0
+            cap_log(self.log_path)
         if reply is None:
             self.kill()
             reply = ("timeout", f"no answer within {timeout:.0f} s" + (" (the rest of its --timeout)" if charge
-                                                                       else " of starting"))
+                                                                       else " of starting") + self.log_tail())
         return reply
+
+    def _watch(self) -> None:
+        cap_log(self.log_path)
+        try:
+            import psutil
+
+            self.rss = max(self.rss, psutil.Process(self.proc.pid).memory_info().rss)
+        except Exception:  # noqa: BLE001  (the worker may be gone; that shows up on the pipe)
+            pass
 
     def _crash_reason(self) -> tuple[str, str]:
         self.proc.join(5)
@@ -186,19 +217,29 @@ class _Worker:
         if code is not None and code < 0:
             sig = signal.Signals(-code).name
             if sig == "SIGKILL":
-                return "oom", f"worker killed by SIGKILL (the kernel OOM killer's signal){tail}"
+                evidence = _oom_evidence(self.proc.pid, self.oom_kills, self.rss)
+                if evidence:
+                    return "oom", f"worker killed by SIGKILL: out of memory ({evidence}){tail}"
+                return "crashed", (f"killed (SIGKILL) by something other than a detected OOM (no cgroup oom_kill, "
+                                   f"RSS far from the limit, no kernel message readable){tail}")
             return "crashed", f"worker died from {sig}{tail}"
         return "crashed", f"worker exited with code {code}{tail}"
 
-    def log_tail(self, n: int = 300) -> str:
+    def log_tail(self, n: int = 400) -> str:
+        """'; last output: ...': the traceback's last lines or the last real lines, noise left out."""
         try:
-            text = self.log_path.read_text(errors="replace").strip()
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 64 * 1024))
+                text = fh.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
-        lines = [ln for ln in text.splitlines() if ln.strip() and "USDT:" not in ln]
-        return f"; last output: {' | '.join(lines[-3:])[-n:]}" if lines else ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(s in ln for s in LOG_NOISE)]
+        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]  # faulthandler's headline
+        last = (fatal[-1:] + [ln for ln in lines[-3:] if ln not in fatal[-1:]]) if fatal else lines[-3:]
+        return f"; last output: {' | '.join(last)[-n:]}" if last else ""
 
     def kill(self) -> None:
+        cap_log(self.log_path)
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(5)
@@ -211,6 +252,86 @@ class _Worker:
         self.proc.join(10)
         self.kill()
         self.conn.close()
+
+
+def cap_log(path: Path, limit: int = LOG_LIMIT) -> None:
+    """Keep a log under ``limit`` bytes: its first and last halves around a marker.
+
+    The worker appends (O_APPEND), so it keeps writing at the new end."""
+    try:
+        size = path.stat().st_size
+        if size <= limit:
+            return
+        with open(path, "r+b") as fh:
+            fh.seek(size - limit // 2)
+            tail = fh.read()
+            fh.seek(limit // 2)
+            fh.write(f"\n[... sciml-bench dropped {size - limit} bytes of output here ...]\n".encode() + tail)
+            fh.truncate()
+    except OSError:
+        pass
+
+
+def _cgroup_dir() -> Path | None:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):  # cgroup v2
+                return Path("/sys/fs/cgroup") / line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return None
+
+
+def _oom_kill_count() -> int | None:
+    """The cgroup's ``oom_kill`` counter (memory.events), or None where it is not readable."""
+    d = _cgroup_dir()
+    try:
+        for line in (d / "memory.events").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, TypeError, ValueError):
+        pass
+    return None
+
+
+def _memory_limit() -> int:
+    d = _cgroup_dir()
+    try:
+        text = (d / "memory.max").read_text().strip()
+        if text != "max":
+            return int(text)
+    except (OSError, TypeError, ValueError):
+        pass
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def _oom_evidence(pid: int, oom_kills_before: int | None, rss: int) -> str | None:
+    """Why a SIGKILL looks like the OOM killer's, or None: the cgroup's oom_kill counter went up,
+    the kernel log names the pid, or the worker's RSS was near the memory limit."""
+    after = _oom_kill_count()
+    if oom_kills_before is not None and after is not None and after > oom_kills_before:
+        return f"cgroup memory.events oom_kill {oom_kills_before} -> {after}"
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            chunks_ = []
+            while True:
+                try:
+                    chunks_.append(os.read(fd, 8192).decode(errors="replace"))
+                except BlockingIOError:
+                    break
+        finally:
+            os.close(fd)
+        if any(f"Killed process {pid} " in c or f"Killed process {pid}," in c for c in chunks_):
+            return f"kernel log: Killed process {pid}"
+    except OSError:
+        pass  # /dev/kmsg is root-only on most systems
+    limit = _memory_limit()
+    if rss and rss >= 0.8 * limit:
+        return f"worker RSS {rss / 2 ** 30:.1f} GiB of a {limit / 2 ** 30:.1f} GiB limit"
+    return None
 
 
 def chunks(study: Study, cases: list[Case], max_live: int) -> list[list[Case]]:
@@ -235,10 +356,14 @@ def _context():
     """Start workers from a fork server that has imported torch once (a worker then starts in
     a fraction of a second instead of ~3 s); spawn where fork servers do not exist. Plain fork
     is unsafe once the parent has initialised CUDA or thread pools; the server never does."""
+    from sciml_bench.lifetime import mark_run
+
+    mark_run()  # the fork server (via the lifetime preload) and the workers die with this process
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch._dynamo", "sciml_bench.runner", "sciml_bench.workloads"])
+    ctx.set_forkserver_preload(["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.runner",
+                                "sciml_bench.workloads"])
     return ctx
 
 
@@ -250,7 +375,7 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     """
     ctx = _context()
     log_dir.mkdir(parents=True, exist_ok=True)
-    workers = [_Worker(ctx, c, log_dir / f"{study.name}--{_safe(c.case_id)}.log", opts) for c in cases]
+    workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}", ".log"), opts) for c in cases]
     started = time.time()
     info: dict[int, dict[str, Any]] = {}
     samples: dict[int, list[list[float]]] = {i: [] for i in range(len(cases))}
@@ -293,10 +418,6 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     return records
 
 
-def _safe(s: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in s)[:150]
-
-
 def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dict[str, Any] | None,
             rounds: list[list[float]], opts: RunOptions, started: float) -> dict[str, Any]:
     rec: dict[str, Any] = {"study": study.name, "case_id": case.case_id, "case": case.to_dict(),
@@ -320,9 +441,27 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
     if "flops" in metrics:
         metrics["flop_rate"] = {"value": metrics["flops"]["value"] / s["median"], "unit": "FLOP/s"}
-    return dict(rec, status="ok", reason=None, metrics=metrics, absent=absent,
-                worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
-                        "backend": info.get("backend", {})})
+    return _flag_nonfinite(study, info["metrics"], dict(
+        rec, status="ok", reason=None, metrics=metrics, absent=absent,
+        worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
+                "backend": info.get("backend", {})}))
+
+
+def _flag_nonfinite(study: Study, measured: dict[str, dict[str, Any]], rec: dict[str, Any]) -> dict[str, Any]:
+    """Mark a case whose training loss went NaN/inf (``nonfinite_loss``); with the study's
+    ``fail_on_nonfinite`` it becomes an ``error``, its measurements kept."""
+    why = []
+    warm = measured.get("loss_after_warmup", {}).get("value")
+    if isinstance(warm, float) and not math.isfinite(warm):
+        why.append(f"loss {warm} after {measured['loss_after_warmup'].get('steps', '?')} warmup steps")
+    bad = measured.get("nonfinite_loss_steps", {})
+    if bad.get("value"):
+        why.append(f"{bad['value']} of {bad.get('steps', '?')} numerics steps non-finite")
+    if why:
+        rec["nonfinite_loss"] = "; ".join(why)
+        if study.fail_on_nonfinite:
+            rec.update(status="error", reason=f"diverged: {rec['nonfinite_loss']} (study sets fail_on_nonfinite)")
+    return rec
 
 
 def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
@@ -433,14 +572,15 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     os.environ["SCIML_BENCH_PLUGINS"] = ",".join(spec.plugins)  # read by the zoo here and in every worker
     suite = load_suite(spec.suite)
     overrides = dict(parse_assignment(a) for a in spec.set)
-    overrides["device"] = resolve_device(spec.device)
+    if "device" in overrides and spec.device != "auto" and overrides["device"] != spec.device:
+        raise UsageError(f"--set device={overrides['device']} conflicts with --device {spec.device}; "
+                         f"give one of them")
+    overrides["device"] = resolve_device(overrides.get("device", spec.device))
     for pat in spec.models:
         if not any(ch in pat for ch in "*?["):
             get_model_spec(pat)  # an unknown model name is an error, not an empty match
     plan = []
-    for study, cases in iter_cases(suite, spec.studies, overrides):
-        if spec.models:
-            cases = [c for c in cases if any(fnmatch(c.model, p) for p in spec.models)]
+    for study, cases in iter_cases(suite, spec.studies, overrides, spec.models):  # select, then override
         if cases:
             plan.append((study, cases))
     if not plan:
@@ -459,14 +599,15 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
 
-    spec = RunSpec(**dict(asdict(spec), device=resolve_device(spec.device)))
+    spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
     run_id = new_run_id(suite.name)
     header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
               "suite_file": suite.path, "spec": asdict(spec), "options": asdict(opts),
               "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
-                                   "metrics": list(s.metrics)} for s, _ in plan},
+                                   "metrics": list(s.metrics), "fail_on_nonfinite": s.fail_on_nonfinite}
+                          for s, _ in plan},
               "environment": collect(hide_hostname=hide_hostname, threads=threads),
               "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~1-2 s
     path = Path(out) / f"{run_id}.jsonl"
@@ -477,9 +618,15 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
 def resume_run(path: str | os.PathLike) -> Run:
     """Reopen an interrupted run: same spec and options, finished cases skipped."""
     header, records = read_run(path)
-    spec = RunSpec(**header["spec"])
+    if is_locked(path):
+        raise UsageError(f"{path} is being written by another sciml-bench process; wait for it to finish "
+                         f"(or stop it) before resuming")
+    try:
+        spec, opts = RunSpec(**header["spec"]), RunOptions(**header["options"])
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"{path}: header has no usable run spec/options to resume from ({e})") from None
     _, plan = plan_cases(spec)
-    return Run(Path(path), header, spec, RunOptions(**header["options"]), plan, done_keys(records))
+    return Run(Path(path), header, spec, opts, plan, done_keys(records))
 
 
 def execute(run: Run, progress: ProgressFn = lambda d, n: None,
@@ -489,8 +636,9 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
     Ctrl-C propagates as KeyboardInterrupt after the workers are stopped; records of finished
     chunks are already on disk, the chunk in progress is discarded (``--resume`` reruns it).
     """
-    log_dir = run.path.parent / "logs" / run.run_id
-    with RunWriter(run.path) as writer:
+    log_dir = run.path.parent / "logs" / safe_filename(run.run_id)
+    with RunWriter(run.path) as writer:  # locked: a second --resume of this file is refused
+        run.done |= done_keys(read_run(run.path)[1])  # whatever a run before the lock finished
         for study, chunk in run.work:
             for rec in run_chunk(study, chunk, run.opts, log_dir, progress):
                 writer.append(rec)

@@ -50,7 +50,7 @@ def test_partial_last_line_is_ignored_and_resume_appends_cleanly(tmp_path):
 def test_new_run_never_overwrites(tmp_path):
     path = tmp_path / "r.jsonl"
     RunWriter(path, HEADER).close()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UsageError, match="cannot create results file"):
         RunWriter(path, HEADER)
 
 
@@ -79,6 +79,6 @@ def test_resolve_run(tmp_path):
 
 def test_header_that_cannot_be_written_leaves_no_file(tmp_path):
     path = tmp_path / "r.jsonl"
-    with pytest.raises(ValueError):
-        RunWriter(path, dict(HEADER, options={"round_time": float("nan")}))
+    with pytest.raises(TypeError):
+        RunWriter(path, dict(HEADER, options={(1, 2): "a tuple key JSON cannot encode"}))
     assert not path.exists(), "nothing half-written"
