@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
@@ -28,6 +30,49 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------- formatting
 
+# Terminal escapes (CSI, OSC, other ESC sequences) and control characters: a name or reason from a
+# file must never move the cursor, retitle the terminal or hide text.
+_CONTROL = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b.?|[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: Any) -> str:
+    """``value`` as text with every terminal escape and control character removed (newlines and tabs
+    become spaces). Used on every user-given string the CLI prints."""
+    return _CONTROL.sub(lambda m: " " if m.group() in "\n\t\r" else "", str(value))
+
+
+def txt(value: Any) -> str:
+    """``plain`` text, escaped for rich: a name like ``[/]`` is shown, never parsed as markup."""
+    return escape(plain(value))
+
+
+def writable_dir(path: str | os.PathLike, flag: str) -> None:
+    """UsageError unless ``path`` is a directory this user can write, or can be created as one.
+
+    Checked before any work, so a bad ``--out`` fails at once and creates nothing."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {p}: exists and is not a directory")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {p}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {p}: {parent} is not writable by this user (read-only or permissions)")
+
+
+def nonfinite_notes(records: list[dict[str, Any]]) -> list[str]:
+    """One line per case whose training loss went NaN/inf (the record's flag, or its numerics count)."""
+    notes = []
+    for r in records:
+        bad = r.get("metrics", {}).get("nonfinite_loss_steps", {})
+        why = r.get("nonfinite_loss") or (f"{bad['value']} of {bad.get('steps', '?')} numerics steps non-finite"
+                                          if bad.get("value") else None)
+        if why:
+            notes.append(f"{plain(r['study'])}/{plain(r['case_id'])}: non-finite loss ({plain(why)})")
+    return notes
+
 def fmt_ci(m: dict[str, Any], fmt) -> str:
     if m.get("ci_low") is None or m.get("ci_high") is None:
         return fmt(m["value"])
@@ -39,24 +84,25 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
     from sciml_bench.compare import fmt_value
     from sciml_bench.runner import peak_memory
 
-    table = Table(title=f"run {header.get('run_id')} · suite {header.get('suite')} · "
-                        f"{header.get('environment', {}).get('cpu_model', '?')}", title_justify="left")
+    env = header.get("environment") if isinstance(header.get("environment"), dict) else {}
+    table = Table(title=f"run {txt(header.get('run_id'))} · suite {txt(header.get('suite'))} · "
+                        f"{txt(env.get('cpu_model', '?'))}", title_justify="left")
     for col, just in (("study", "left"), ("case", "left"), ("status", "left"),
                       ("step time, median [95% CI]", "right"), ("vs ref [95% CI]", "right"),
                       ("throughput", "right"), ("peak mem", "right"), ("GFLOP/s", "right")):
         table.add_column(col, justify=just, overflow="fold")
     for r in records:
         m = r.get("metrics", {})
-        study, case = escape(r["study"]), escape(r["case_id"])  # ids are text, never rich markup
+        study, case = txt(r["study"]), txt(r["case_id"])  # ids are text, never rich markup
         if r["status"] != "ok":
-            table.add_row(study, case, f"[red]{r['status']}[/]", f"[dim]{escape(r.get('reason') or '')}[/]",
+            table.add_row(study, case, f"[red]{txt(r['status'])}[/]", f"[dim]{txt(r.get('reason') or '')}[/]",
                           "", "", "", "")
             continue
         ratio = m.get("time_ratio")
         ratio_s = "ref" if ratio and ratio.get("reference") == r["case_id"] else (
             fmt_ci(ratio, lambda x: f"{x:.2f}x") if ratio else "-")
         mem = peak_memory(r)
-        table.add_row(study, case, "ok", fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
+        table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_notes([r]) else ""), fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
                       f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
                       f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
@@ -75,22 +121,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         t = Table("model", "family", "task", "params", "knobs", "description", title="models")
         for name in list_models(args.pattern):
             spec = get_model_spec(name)
-            t.add_row(name, spec.family, spec.task, f"{param_count(create_model(name)):,}",
-                      ", ".join(sorted(spec.knobs)), spec.description)
+            t.add_row(txt(name), txt(spec.family), txt(spec.task), f"{param_count(create_model(name)):,}",
+                      txt(", ".join(sorted(spec.knobs))), txt(spec.description))
     elif args.what == "studies":
         suite = load_suite(args.suite)
-        t = Table("study", "cases", "axes", "reference", "question", title=f"studies in suite {suite.name}")
+        t = Table("study", "cases", "axes", "reference", "question", title=f"studies in suite {txt(suite.name)}")
         for s in suite.studies:
             if fnmatch(s.name, args.pattern):
                 axes = "; ".join(f"{k}={v}" for k, v in s.axes.items())
                 ref = ", ".join(f"{k}={v}" for k, v in s.reference.items()) or "-"
-                t.add_row(s.name, str(len(s.cases())), axes, ref, s.question)
+                t.add_row(txt(s.name), str(len(s.cases())), txt(axes), txt(ref), txt(s.question))
     else:
         t = Table("suite", "studies", "cases", "rounds x round time", "description", title="suites")
         for name in builtin_suites():
             s = load_suite(name)
-            t.add_row(name, str(len(s.studies)), str(sum(len(st.cases()) for st in s.studies)),
-                      f"{s.rounds} x {s.round_time} s", s.description)
+            t.add_row(txt(name), str(len(s.studies)), str(sum(len(st.cases()) for st in s.studies)),
+                      f"{s.rounds} x {s.round_time} s", txt(s.description))
     console.print(t)
     return 0
 
@@ -109,13 +155,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
             if getattr(args, name) is not None:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+        writable_dir(args.out, "--out")
         spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                        plugins=args.plugin)
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname)
     opts = run.opts
-    err_console.print(f"[bold]sciml-bench[/] run {run.run_id}: {run.todo} cases ({len(run.done)} already done), "
-                      f"{opts.rounds} rounds x {opts.round_time} s, device {run.spec.device} → {run.path}")
+    err_console.print(f"[bold]sciml-bench[/] run {txt(run.run_id)}: {run.todo} cases ({len(run.done)} already done), "
+                      f"{opts.rounds} rounds x {opts.round_time} s, device {txt(run.spec.device)} → {txt(run.path)}")
+    from sciml_bench.cases import load_suite
+
+    for w in load_suite(run.spec.suite).warnings:
+        err_console.print(f"[yellow]warning[/]: {txt(w)}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     written = [0]
@@ -124,26 +175,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             task = progress.add_task("starting", total=run.units)
 
             def tick(desc: str, n: int) -> None:
-                progress.update(task, description=desc[:70], advance=n)
+                progress.update(task, description=txt(plain(desc)[:70]), advance=n)
 
             execute(run, tick, on_record=lambda rec: written.__setitem__(0, written[0] + 1))
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: {written[0]} new records kept in {run.path} (the study chunk "
-                          f"in progress is discarded); continue with: sciml-bench run --resume {run.path}")
+        err_console.print(f"[yellow]interrupted[/]: {written[0]} new records kept in {txt(run.path)} (the study "
+                          f"chunk in progress is discarded); continue with: sciml-bench run --resume {txt(run.path)}")
         return 130
     header, records = read_run(run.path)
     console.print(results_table(header, records))
+    for note in nonfinite_notes(records):
+        console.print(f"[yellow]warning[/]: {escape(note)}")
     failed = [r for r in records if r["status"] != "ok"]
-    console.print(f"results: {run.path}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
+    console.print(f"results: {txt(run.path)}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
     if not args.no_report:
         from sciml_bench.report import build_report
 
         report_dir = run.path.resolve().parent.parent / "reports" / run.run_id
         try:
-            console.print(f"report: {build_report([run.path], report_dir) / 'index.html'}")
+            console.print(f"report: {txt(build_report([run.path], report_dir) / 'index.html')}")
         except Exception as e:  # noqa: BLE001  (the results file is the product; a report bug must not hide it)
-            err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {e}; "
-                              f"retry with: sciml-bench report {run.path}")
+            err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {txt(e)}; "
+                              f"retry with: sciml-bench report {txt(run.path)}")
     return 0
 
 
@@ -154,7 +207,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = resolve_run(args.run, args.dir)
     header, records = read_run(path)
     console.print(results_table(header, records))
-    console.print(f"[dim]{path}[/]")
+    for note in nonfinite_notes(records):
+        console.print(f"[yellow]warning[/]: {escape(note)}")
+    console.print(f"[dim]{txt(path)}[/]")
     return 0
 
 
@@ -163,12 +218,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sciml_bench.report import build_report
     from sciml_bench.results import read_run, resolve_run
 
+    from sciml_bench.results import safe_filename
+
     paths = [resolve_run(r, args.dir) for r in args.runs]
-    out = args.out or str(Path("reports") / read_run(paths[0])[0].get("run_id", "report"))
+    out = args.out or str(Path("reports") / safe_filename(str(read_run(paths[0])[0].get("run_id", "report"))))
+    writable_dir(out, "--out")
     if args.history and not Path(args.history).is_dir():
         raise UsageError(f"--history {args.history}: not a directory")
     path = build_report(paths, out, title=args.title, history_dir=args.history)
-    console.print(f"report: {path / 'index.html'}  (also {path / 'report.md'})")
+    console.print(f"report: {txt(path / 'index.html')}  (also {txt(path / 'report.md')})")
     return 0
 
 
@@ -185,27 +243,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(to_json(cmp))
         return cmp.exit_code
     if args.markdown:
-        print(to_markdown(cmp), end="")
+        print("".join(plain(line) + "\n" for line in to_markdown(cmp).splitlines()), end="")
         return cmp.exit_code
     for w in cmp.warnings:
-        err_console.print(f"[yellow]warning[/]: {w}")
+        err_console.print(f"[yellow]warning[/]: {txt(w)}")
     color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow"}
-    t = Table(title=f"{cmp.new_run} vs {cmp.base_run} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
+    t = Table(title=f"{txt(cmp.new_run)} vs {txt(cmp.base_run)} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")
     for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):
         t.add_column(col, overflow="fold")
     for r in cmp.rows:
         c = color.get(r.verdict)
-        t.add_row(r.study, r.case_id, r.metric, fmt_value(r.base, r.unit), fmt_value(r.new, r.unit), fmt_ratio(r),
+        t.add_row(txt(r.study), txt(r.case_id), txt(r.metric), fmt_value(r.base, r.unit), fmt_value(r.new, r.unit),
+                  fmt_ratio(r),
                   fmt_p(r.p_value), f"[{c}]{r.verdict}[/]" if c else r.verdict)
     console.print(t)
     for title, items in (("only in base", cmp.only_base), ("only in new", cmp.only_new),
                          ("not ok in one run", cmp.not_ok)):
         if items:
-            console.print(f"{title}: " + ", ".join(items))
+            console.print(f"{title}: " + ", ".join(txt(i) for i in items))
     n = len(cmp.failures)
     if cmp.broke:
-        console.print(f"[red]{len(cmp.broke)} case(s) ok in base broke in new[/]: {', '.join(cmp.broke)} (exit 1)")
+        console.print(f"[red]{len(cmp.broke)} case(s) ok in base broke in new[/]: "
+                      f"{txt(', '.join(cmp.broke))} (exit 1)")
     console.print(f"[red]{n} significantly worse beyond {cmp.threshold:.0%}[/] (exit 1)" if n else
                   f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%}"
                   + ("" if cmp.broke else " (exit 0)"))
@@ -222,27 +282,28 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise UsageError(f"--dir {args.dir}: not a directory")
     hist = history([args.dir], args.case, args.metric, args.machine, args.order, args.threshold / 100)
     if args.out:
+        writable_dir(args.out, "--out")
         out = Path(args.out)
         names = history_figures(hist, out / "figures")
         (out / "history.json").write_text(json.dumps(hist.to_dict(), indent=1, default=str), encoding="utf-8")
-        console.print(f"history: {out / 'history.json'} and {len(names)} figures in {out / 'figures'}")
+        console.print(f"history: {txt(out / 'history.json')} and {len(names)} figures in {txt(out / 'figures')}")
     if args.json:
         print(json.dumps(hist.to_dict(), indent=1, default=str))
         return 0
     unit = "s" if args.metric.endswith("time") else ""
-    t = Table(title=f"history · machine {hist.machine} · {len(hist.runs)} runs · {len(hist.series)} cases",
+    t = Table(title=f"history · machine {txt(hist.machine)} · {len(hist.runs)} runs · {len(hist.series)} cases",
               title_justify="left")
     for col in ("study", "case", "runs", "latest", "steps", "regression (first run · commit · torch)"):
         t.add_column(col, overflow="fold")
     for s in hist.series:
         regs = [st for st in s.steps if st["ratio"] > 1 + hist.threshold]
-        t.add_row(s.study, s.case_id, str(len(s.points)), fmt_value(s.points[-1]["value"], unit),
+        t.add_row(txt(s.study), txt(s.case_id), str(len(s.points)), fmt_value(s.points[-1]["value"], unit),
                   ", ".join(f"{st['ratio']:.2f}x@{st['index']}" for st in s.steps) or "-",
-                  "; ".join(f"[red]{st['ratio']:.2f}x[/] from {st['run_id']} · {str(st['commit'] or '-')[:10]} · "
-                            f"torch {st['torch']}" for st in regs) or "-")
+                  "; ".join(f"[red]{st['ratio']:.2f}x[/] from {txt(st['run_id'])} · {txt(str(st['commit'] or '-')[:10])}"
+                            f" · torch {txt(st['torch'])}" for st in regs) or "-")
     console.print(t)
     if hist.other_machines:
-        console.print(f"[dim]left out: runs of other machines {hist.other_machines} (use --machine)[/]")
+        console.print(f"[dim]left out: runs of other machines {txt(hist.other_machines)} (use --machine)[/]")
     console.print(f"{len(hist.regressions)} regressions beyond {hist.threshold:.0%}")
     return 0
 
@@ -251,10 +312,11 @@ def cmd_import_asv(args: argparse.Namespace) -> int:
     """Convert asv results into run files (one per machine x commit x environment)."""
     from sciml_bench.imports import import_asv
 
+    writable_dir(args.out, "--out")
     written, skipped = import_asv(args.results_dir, args.out)
     for path in written:
-        console.print(f"imported: {path}")
-    console.print(f"{len(written)} run files written to {args.out}" +
+        console.print(f"imported: {txt(path)}")
+    console.print(f"{len(written)} run files written to {txt(args.out)}" +
                   (f", {len(skipped)} already imported" if skipped else ""))
     return 0
 
@@ -263,8 +325,9 @@ def cmd_import_pytest_benchmark(args: argparse.Namespace) -> int:
     """Convert a pytest-benchmark --benchmark-json file into a run file."""
     from sciml_bench.imports import import_pytest_benchmark
 
+    writable_dir(args.out, "--out")
     for f in args.file:
-        console.print(f"imported: {import_pytest_benchmark(f, args.out)}")
+        console.print(f"imported: {txt(import_pytest_benchmark(f, args.out))}")
     return 0
 
 
@@ -384,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.fn(args)
     except UsageError as e:
-        print(f"sciml-bench: error: {e}", file=sys.stderr)
+        print(f"sciml-bench: error: {plain(e)}", file=sys.stderr)
         return 2
 
 

@@ -62,7 +62,10 @@ class RunWriter:
             self._lock()
             self._write_line(line)
         else:  # resume: append after dropping a partial last line, if any
-            self._fh = open(self.path, "a", encoding="utf-8")
+            try:
+                self._fh = open(self.path, "a", encoding="utf-8")
+            except OSError as e:
+                raise UsageError(f"cannot append to results file {self.path}: {e.strerror}") from None
             self._lock()
             _truncate_partial_line(self.path)
 

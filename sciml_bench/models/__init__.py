@@ -120,8 +120,10 @@ def _ensure_loaded() -> None:
     for mod in filter(None, os.environ.get("SCIML_BENCH_PLUGINS", "").split(",")):
         try:
             importlib.import_module(mod.strip())
-        except ImportError as e:
-            raise UsageError(f"cannot import plugin module {mod.strip()!r} from SCIML_BENCH_PLUGINS: {e}") from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001  (any failure of user code is the user's error)
+            msg = " ".join(str(e).split())[:300]
+            raise UsageError(f"cannot import plugin module {mod.strip()!r} from SCIML_BENCH_PLUGINS: "
+                             f"{type(e).__name__}: {msg}") from None
 
 
 def list_models(pattern: str | Iterable[str] = "*", exclude_filters: Iterable[str] = (),

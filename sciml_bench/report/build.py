@@ -217,7 +217,9 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
         (tmp / "index.html").write_text(render_html(rep), encoding="utf-8")
         (tmp / "report.md").write_text(render_markdown(rep), encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps(_summary(rep), indent=1, default=str), encoding="utf-8")
-        os.chmod(tmp, 0o755)
+        umask = os.umask(0)  # mkdtemp made it 0700; give it what a plain mkdir would under the user's umask
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{time.time_ns()}")
