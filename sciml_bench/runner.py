@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import re
 import signal
 import statistics
 import time
@@ -158,7 +159,9 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
 LOG_LIMIT = 2 * 2 ** 20  # bytes of a case log kept: its first and last half, so a chatty case cannot fill a disk
 POLL_SLICE = 0.5  # seconds between the parent's looks at a busy worker (log size, RSS)
 # Lines that are never the reason a worker died: torch's import-time chatter and warning boilerplate.
-LOG_NOISE = ("CUDA_HOME", "USDT:", "warnings.warn(", "Warning: ", "warn(")
+LOG_NOISE = ("CUDA_HOME", "USDT:", "warnings.warn(", "Warning: ", "warn(", "gpuGetDeviceCount failed",
+             "allocated before the profiling started")
+_FRAME = re.compile(r'File "(.+)", line (\d+) in (\S+)')  # a faulthandler stack frame
 
 
 class _Worker:
@@ -234,9 +237,13 @@ class _Worker:
         except OSError:
             return ""
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(s in ln for s in LOG_NOISE)]
-        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]  # faulthandler's headline
-        last = (fatal[-1:] + [ln for ln in lines[-3:] if ln not in fatal[-1:]]) if fatal else lines[-3:]
-        return f"; last output: {' | '.join(last)[-n:]}" if last else ""
+        fatal = max((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), default=None)
+        if fatal is not None:  # faulthandler: its headline and the innermost frames, not its module list
+            frames = [m.groups() for ln in lines[fatal + 1:] if (m := _FRAME.match(ln))][:3]
+            last = [lines[fatal]] + [" < ".join(f"{fn} ({Path(f).name}:{no})" for f, no, fn in frames)]
+        else:
+            last = lines[-3:]
+        return f"; last output: {' | '.join(ln for ln in last if ln)[-n:]}" if last else ""
 
     def kill(self) -> None:
         cap_log(self.log_path)

@@ -13,41 +13,84 @@ FAULTS = """
 name = "faults"
 rounds = 2
 round_time = 0.02
-timeout = 20
+timeout = 10
 
 [[study]]
 name = "faults"
 base = { batch_size = 4 }
-axes = { model = ["mlp", "fault_raise", "fault_abort", "fault_segfault", "fault_hang", "fault_oom"] }
+axes = { model = ["mlp", "fault_raise", "fault_abort", "fault_segfault", "fault_hang", "fault_oom", "fault_sigkill",
+                  "fault_memoryerror", "fault_exit", "fault_os_exit", "fault_chatty", "fault_nan"] }
 
 [[study]]
 name = "cuda-only"
 base = { model = "mlp" }
 axes = { precision = ["fp32", "fp16", "tf32"] }
 reference = { precision = "fp32" }
+
+[[study]]
+name = "diverge"
+base = { model = "fault_nan" }
+axes = { batch_size = [4] }
+fail_on_nonfinite = true
+
+[[study]]
+name = "../../escape/a/b"
+base = { model = "mlp" }
+axes = { batch_size = [2] }
 """
 
 
-def test_faulty_cases_are_recorded_and_the_run_continues(tmp_path):
-    suite = tmp_path / "faults.toml"
+def test_fault_matrix_every_status_and_reason(tmp_path):
+    """Each fault becomes the right status with a reason that says why; the run goes on; names that
+    try to leave logs/<run_id>/ stay inside it; a chatty case's log is capped, head and tail kept."""
+    from sciml_bench.runner import LOG_LIMIT
+
+    suite = tmp_path / "suite" / "faults.toml"
+    suite.parent.mkdir()
     suite.write_text(FAULTS)
     proc = run_cli("run", "--suite", str(suite), "--device", "cpu", "--out", str(tmp_path / "out"),
-                   "--plugin", "tests.fault_models", *no_report(), timeout=240)
+                   "--plugin", "tests.fault_models", *no_report(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "out").glob("*.jsonl")
     _, records = read_run(path)
-    status = {r["case_id"]: (r["status"], r["reason"]) for r in records}
-    assert status["mlp,batch_size=4"][0] == "ok"
-    assert status["fault_raise,batch_size=4"] == ("error", "RuntimeError: planted fault")
-    assert status["fault_abort,batch_size=4"][0] == "crashed" and "SIGABRT" in status["fault_abort,batch_size=4"][1]
-    assert status["fault_segfault,batch_size=4"][0] == "crashed" and "SIGSEGV" in status["fault_segfault,batch_size=4"][1]
-    assert status["fault_hang,batch_size=4"][0] == "timeout"
-    assert status["fault_oom,batch_size=4"][0] == "oom", status["fault_oom,batch_size=4"]
-    assert status["mlp,precision=fp16"] == ("skipped", "fp16 autocast with GradScaler needs CUDA")
-    assert status["mlp,precision=tf32"][0] == "skipped" and "CUDA" in status["mlp,precision=tf32"][1]
-    assert status["mlp"][0] == "ok", "the run went on after every fault"
-    pids = [r["worker"]["pid"] for r in records if r["status"] == "ok"]
+    status = {(r["study"], r["case_id"]): (r["status"], r["reason"]) for r in records}
+    f = {cid.split(",")[0].removeprefix("fault_"): v for (st, cid), v in status.items() if st == "faults"}
+    assert f["mlp"][0] == "ok"
+    assert f["raise"] == ("error", "RuntimeError: planted fault")
+    assert f["abort"][0] == "crashed" and "SIGABRT" in f["abort"][1]
+    assert f["segfault"][0] == "crashed" and "SIGSEGV" in f["segfault"][1]
+    assert "Fatal Python error: Segmentation fault" in f["segfault"][1], "the crash reason shows what happened"
+    assert "CUDA_HOME" not in f["segfault"][1], "known noise is not the crash reason"
+    assert f["hang"][0] == "timeout" and "no answer within" in f["hang"][1]
+    assert f["oom"][0] == "oom", f["oom"]
+    assert f["sigkill"][0] == "crashed" and f["sigkill"][1].startswith("killed (SIGKILL)"), \
+        f"a SIGKILL without OOM evidence is not labelled oom: {f['sigkill']}"
+    assert f["memoryerror"] == ("oom", "MemoryError: planted MemoryError")
+    assert f["exit"] == ("error", "SystemExit: 3")
+    assert f["os_exit"][0] == "crashed" and "exited with code 7" in f["os_exit"][1]
+    assert "planted last words" in f["os_exit"][1], "the last real output line is in the reason"
+    assert f["chatty"][0] == "ok", "output volume is not a failure"
+    assert f["nan"][0] == "ok", "a NaN loss alone does not fail a case unless the study asks"
+    nan_rec = next(r for r in records if r["study"] == "faults" and r["case"]["model"] == "fault_nan")
+    assert "nan" in nan_rec["nonfinite_loss"] and "non-finite" in nan_rec["absent"]["loss_after_warmup"]
+    assert status[("diverge", "fault_nan,batch_size=4")][0] == "error"
+    assert "diverged" in status[("diverge", "fault_nan,batch_size=4")][1]
+    assert status[("cuda-only", "mlp,precision=fp16")] == ("skipped", "fp16 autocast with GradScaler needs CUDA")
+    assert status[("cuda-only", "mlp,precision=tf32")][0] == "skipped"
+    assert status[("cuda-only", "mlp")][0] == "ok", "the run went on after every fault"
+    assert status[("../../escape/a/b", "mlp,batch_size=2")][0] == "ok", "an odd study name is not a crash"
+    pids = [r["worker"]["pid"] for r in records if r["status"] == "ok" and "worker" in r]
     assert len(set(pids)) == len(pids), "each case runs in its own worker, so its peak memory is its own"
+
+    files = {p for p in tmp_path.rglob("*") if p.is_file()}
+    (log_dir,) = (tmp_path / "out" / "logs").iterdir()
+    assert files <= {suite, path} | set(log_dir.iterdir()), f"files written outside logs/<run_id>/: {files}"
+    chatty = next(p for p in log_dir.iterdir() if "fault_chatty" in p.name).read_bytes()
+    assert len(chatty) <= LOG_LIMIT + 2 ** 16, f"log not capped: {len(chatty)} bytes"
+    assert b"FIRST LINE OF OUTPUT" in chatty and b"LAST LINE OF OUTPUT" in chatty and b"dropped" in chatty
+
+    show = run_cli("show", str(path))
+    assert show.returncode == 0 and "non-finite loss" in show.stdout, "show flags the diverged cases"
 
 
 def test_ctrl_c_keeps_a_valid_file_and_resume_completes_without_duplicates(tmp_path):
