@@ -340,7 +340,7 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
             raise UsageError(f"name of {where} in {source} must be non-empty printable text, got {s['name']!r}")
         for m in s.get("metrics", []):
             if m not in METRIC_FAMILIES:
-                raise unknown(f"metric in {where} of {source}", m, METRIC_FAMILIES)
+                raise UsageError(f"study {s['name']!r} in {source}: {unknown('metric', m, METRIC_FAMILIES)}")
         axes = {k: (v if isinstance(v, list) else [v]) for k, v in s.get("axes", {}).items()}
         for k, v in axes.items():
             if not v:

@@ -48,6 +48,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# Imported by the fork server as a preload: a direct child of the run ties its life to it.
-if os.environ.get(RUN_PID_ENV) == str(os.getppid()):
-    die_with_parent()
+# Imported by the fork server as its first preload: a direct child of the run ties its life to it,
+# and one whose run died while it started (it would go on importing torch) leaves at once.
+if os.environ.get(RUN_PID_ENV, "").isdigit():
+    if int(os.environ[RUN_PID_ENV]) == os.getppid():
+        die_with_parent()
+    elif not _alive(int(os.environ[RUN_PID_ENV])):
+        os._exit(1)

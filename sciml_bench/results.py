@@ -28,7 +28,7 @@ def safe_filename(name: str, suffix: str = "") -> str:
     becomes ``_``, and a short hash of the original keeps two names that differ only there apart,
     so a name can never point outside its directory."""
     safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_=." else "_" for ch in name)[:150]
-    if safe != name or safe.startswith("."):
+    if safe != name or not safe or safe.startswith("."):
         safe = f"{safe.lstrip('.') or 'unnamed'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return safe + suffix
 

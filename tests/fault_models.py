@@ -26,6 +26,7 @@ class Fault(nn.Module):
         if self.kind == "segfault":
             ctypes.string_at(0)
         if self.kind == "hang":
+            print("fault_hang: hanging now", flush=True)  # tests wait for this to kill the run mid-hang
             time.sleep(3600)
         if self.kind == "oom":
             torch.empty(2 ** 62, dtype=torch.uint8)  # 4 EiB: the CPU allocator refuses
