@@ -398,3 +398,48 @@ def test_no_process_outlives_a_kill_9_of_the_run(tmp_path, phase):
                 pass
         if proc.poll() is None:
             proc.kill()
+
+
+# ---------------------------------------------------------------- selection, output, permissions
+
+def test_select_then_override(monkeypatch):
+    """`--study models --model mlp --set width=1024` works: --set only meets the selected cases."""
+    from sciml_bench.runner import RunSpec, plan_cases
+
+    monkeypatch.setenv("SCIML_BENCH_PLUGINS", "")
+    _, plan = plan_cases(RunSpec(suite="quick", studies=["models"], models=["mlp"], set=["width=1024"], device="cpu"))
+    cases = [c for _, cs in plan for c in cs]
+    assert cases and all(c.model == "mlp" and c.width == 1024 for c in cases)
+    _, plan = plan_cases(RunSpec(suite="quick", studies=["models"], models=["mlp"], set=["device=cpu"], device="auto"))
+    assert all(c.device == "cpu" for _, cs in plan for c in cs), "--set device= is honoured, not overwritten"
+
+
+EVIL = "\x1b]0;pwned\x07[/]\x1b[2J[bold]x"
+
+
+def test_names_with_markup_and_escapes_are_printed_as_plain_text(tmp_path, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text(GOOD_STUDY.replace('name = "s"', 'name = "[/]"') + 'question = "why \\u001b[31mred"\n')
+    assert main(["list", "studies", "--suite", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert "[/]" in out and "\x1b" not in out
+    a = study_run(tmp_path / "a.jsonl", study=EVIL, run_id="a\x1b[31m")
+    assert main(["show", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "[/]" in out and "pwned" not in out and "\x1b" not in out and "\x07" not in out
+    b = study_run(tmp_path / "b.jsonl", study=EVIL, run_id="b", scale=1.5)
+    assert main(["compare", str(a), str(b)]) == 1, "a 1.5x slowdown in a study named like markup still gates"
+    out = capsys.readouterr().out
+    assert "[/]" in out and "pwned" not in out and "\x1b" not in out
+
+
+def test_report_directory_follows_the_umask(tmp_path):
+    from sciml_bench.report import build_report
+
+    run = study_run(tmp_path / "a.jsonl")
+    old = os.umask(0o077)
+    try:
+        out = build_report([run], tmp_path / "rep")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o700, oct(out.stat().st_mode)
