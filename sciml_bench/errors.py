@@ -8,6 +8,10 @@ from collections.abc import Iterable
 class UsageError(ValueError):
     """Bad input from the user (CLI, suite file, Case field). The CLI prints it on one line, exit 2."""
 
+    def __init__(self, message: object = ""):
+        # User text quoted in a message (a --set value, a TOML string) must not break the one line.
+        super().__init__(str(message).replace("\r", " ").replace("\n", " "))
+
 
 class Unsupported(RuntimeError):
     """A case this device or build cannot run; recorded as ``status="skipped"`` with the reason."""
