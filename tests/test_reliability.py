@@ -338,7 +338,7 @@ def test_concurrent_resume_runs_each_case_once(tmp_path):
 
 # ---------------------------------------------------------------- orphans
 
-HANG = f"""
+HANG = """
 [suite]
 rounds = 2
 round_time = 0.02
@@ -346,8 +346,8 @@ timeout = 120
 
 [[study]]
 name = "hang"
-base = {{ batch_size = 2 }}
-axes = {{ model = ["mlp", "fault_hang"] }}
+base = { batch_size = 2 }
+axes = { model = ["fault_hang"] }
 """
 
 
