@@ -364,7 +364,10 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
     rounds = positive_number(head.get("rounds", 5), f"[suite] rounds in {source}")
     if not isinstance(rounds, int):
         raise UsageError(f"[suite] rounds in {source} must be an integer, got {rounds!r}")
-    return Suite(_expect(head.get("name", Path(source).stem), str, "[suite] name", source),
+    name = _expect(head.get("name", Path(source).stem), str, "[suite] name", source)
+    if not name.strip() or not name.isprintable():
+        raise UsageError(f"[suite] name in {source} must be non-empty printable text, got {name!r}")
+    return Suite(name,
                  _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
                  float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
                  float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source,

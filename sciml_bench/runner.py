@@ -24,7 +24,8 @@ from typing import Any
 
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
 from sciml_bench.errors import Unsupported, UsageError
-from sciml_bench.results import RunWriter, done_keys, is_locked, new_run_id, read_run, safe_filename
+from sciml_bench.results import (RunWriter, done_keys, finite_record, is_locked, new_run_id, read_run,
+                                 safe_filename)
 from sciml_bench.stats import paired_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
@@ -119,7 +120,7 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides
     os.dup2(fd, 1)  # torch / kineto chatter goes to the case log, not over the progress bar
     os.dup2(fd, 2)
-    faulthandler.enable()  # a segfault or abort leaves the Python stack in the log, for the crash reason
+    faulthandler.enable(all_threads=False)  # a segfault or abort leaves the Python stack in the log, for the crash reason
     import torch
     import torch._dynamo  # noqa: F401  (imported by the first optimizer; seconds, so not on a case's clock)
 
@@ -432,10 +433,6 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     if failure is not None:
         return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
     metrics, absent = dict(info["metrics"]), dict(info["absent"])
-    for name, m in list(metrics.items()):  # e.g. a diverged loss: JSON has no NaN, and 0 would be a lie
-        if isinstance(m.get("value"), float) and not math.isfinite(m["value"]):
-            absent[name] = f"measured value was {m['value']} (non-finite)"
-            del metrics[name]
     medians = [statistics.median(t) for t in rounds]
     s = summarize(medians)
     metrics["step_time"] = {"value": s["median"], "unit": "s", "ci_low": s["ci_low"], "ci_high": s["ci_high"],
@@ -448,10 +445,11 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
     if "flops" in metrics:
         metrics["flop_rate"] = {"value": metrics["flops"]["value"] / s["median"], "unit": "FLOP/s"}
-    return _flag_nonfinite(study, info["metrics"], dict(
+    # e.g. a diverged loss: JSON has no NaN and 0 would be a lie, so finite_record moves it to absent
+    return finite_record(_flag_nonfinite(study, info["metrics"], dict(
         rec, status="ok", reason=None, metrics=metrics, absent=absent,
         worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
-                "backend": info.get("backend", {})}))
+                "backend": info.get("backend", {})})))
 
 
 def _flag_nonfinite(study: Study, measured: dict[str, dict[str, Any]], rec: dict[str, Any]) -> dict[str, Any]:

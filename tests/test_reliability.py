@@ -84,6 +84,8 @@ BAD = [
     ("toml blank name", ["run", "--suite", "{t}/s.toml"], {"s.toml": GOOD_STUDY.replace('"s"', '"   "')}, "non-empty"),
     ("toml escape in name", ["run", "--suite", "{t}/s.toml"], {"s.toml": GOOD_STUDY.replace('"s"', '"\\u001b[31m"')},
      "printable"),
+    ("toml empty suite name", ["run", "--suite", "{t}/s.toml"], {"s.toml": '[suite]\nname = ""\n' + GOOD_STUDY},
+     "[suite] name"),
     ("toml no name", ["run", "--suite", "{t}/s.toml"], {"s.toml": GOOD_STUDY.replace('name = "s"\n', "")}, "has no name"),
     ("toml unknown metric", ["run", "--suite", "{t}/s.toml"], {"s.toml": GOOD_STUDY + 'metrics = ["speed"]\n'},
      "unknown metric 'speed'"),
