@@ -224,8 +224,8 @@ class _Worker:
                 evidence = _oom_evidence(self.proc.pid, self.oom_kills, self.rss)
                 if evidence:
                     return "oom", f"worker killed by SIGKILL: out of memory ({evidence}){tail}"
-                return "crashed", (f"killed (SIGKILL) by something other than a detected OOM (no cgroup oom_kill, "
-                                   f"RSS far from the limit, no kernel message readable){tail}")
+                return "crashed", (f"killed (SIGKILL), with no sign of the OOM killer (cgroup oom_kill count "
+                                   f"unchanged or unreadable, RSS below 80% of the limit, no kernel log line){tail}")
             return "crashed", f"worker died from {sig}{tail}"
         return "crashed", f"worker exited with code {code}{tail}"
 

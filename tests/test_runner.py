@@ -13,7 +13,7 @@ FAULTS = """
 name = "faults"
 rounds = 2
 round_time = 0.02
-timeout = 10
+timeout = 20
 
 [[study]]
 name = "faults"
