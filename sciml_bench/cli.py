@@ -31,7 +31,9 @@ class _Parser(argparse.ArgumentParser):
 def fmt_ci(m: dict[str, Any], fmt) -> str:
     if m.get("ci_low") is None or m.get("ci_high") is None:
         return fmt(m["value"])
-    return f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
+    level = m.get("ci_level", 0.95)  # imported asv intervals are 99%: say so where they are shown
+    tag = "" if level == 0.95 else f" {level:.0%} CI"
+    return f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]{tag}"
 
 
 def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
@@ -59,7 +61,8 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
         table.add_row(study, case, "ok", fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
                       f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
-                      f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
+                      (">= " if m.get("flop_rate", {}).get("lower_bound") else "")
+                      + f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
     return table
 
 
@@ -251,11 +254,18 @@ def cmd_import_asv(args: argparse.Namespace) -> int:
     """Convert asv results into run files (one per machine x commit x environment)."""
     from sciml_bench.imports import import_asv
 
-    written, skipped = import_asv(args.results_dir, args.out)
-    for path in written:
+    done = import_asv(args.results_dir, args.out)
+    for path in done.written:
         console.print(f"imported: {path}")
-    console.print(f"{len(written)} run files written to {args.out}" +
-                  (f", {len(skipped)} already imported" if skipped else ""))
+    for path, changes in done.replaced.items():  # asv ran that commit again: its new numbers win
+        console.print(f"re-imported: {path} ({len(changes)} changed)")
+        for line in changes[:10]:
+            console.print(f"  replaced {escape(line)}")
+        if len(changes) > 10:
+            console.print(f"  ... and {len(changes) - 10} more")
+    console.print(f"{len(done.written)} run files written to {args.out}" +
+                  (f", {len(done.replaced)} re-imported" if done.replaced else "") +
+                  (f", {len(done.skipped)} unchanged" if done.skipped else ""))
     return 0
 
 
@@ -364,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     ia = sub.add_parser("import-asv", help="convert asv results into run files (reports, compare, history)",
                         description="Convert every asv result file (one per machine x commit x environment) "
                                     "into results/asv-<machine>-<commit>-<env>.jsonl; asv's machine info "
-                                    "becomes the environment fingerprint. Already imported files are skipped.")
+                                    "becomes the environment fingerprint. Unchanged files are skipped; a "
+                                    "commit asv ran again is re-imported and the replaced values listed.")
     ia.add_argument("results_dir", nargs="?", default=".asv/results",
                     help="asv results_dir (default: .asv/results, as in asv.conf.json)")
     ia.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")

@@ -15,11 +15,11 @@ import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import fingerprint
-from sciml_bench.results import RunWriter
+from sciml_bench.results import RunWriter, read_run
 from sciml_bench.stats import summarize
 
 # asv benchmark method (bench_studies.py) -> sciml_bench metric name and unit.
@@ -28,6 +28,8 @@ ASV_METRICS: dict[str, tuple[str, str]] = {
     "time_infer_step": ("step_time", "s"),
     "peakmem_train_step": ("peak_rss_bytes", "B"),
     "peakmem_infer_step": ("peak_rss_bytes", "B"),
+    "track_time_per_sample": ("time_per_sample", "s"),
+    # asv results written before bench_studies published only lower-is-better quantities
     "track_throughput": ("throughput", "samples/s"),
     "track_flop_rate": ("flop_rate", "FLOP/s"),
     "track_compile_time": ("compile_time", "s"),
@@ -88,17 +90,24 @@ def _write(path: Path, header: dict[str, Any], records: list[dict[str, Any]]) ->
 
 # ---------------------------------------------------------------- asv
 
-def asv_environment(machine: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+def asv_environment(machine: dict[str, Any], result: dict[str, Any], discovered_torch: str | None = None
+                    ) -> dict[str, Any]:
     """Fingerprint fields from asv's machine.json and one result file's environment.
 
     asv records the machine name (by default the hostname), CPU model, core count, OS, arch and
     RAM; the Python and package versions come from the environment's matrix when asv built it.
-    Fields asv does not record (GPU, CUDA, torch under ``--python=same``) are None.
+    Otherwise (``--python=same``) the torch version is the one bench_studies recorded in
+    benchmarks.json at asv's benchmark discovery (``discovered_torch``), and ``torch_source``
+    says which. Fields asv does not record (GPU, CUDA) are None.
     """
     params = result.get("params", {}) or {}
     reqs = result.get("requirements", {}) or {}
     py = result.get("python") or params.get("python")
     num_cpu, ram = str(machine.get("num_cpu", "")), str(machine.get("ram", ""))
+    torch_version = reqs.get("torch") or params.get("torch") or None
+    torch_source = "asv environment matrix" if torch_version else None
+    if torch_version is None and discovered_torch:
+        torch_version, torch_source = discovered_torch, "asv benchmarks.json (torch at benchmark discovery)"
     return {
         "source": "asv",
         "hostname": machine.get("machine"),
@@ -109,7 +118,7 @@ def asv_environment(machine: dict[str, Any], result: dict[str, Any]) -> dict[str
         "memory_total_bytes": int(ram) if ram.isdigit() else None,
         "python": py if py and re.fullmatch(r"\d+(\.\d+)*", str(py)) else None,
         "python_executable": py if py and not re.fullmatch(r"\d+(\.\d+)*", str(py)) else None,
-        "torch": reqs.get("torch") or params.get("torch") or None,
+        "torch": torch_version, "torch_source": torch_source,
         "cuda": None, "cudnn": None, "gpu_name": None,
         "git": {"commit": result.get("commit_hash"), "dirty": None},
         "asv": {"machine": machine, "env_name": result.get("env_name"), "params": params,
@@ -190,6 +199,10 @@ def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str
                 rec["absent"][metric] = why
     out = []
     for rec in records.values():
+        tps = rec["metrics"].get("time_per_sample")
+        if tps and tps["value"] > 0 and "throughput" not in rec["metrics"]:  # what `show` and reports display
+            rec["metrics"]["throughput"] = {"value": 1.0 / tps["value"], "unit": "samples/s",
+                                            "derived_from": "time_per_sample"}
         if rec["metrics"]:
             status, reason = "ok", None
         elif any("failed" in r for r in rec["absent"].values()):
@@ -200,11 +213,14 @@ def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str
     commit = result["commit_hash"]
     env_name = result.get("env_name", "env")
     run_id = f"asv-{_safe(machine.get('machine', 'machine'), 30)}-{commit[:8]}-{_safe(env_name, 40)}"
-    suites = {(benchmarks.get(n, {}).get("sciml_bench") or {}).get("suite") for n in result["results"]} - {None}
+    metas = [benchmarks.get(n, {}).get("sciml_bench") or {} for n in result["results"]]
+    suites = {m.get("suite") for m in metas} - {None}
+    torches = {m.get("torch") for m in metas} - {None}
     suite = "asv" + (f":{','.join(sorted(suites))}" if suites else "")
     header = _header(run_id, _iso(result.get("date", 0) / 1000), suite,
                      {"tool": "asv", "file": str(path), "commit": commit, "env_name": env_name},
-                     asv_environment(machine, result), sorted({r["study"] for r in out}))
+                     asv_environment(machine, result, torches.pop() if len(torches) == 1 else None),
+                     sorted({r["study"] for r in out}))
     return header, out
 
 
@@ -221,14 +237,34 @@ def _literal(text: Any) -> Any:
         return text
 
 
+class AsvImport(NamedTuple):
+    """What ``import_asv`` did: new run files, unchanged ones, and re-imported ones with what changed."""
+
+    written: list[Path]
+    skipped: list[Path]
+    replaced: dict[Path, list[str]]  # run file -> "study/case metric: old -> new" lines
+
+
+def _changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """Per case x metric: what a re-import replaces (values, and metrics that appeared or vanished)."""
+    def values(recs):
+        return {(f"{r['study']}/{r['case_id']}", k): m.get("value") for r in recs
+                for k, m in r.get("metrics", {}).items()}
+    a, b = values(old), values(new)
+    out = [f"{case} {metric}: {a.get((case, metric))} -> {b.get((case, metric))}"
+           for case, metric in sorted(a.keys() | b.keys()) if a.get((case, metric)) != b.get((case, metric))]
+    return out or ["run metadata (samples, statuses or environment)"]
+
+
 def import_asv(results_dir: str | os.PathLike = ".asv/results", out_dir: str | os.PathLike = "results"
-               ) -> tuple[list[Path], list[Path]]:
+               ) -> AsvImport:
     """Convert every asv result file under ``results_dir`` into a run file in ``out_dir``.
 
     One run file per (machine, commit, environment), named ``asv-<machine>-<commit>-<env>.jsonl``.
-    Files already imported are left alone, so importing again after ``asv run`` adds only
-    the new commits. Returns (written, skipped). Raises UsageError when ``results_dir`` holds
-    no asv results (no ``benchmarks.json``).
+    Importing again after ``asv run`` adds the new commits, leaves unchanged files alone and
+    re-imports a commit asv ran again (its result file changed), listing the values replaced.
+    Returns an ``AsvImport`` (written, skipped, replaced). Raises UsageError when ``results_dir``
+    holds no asv results (no ``benchmarks.json``).
     """
     root = Path(results_dir)
     bench_file = root / "benchmarks.json"
@@ -236,7 +272,7 @@ def import_asv(results_dir: str | os.PathLike = ".asv/results", out_dir: str | o
         raise UsageError(f"{root} is not an asv results directory (no benchmarks.json); "
                          f"expected asv.conf.json's results_dir, e.g. .asv/results")
     benchmarks = _load_json(bench_file, "asv benchmarks.json")
-    written, skipped = [], []
+    done = AsvImport([], [], {})
     for machine_file in sorted(root.glob("*/machine.json")):
         machine = _load_json(machine_file, "asv machine.json")
         for path in sorted(machine_file.parent.glob("*.json")):
@@ -244,14 +280,32 @@ def import_asv(results_dir: str | os.PathLike = ".asv/results", out_dir: str | o
                 continue
             header, records = convert_asv_result(path, machine, benchmarks)
             target = Path(out_dir) / f"{header['run_id']}.jsonl"
-            if target.exists():
-                skipped.append(target)
+            if not target.exists():
+                _write(target, header, records)
+                done.written.append(target)
                 continue
-            _write(target, header, records)
-            written.append(target)
-    if not written and not skipped:
+            old_header, old_records = read_run(target)
+            if _normal(old_records) == _normal(records) and _normal(old_header["environment"]) == \
+                    _normal(header["environment"]):
+                done.skipped.append(target)
+                continue
+            tmp = target.with_name(target.name + ".tmp")  # replace whole, never half-written
+            tmp.unlink(missing_ok=True)
+            _write(tmp, header, records)
+            os.replace(tmp, target)
+            done.replaced[target] = _changes(old_records, records)
+    if not (done.written or done.skipped or done.replaced):
         raise UsageError(f"no asv result files under {root}/<machine>/; run `asv run` first")
-    return written, skipped
+    return done
+
+
+def _normal(obj: Any) -> Any:
+    """``obj`` as a run file stores it (JSON round trip, without the record type tag)."""
+    data = json.loads(json.dumps(obj, default=str))
+    if isinstance(data, list):
+        for r in data:
+            r.pop("type", None)
+    return data
 
 
 # ---------------------------------------------------------------- pytest-benchmark
@@ -312,8 +366,11 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
         per_call = (extra.get("case") or {}).get("batch_size")  # samples per call; else calls
         metrics["throughput"] = {"value": (per_call or 1) / st["median"], "unit": "samples/s" if per_call else "calls/s"}
         if extra.get("flops"):
-            metrics["flops"] = {"value": extra["flops"], "unit": "FLOP"}
-            metrics["flop_rate"] = {"value": extra["flops"] / st["median"], "unit": "FLOP/s"}
+            from sciml_bench.measure.flops import flop_rate
+            metrics["flops"] = {"value": extra["flops"], "unit": "FLOP", "coverage": "complete"}
+            if extra.get("flops_uncounted_ops"):
+                metrics["flops"].update(coverage="partial", uncounted_ops=extra["flops_uncounted_ops"])
+            metrics["flop_rate"] = flop_rate(metrics["flops"], st["median"])
         elif "flops" in extra:
             absent["flops"] = extra.get("flops_absent") or "FlopCounterMode counted no FLOPs (elementwise or fused ops)"
         records.append({"study": study, "case_id": case_id, "case": extra.get("case", {}),

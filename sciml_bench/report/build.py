@@ -77,7 +77,8 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     if "memory_ratio" in m:
         row["mem_ratio"] = m["memory_ratio"]["value"]
     if "flop_rate" in m:
-        row.update(flop_rate=m["flop_rate"]["value"], flops=m["flops"]["value"])
+        row.update(flop_rate=m["flop_rate"]["value"], flops=m["flops"]["value"],
+                   flops_partial=m["flops"].get("coverage") == "partial")  # a lower bound: some ops uncounted
         peak = peak_for({"metrics": {k: {"value": v} for k, v in peaks.items()}}, rec["case"].get("precision", "fp32"))
         if peak:
             row["peak_frac"] = m["flop_rate"]["value"] / peak
