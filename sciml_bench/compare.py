@@ -1,7 +1,6 @@
 """Compare two runs case by case (ratio, CI, Mann-Whitney p, verdict, CI exit code) and track history."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -12,15 +11,13 @@ from typing import Any
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
-from sciml_bench.results import read_run, run_files
+from sciml_bench.results import machine_id, read_run, run_files
 from sciml_bench.stats import cliffs_delta, detect_steps, mann_whitney, ratio_of_medians
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
 # metric families that --fail-on selects, and the record metrics that belong to each
 FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes")}
-# machine identity for history: hardware only, so a torch upgrade stays in one history
-MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "gpu_name", "hostname")
 
 
 @dataclass
@@ -256,12 +253,6 @@ def to_json(cmp: Comparison) -> str:
 
 
 # ---------------------------------------------------------------- history
-
-def machine_id(env: dict[str, Any]) -> str:
-    """Hash of the hardware identity fields: one machine's runs form one history across upgrades."""
-    key = json.dumps({k: env.get(k) for k in MACHINE_KEYS}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
 
 @dataclass
 class Series:
