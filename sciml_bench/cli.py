@@ -349,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="significance level of the Mann-Whitney U test (default: 0.01)")
     cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
                      help="comma-separated metric families that gate the exit code: time, memory (default: time)")
-    cmp.add_argument("--samples", default="raw", choices=("raw", "rounds"),
-                     help="test every per-call time (raw) or the per-round medians (default: raw)")
+    cmp.add_argument("--samples", default="rounds", choices=("rounds", "raw"),
+                     help="test the per-round medians, the independent units (default: rounds), or every "
+                          "per-call time (raw: anti-conservative, calls of one round share its drift)")
     fmt = cmp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--markdown", action="store_true", help="print a markdown table (for PR comments)")

@@ -128,7 +128,7 @@ def _key(rec: dict[str, Any]) -> str:
 
 def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
                  alpha: float = DEFAULT_ALPHA, fail_on: tuple[str, ...] = ("time",),
-                 samples: str = "raw") -> Comparison:
+                 samples: str = "rounds") -> Comparison:
     """Compare run ``new`` against run ``base``, case by case.
 
     Parameters
@@ -137,8 +137,11 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
         (0.05 = 5%). A real but tiny change should not fail CI.
     alpha: significance level of the two-sided Mann-Whitney U test on the time samples.
     fail_on: metric families ("time", "memory") whose slower/larger verdict sets exit code 1.
-    samples: "raw" tests every per-call time, "rounds" the per-round medians. See the README's
-        detection-quality numbers for what each costs in false alarms on this kind of machine.
+    samples: "rounds" (default) tests the per-round medians, the independent units: calls
+        within one round share that round's machine state (load, frequency). "raw" tests every
+        per-call time as if independent, which is anti-conservative: a machine that drifts
+        between rounds gives tiny p-values for identical code. See the README's detection-quality
+        numbers for what each costs in false alarms on this kind of machine.
 
     Raises UsageError for unreadable runs or bad options.
     """

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +38,8 @@ ASV_METRICS: dict[str, tuple[str, str]] = {
     # track_peak_memory: peak_cuda_bytes or peak_cpu_tensor_bytes, by the case's device
 }
 ASV_UNITS = {"seconds": "s", "bytes": "B"}
+# pytest-benchmark rounds are grouped into this many contiguous blocks, the units compare tests
+PB_BLOCKS = 10
 
 
 def _finite(x: Any) -> float | None:
@@ -337,9 +340,11 @@ def pytest_benchmark_environment(data: dict[str, Any]) -> dict[str, Any]:
 def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, case records) for one ``--benchmark-json`` file: one record per benchmark.
 
-    ``step_time`` is pytest-benchmark's median of one call (its rounds are the samples, with a
-    95% CI of the median when the raw ``data`` was saved); FLOPs and the Case fields come from
-    ``extra_info`` when the benchmark recorded them (benchmarks/micro does).
+    ``step_time`` is pytest-benchmark's median of one call. When the raw ``data`` was saved, its
+    rounds are cut into ``PB_BLOCKS`` contiguous blocks (``raw``) whose medians are the samples
+    (and give the 95% CI), so compare tests independent units, not thousands of rounds that share
+    the machine's drift. FLOPs and the Case fields come from ``extra_info`` when the benchmark
+    recorded them (benchmarks/micro does).
     """
     path = Path(path)
     data = _load_json(path, "pytest-benchmark JSON")
@@ -353,13 +358,15 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
         base = (b.get("name") or b.get("fullname", "?")).split("[")[0].removeprefix("test_")
         case_id = f"{base}:{b['param']}" if b.get("param") else base  # no brackets: tables render markup
         m: dict[str, Any] = {"value": st["median"], "unit": "s", "iqr": st.get("iqr"), "n": st.get("rounds"),
-                             "ci_low": None, "ci_high": None, "mean": st.get("mean"), "min": st.get("min"),
-                             "stddev": st.get("stddev"), "samples": st.get("data"),
+                             "rounds": st.get("rounds"), "ci_low": None, "ci_high": None, "mean": st.get("mean"),
+                             "min": st.get("min"), "stddev": st.get("stddev"), "samples": None,
                              "calls_per_sample": st.get("iterations"), "source": f"pytest-benchmark:{b.get('fullname')}"}
         absent: dict[str, str] = {}
         if st.get("data"):
-            s = summarize(st["data"])
-            m["ci_low"], m["ci_high"] = s["ci_low"], s["ci_high"]
+            blocks = _blocks(st["data"])
+            m["raw"], m["samples"] = blocks, [statistics.median(blk) for blk in blocks]
+            s = summarize(m["samples"])
+            m["ci_low"], m["ci_high"], m["n"] = s["ci_low"], s["ci_high"], s["n"]
         else:
             absent["step_time_ci"] = "pytest-benchmark kept no raw data (run with --benchmark-save-data)"
         metrics = {"step_time": m}
@@ -389,6 +396,17 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
                      {"tool": "pytest-benchmark", "file": str(path), "version": data.get("version")},
                      pytest_benchmark_environment(data), sorted({r["study"] for r in records}))
     return header, records
+
+
+def _blocks(data: list[float], n: int = PB_BLOCKS) -> list[list[float]]:
+    """``data`` (in execution order) cut into ``n`` contiguous blocks of near-equal size.
+
+    Consecutive pytest-benchmark rounds share the machine's state of the moment, so thousands of
+    them are not independent samples; like sciml_bench's rounds, a block's median is one unit.
+    """
+    n = max(1, min(n, len(data)))
+    edges = [round(i * len(data) / n) for i in range(n + 1)]
+    return [list(data[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def import_pytest_benchmark(path: str | os.PathLike, out_dir: str | os.PathLike = "results") -> Path:
