@@ -39,9 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# the module, not its time_samples function: asv collects module-level names starting with time_
-from sciml_bench import compare  # noqa: E402
-from sciml_bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, verdict  # noqa: E402
+from sciml_bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, time_samples, verdict  # noqa: E402
 from sciml_bench.results import read_run, run_files  # noqa: E402
 from sciml_bench.stats import mann_whitney, ratio_of_medians  # noqa: E402
 
@@ -63,12 +61,11 @@ def _rules(new: dict, base: dict, scale: float = 1.0) -> dict[str, bool]:
     """Did each rule flag ``new`` (times multiplied by ``scale``) as slower than ``base``?"""
     out = {}
     for kind in ("raw", "rounds"):
-        sn = [t * scale for t in compare.time_samples(new, kind)]
-        sb = compare.time_samples(base, kind)
+        sn = [t * scale for t in time_samples(new, kind)]
+        sb = time_samples(base, kind)
         p = mann_whitney(sn, sb)
         ratio = new["value"] * scale / base["value"]
-        ci = ratio_of_medians([t * scale for t in compare.time_samples(new, "rounds")],
-                              compare.time_samples(base, "rounds"))
+        ci = ratio_of_medians([t * scale for t in time_samples(new, "rounds")], time_samples(base, "rounds"))
         out[f"sciml-bench ({kind})"] = verdict(ratio, (ci["ci_low"], ci["ci_high"]), p, DEFAULT_THRESHOLD,
                                                DEFAULT_ALPHA) == "slower"
         out[f"asv ({kind})"] = p is not None and p < 0.002 and ratio >= 1.1
@@ -123,7 +120,7 @@ def score(run_dir: Path) -> dict:
     rates = {sc: {rule: {"rate": float(np.mean(h)), "n": len(h)} for rule, h in rules.items()}
              for sc, rules in tally.items()}
     return {"runs": len(runs), "rounds": [len(next(iter(r.values()))["metrics"]["step_time"]["samples"]) for r in runs],
-            "raw_per_run_case": float(np.mean([len(compare.time_samples(c["metrics"]["step_time"], "raw"))
+            "raw_per_run_case": float(np.mean([len(time_samples(c["metrics"]["step_time"], "raw"))
                                                for r in runs for k, c in r.items() if "," in k])),
             "rates": rates,
             "ci_honesty": {"coverage": float(np.mean(cover)) if cover else None, "n": len(cover),
