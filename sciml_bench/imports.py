@@ -108,7 +108,7 @@ def asv_environment(machine: dict[str, Any], result: dict[str, Any], discovered_
     py = result.get("python") or params.get("python")
     num_cpu, ram = str(machine.get("num_cpu", "")), str(machine.get("ram", ""))
     torch_version = reqs.get("torch") or params.get("torch") or None
-    torch_source = "asv environment matrix" if torch_version else None
+    torch_source = "asv environment matrix" if torch_version else "not recorded by asv (--python=same)"
     if torch_version is None and discovered_torch:
         torch_version, torch_source = discovered_torch, "asv benchmarks.json (torch at benchmark discovery)"
     return {
@@ -163,9 +163,13 @@ def _asv_value(name: str, meta: dict[str, Any], col: dict[str, Any], i: int, dev
     return metric, m, None
 
 
-def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str, Any]
-                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(header, case records) for one asv result file (one commit x environment on one machine)."""
+def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str, Any],
+                       discovered_at: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, case records) for one asv result file (one commit x environment on one machine).
+
+    ``discovered_at``: when asv last wrote benchmarks.json (its mtime). The torch version recorded
+    there is used only for results measured after it, i.e. by that same asv run.
+    """
     result = _load_json(path, "asv result file")
     if not isinstance(result, dict) or "results" not in result or "commit_hash" not in result:
         raise UsageError(f"{path} is not an asv result file (no 'results' / 'commit_hash')")
@@ -219,6 +223,9 @@ def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str
     metas = [benchmarks.get(n, {}).get("sciml_bench") or {} for n in result["results"]]
     suites = {m.get("suite") for m in metas} - {None}
     torches = {m.get("torch") for m in metas} - {None}
+    started = [r["started"] for r in out if r.get("started")]
+    if discovered_at is not None and (not started or min(started) < discovered_at - 1):
+        torches = set()  # measured before the last discovery: that torch may not be this run's
     suite = "asv" + (f":{','.join(sorted(suites))}" if suites else "")
     header = _header(run_id, _iso(result.get("date", 0) / 1000), suite,
                      {"tool": "asv", "file": str(path), "commit": commit, "env_name": env_name},
@@ -281,7 +288,7 @@ def import_asv(results_dir: str | os.PathLike = ".asv/results", out_dir: str | o
         for path in sorted(machine_file.parent.glob("*.json")):
             if path.name == "machine.json":
                 continue
-            header, records = convert_asv_result(path, machine, benchmarks)
+            header, records = convert_asv_result(path, machine, benchmarks, bench_file.stat().st_mtime)
             target = Path(out_dir) / f"{header['run_id']}.jsonl"
             if not target.exists():
                 _write(target, header, records)
