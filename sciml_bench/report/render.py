@@ -49,7 +49,8 @@ def _table_rows(sec: Section, multi_run: bool) -> tuple[list[str], list[list[str
             r["case_id"], "ok", _ci(r.get("time"), r.get("time_lo"), r.get("time_hi"), _fmt_time), ratio,
             _fmt_bytes(r.get("peak_mem")), _x(r["mem_ratio"]) if r.get("mem_ratio") is not None else "-",
             (">= " if r.get("flops_partial") else "") + f"{r['flop_rate'] / 1e9:.3g}" if r.get("flop_rate") else "-",
-            f"{r['peak_frac']:.1%}" if r.get("peak_frac") is not None else "not measured"])
+            (">= " if r.get("flops_partial") else "") + f"{r['peak_frac']:.1%}" if r.get("peak_frac") is not None
+            else "not measured"])
     return head, rows
 
 
