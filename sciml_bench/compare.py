@@ -264,7 +264,7 @@ class Series:
     study: str
     case_id: str
     metric: str
-    points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, ci_low, ci_high}
+    points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, ci_low, ci_high, ci_level}
     steps: list[dict[str, Any]]
 
 
@@ -346,7 +346,8 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
             m = rec["metrics"][metric]
             series.setdefault((rec["study"], rec["case_id"]), []).append(
                 {"run_id": r["run_id"], "created": r["created"], "commit": r["commit"], "torch": r["torch"],
-                 "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
+                 "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
+                 "ci_level": m.get("ci_level", 0.95)})  # asv imports carry 99% intervals
     if not series:
         raise UsageError(f"no ok case matching {case_pattern!r} with metric {metric!r} in {len(mine)} runs")
     out = []
@@ -381,7 +382,9 @@ def history_figures(hist: History, out_dir: str | os.PathLike, limit: int = 40) 
         y = np.array([p["value"] for p in s.points])
         lo = np.array([p["ci_low"] if p["ci_low"] is not None else p["value"] for p in s.points])
         hi = np.array([p["ci_high"] if p["ci_high"] is not None else p["value"] for p in s.points])
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, label="median [95% CI]")
+        levels = sorted({p["ci_level"] for p in s.points if p["ci_low"] is not None}) or [0.95]
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2,
+                    label=f"median [{' / '.join(f'{v:.0%}' for v in levels)} CI]")
         bounds = [0] + [st["index"] for st in s.steps] + [len(y)]
         for a, b in zip(bounds[:-1], bounds[1:]):
             ax.hlines(np.median(y[a:b]), a - 0.4, b - 0.6, colors="tab:orange", lw=2)

@@ -121,7 +121,7 @@ def test_import_pytest_benchmark_medians_match_source(pytest_benchmark_json, tmp
 
 
 def test_show_labels_a_99_percent_interval(tmp_path, capsys):
-    """An imported asv interval is 99%: `show` must not present it as the default 95%."""
+    """An imported asv interval is 99%: `show` and reports must not present it as the default 95%."""
     from tests._runs import study_run
     path = study_run(tmp_path / "r.jsonl", failed=False)
     header, records = read_run(path)
@@ -131,6 +131,9 @@ def test_show_labels_a_99_percent_interval(tmp_path, capsys):
     assert main(["show", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.count("99% CI") == 1, out
+    from sciml_bench.report import build_report
+    md = (build_report([path], tmp_path / "rep") / "report.md").read_text()
+    assert md.count("(99% CI)") == 1, "the report labels the 99% interval too"
 
 
 def _pb_json(path: Path, times: list[float]) -> Path:

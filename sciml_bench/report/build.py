@@ -66,7 +66,8 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     if rec["status"] != "ok":
         return row
     st = m.get("step_time", {})
-    row.update(time=st.get("value"), time_lo=st.get("ci_low"), time_hi=st.get("ci_high"), rounds=st.get("n"))
+    row.update(time=st.get("value"), time_lo=st.get("ci_low"), time_hi=st.get("ci_high"), rounds=st.get("n"),
+               time_ci_level=st.get("ci_level", 0.95))  # asv imports: 99%
     tr = m.get("time_ratio")
     if tr:
         row.update(ratio=tr["value"], ratio_lo=tr.get("ci_low"), ratio_hi=tr.get("ci_high"),
