@@ -1,5 +1,4 @@
-"""asv benchmarks for sciml_bench: thin adapters generated from the shipped studies (see bench_studies.py).
-
-The pytest-benchmark micro-benchmarks live in ``benchmarks/micro/`` (no ``__init__.py``, so asv's
-discovery, which imports every package module, never imports pytest-only code).
+"""Front ends outside the library: asv benchmarks generated from the shipped studies
+(``asv_benchmarks/``, asv's benchmark_dir), pytest-benchmark micro-benchmarks (``micro/``, no
+``__init__.py``: pytest-only code), and measurement scripts such as ``detection_quality.py``.
 """

@@ -76,7 +76,9 @@ def nonfinite_notes(records: list[dict[str, Any]]) -> list[str]:
 def fmt_ci(m: dict[str, Any], fmt) -> str:
     if m.get("ci_low") is None or m.get("ci_high") is None:
         return fmt(m["value"])
-    return f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
+    level = m.get("ci_level", 0.95)  # imported asv intervals are 99%: say so where they are shown
+    tag = "" if level == 0.95 else f" {level:.0%} CI"
+    return f"{fmt(m['value'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]{tag}"
 
 
 def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
@@ -105,7 +107,8 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
         table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_notes([r]) else ""), fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
                       f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
-                      f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
+                      (">= " if m.get("flop_rate", {}).get("lower_bound") else "")
+                      + f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
     return table
 
 
@@ -313,11 +316,18 @@ def cmd_import_asv(args: argparse.Namespace) -> int:
     from sciml_bench.imports import import_asv
 
     writable_dir(args.out, "--out")
-    written, skipped = import_asv(args.results_dir, args.out)
-    for path in written:
+    done = import_asv(args.results_dir, args.out)
+    for path in done.written:
         console.print(f"imported: {txt(path)}")
-    console.print(f"{len(written)} run files written to {txt(args.out)}" +
-                  (f", {len(skipped)} already imported" if skipped else ""))
+    for path, changes in done.replaced.items():  # asv ran that commit again: its new numbers win
+        console.print(f"re-imported: {txt(path)} ({len(changes)} changed)")
+        for line in changes[:10]:
+            console.print(f"  replaced {txt(line)}")
+        if len(changes) > 10:
+            console.print(f"  ... and {len(changes) - 10} more")
+    console.print(f"{len(done.written)} run files written to {txt(args.out)}" +
+                  (f", {len(done.replaced)} re-imported" if done.replaced else "") +
+                  (f", {len(done.skipped)} unchanged" if done.skipped else ""))
     return 0
 
 
@@ -402,8 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="significance level of the Mann-Whitney U test (default: 0.01)")
     cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
                      help="comma-separated metric families that gate the exit code: time, memory (default: time)")
-    cmp.add_argument("--samples", default="raw", choices=("raw", "rounds"),
-                     help="test every per-call time (raw) or the per-round medians (default: raw)")
+    cmp.add_argument("--samples", default="rounds", choices=("rounds", "raw"),
+                     help="test the per-round medians, the independent units (default: rounds), or every "
+                          "per-call time (raw: anti-conservative, calls of one round share its drift)")
     fmt = cmp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--markdown", action="store_true", help="print a markdown table (for PR comments)")
@@ -427,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     ia = sub.add_parser("import-asv", help="convert asv results into run files (reports, compare, history)",
                         description="Convert every asv result file (one per machine x commit x environment) "
                                     "into results/asv-<machine>-<commit>-<env>.jsonl; asv's machine info "
-                                    "becomes the environment fingerprint. Already imported files are skipped.")
+                                    "becomes the environment fingerprint. Unchanged files are skipped; a "
+                                    "commit asv ran again is re-imported and the replaced values listed.")
     ia.add_argument("results_dir", nargs="?", default=".asv/results",
                     help="asv results_dir (default: .asv/results, as in asv.conf.json)")
     ia.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")

@@ -1,7 +1,6 @@
 """Compare two runs case by case (ratio, CI, Mann-Whitney p, verdict, CI exit code) and track history."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -12,15 +11,13 @@ from typing import Any
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
-from sciml_bench.results import read_run, run_files
+from sciml_bench.results import machine_id, read_run, run_files
 from sciml_bench.stats import cliffs_delta, detect_steps, mann_whitney, ratio_of_medians
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
 # metric families that --fail-on selects, and the record metrics that belong to each
 FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes")}
-# machine identity for history: hardware only, so a torch upgrade stays in one history
-MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "gpu_name", "hostname")
 
 
 @dataclass
@@ -131,7 +128,7 @@ def _key(rec: dict[str, Any]) -> str:
 
 def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: float = DEFAULT_THRESHOLD,
                  alpha: float = DEFAULT_ALPHA, fail_on: tuple[str, ...] = ("time",),
-                 samples: str = "raw") -> Comparison:
+                 samples: str = "rounds") -> Comparison:
     """Compare run ``new`` against run ``base``, case by case.
 
     Parameters
@@ -140,8 +137,11 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
         (0.05 = 5%). A real but tiny change should not fail CI.
     alpha: significance level of the two-sided Mann-Whitney U test on the time samples.
     fail_on: metric families ("time", "memory") whose slower/larger verdict sets exit code 1.
-    samples: "raw" tests every per-call time, "rounds" the per-round medians. See the README's
-        detection-quality numbers for what each costs in false alarms on this kind of machine.
+    samples: "rounds" (default) tests the per-round medians, the independent units: calls
+        within one round share that round's machine state (load, frequency). "raw" tests every
+        per-call time as if independent, which is anti-conservative: a machine that drifts
+        between rounds gives tiny p-values for identical code. See the README's detection-quality
+        numbers for what each costs in false alarms on this kind of machine.
 
     Raises UsageError for unreadable runs or bad options.
     """
@@ -257,12 +257,6 @@ def to_json(cmp: Comparison) -> str:
 
 # ---------------------------------------------------------------- history
 
-def machine_id(env: dict[str, Any]) -> str:
-    """Hash of the hardware identity fields: one machine's runs form one history across upgrades."""
-    key = json.dumps({k: env.get(k) for k in MACHINE_KEYS}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
 @dataclass
 class Series:
     """One case's metric over runs of one machine, with the steps found in it."""
@@ -270,7 +264,7 @@ class Series:
     study: str
     case_id: str
     metric: str
-    points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, ci_low, ci_high}
+    points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, ci_low, ci_high, ci_level}
     steps: list[dict[str, Any]]
 
 
@@ -352,7 +346,8 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
             m = rec["metrics"][metric]
             series.setdefault((rec["study"], rec["case_id"]), []).append(
                 {"run_id": r["run_id"], "created": r["created"], "commit": r["commit"], "torch": r["torch"],
-                 "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
+                 "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
+                 "ci_level": m.get("ci_level", 0.95)})  # asv imports carry 99% intervals
     if not series:
         raise UsageError(f"no ok case matching {case_pattern!r} with metric {metric!r} in {len(mine)} runs")
     out = []
@@ -387,7 +382,9 @@ def history_figures(hist: History, out_dir: str | os.PathLike, limit: int = 40) 
         y = np.array([p["value"] for p in s.points])
         lo = np.array([p["ci_low"] if p["ci_low"] is not None else p["value"] for p in s.points])
         hi = np.array([p["ci_high"] if p["ci_high"] is not None else p["value"] for p in s.points])
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, label="median [95% CI]")
+        levels = sorted({p["ci_level"] for p in s.points if p["ci_low"] is not None}) or [0.95]
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2,
+                    label=f"median [{' / '.join(f'{v:.0%}' for v in levels)} CI]")
         bounds = [0] + [st["index"] for st in s.steps] + [len(y)]
         for a, b in zip(bounds[:-1], bounds[1:]):
             ax.hlines(np.median(y[a:b]), a - 0.4, b - 0.6, colors="tab:orange", lw=2)

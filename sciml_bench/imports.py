@@ -12,14 +12,15 @@ import json
 import math
 import os
 import re
+import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import fingerprint
-from sciml_bench.results import RunWriter
+from sciml_bench.results import RunWriter, read_run
 from sciml_bench.stats import summarize
 
 # asv benchmark method (bench_studies.py) -> sciml_bench metric name and unit.
@@ -28,6 +29,8 @@ ASV_METRICS: dict[str, tuple[str, str]] = {
     "time_infer_step": ("step_time", "s"),
     "peakmem_train_step": ("peak_rss_bytes", "B"),
     "peakmem_infer_step": ("peak_rss_bytes", "B"),
+    "track_time_per_sample": ("time_per_sample", "s"),
+    # asv results written before bench_studies published only lower-is-better quantities
     "track_throughput": ("throughput", "samples/s"),
     "track_flop_rate": ("flop_rate", "FLOP/s"),
     "track_compile_time": ("compile_time", "s"),
@@ -35,6 +38,8 @@ ASV_METRICS: dict[str, tuple[str, str]] = {
     # track_peak_memory: peak_cuda_bytes or peak_cpu_tensor_bytes, by the case's device
 }
 ASV_UNITS = {"seconds": "s", "bytes": "B"}
+# pytest-benchmark rounds are grouped into this many contiguous blocks, the units compare tests
+PB_BLOCKS = 10
 
 
 def _finite(x: Any) -> float | None:
@@ -88,17 +93,24 @@ def _write(path: Path, header: dict[str, Any], records: list[dict[str, Any]]) ->
 
 # ---------------------------------------------------------------- asv
 
-def asv_environment(machine: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+def asv_environment(machine: dict[str, Any], result: dict[str, Any], discovered_torch: str | None = None
+                    ) -> dict[str, Any]:
     """Fingerprint fields from asv's machine.json and one result file's environment.
 
     asv records the machine name (by default the hostname), CPU model, core count, OS, arch and
     RAM; the Python and package versions come from the environment's matrix when asv built it.
-    Fields asv does not record (GPU, CUDA, torch under ``--python=same``) are None.
+    Otherwise (``--python=same``) the torch version is the one bench_studies recorded in
+    benchmarks.json at asv's benchmark discovery (``discovered_torch``), and ``torch_source``
+    says which. Fields asv does not record (GPU, CUDA) are None.
     """
     params = result.get("params", {}) or {}
     reqs = result.get("requirements", {}) or {}
     py = result.get("python") or params.get("python")
     num_cpu, ram = str(machine.get("num_cpu", "")), str(machine.get("ram", ""))
+    torch_version = reqs.get("torch") or params.get("torch") or None
+    torch_source = "asv environment matrix" if torch_version else "not recorded by asv (--python=same)"
+    if torch_version is None and discovered_torch:
+        torch_version, torch_source = discovered_torch, "asv benchmarks.json (torch at benchmark discovery)"
     return {
         "source": "asv",
         "hostname": machine.get("machine"),
@@ -109,7 +121,7 @@ def asv_environment(machine: dict[str, Any], result: dict[str, Any]) -> dict[str
         "memory_total_bytes": int(ram) if ram.isdigit() else None,
         "python": py if py and re.fullmatch(r"\d+(\.\d+)*", str(py)) else None,
         "python_executable": py if py and not re.fullmatch(r"\d+(\.\d+)*", str(py)) else None,
-        "torch": reqs.get("torch") or params.get("torch") or None,
+        "torch": torch_version, "torch_source": torch_source,
         "cuda": None, "cudnn": None, "gpu_name": None,
         "git": {"commit": result.get("commit_hash"), "dirty": None},
         "asv": {"machine": machine, "env_name": result.get("env_name"), "params": params,
@@ -151,9 +163,13 @@ def _asv_value(name: str, meta: dict[str, Any], col: dict[str, Any], i: int, dev
     return metric, m, None
 
 
-def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str, Any]
-                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(header, case records) for one asv result file (one commit x environment on one machine)."""
+def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str, Any],
+                       discovered_at: float | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, case records) for one asv result file (one commit x environment on one machine).
+
+    ``discovered_at``: when asv last wrote benchmarks.json (its mtime). The torch version recorded
+    there is used only for results measured after it, i.e. by that same asv run.
+    """
     result = _load_json(path, "asv result file")
     if not isinstance(result, dict) or "results" not in result or "commit_hash" not in result:
         raise UsageError(f"{path} is not an asv result file (no 'results' / 'commit_hash')")
@@ -190,6 +206,10 @@ def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str
                 rec["absent"][metric] = why
     out = []
     for rec in records.values():
+        tps = rec["metrics"].get("time_per_sample")
+        if tps and tps["value"] > 0 and "throughput" not in rec["metrics"]:  # what `show` and reports display
+            rec["metrics"]["throughput"] = {"value": 1.0 / tps["value"], "unit": "samples/s",
+                                            "derived_from": "time_per_sample"}
         if rec["metrics"]:
             status, reason = "ok", None
         elif any("failed" in r for r in rec["absent"].values()):
@@ -200,11 +220,17 @@ def convert_asv_result(path: Path, machine: dict[str, Any], benchmarks: dict[str
     commit = result["commit_hash"]
     env_name = result.get("env_name", "env")
     run_id = f"asv-{_safe(machine.get('machine', 'machine'), 30)}-{commit[:8]}-{_safe(env_name, 40)}"
-    suites = {(benchmarks.get(n, {}).get("sciml_bench") or {}).get("suite") for n in result["results"]} - {None}
+    metas = [benchmarks.get(n, {}).get("sciml_bench") or {} for n in result["results"]]
+    suites = {m.get("suite") for m in metas} - {None}
+    torches = {m.get("torch") for m in metas} - {None}
+    started = [r["started"] for r in out if r.get("started")]
+    if discovered_at is not None and (not started or min(started) < discovered_at - 1):
+        torches = set()  # measured before the last discovery: that torch may not be this run's
     suite = "asv" + (f":{','.join(sorted(suites))}" if suites else "")
     header = _header(run_id, _iso(result.get("date", 0) / 1000), suite,
                      {"tool": "asv", "file": str(path), "commit": commit, "env_name": env_name},
-                     asv_environment(machine, result), sorted({r["study"] for r in out}))
+                     asv_environment(machine, result, torches.pop() if len(torches) == 1 else None),
+                     sorted({r["study"] for r in out}))
     return header, out
 
 
@@ -221,14 +247,34 @@ def _literal(text: Any) -> Any:
         return text
 
 
+class AsvImport(NamedTuple):
+    """What ``import_asv`` did: new run files, unchanged ones, and re-imported ones with what changed."""
+
+    written: list[Path]
+    skipped: list[Path]
+    replaced: dict[Path, list[str]]  # run file -> "study/case metric: old -> new" lines
+
+
+def _changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """Per case x metric: what a re-import replaces (values, and metrics that appeared or vanished)."""
+    def values(recs):
+        return {(f"{r['study']}/{r['case_id']}", k): m.get("value") for r in recs
+                for k, m in r.get("metrics", {}).items()}
+    a, b = values(old), values(new)
+    out = [f"{case} {metric}: {a.get((case, metric))} -> {b.get((case, metric))}"
+           for case, metric in sorted(a.keys() | b.keys()) if a.get((case, metric)) != b.get((case, metric))]
+    return out or ["run metadata (samples, statuses or environment)"]
+
+
 def import_asv(results_dir: str | os.PathLike = ".asv/results", out_dir: str | os.PathLike = "results"
-               ) -> tuple[list[Path], list[Path]]:
+               ) -> AsvImport:
     """Convert every asv result file under ``results_dir`` into a run file in ``out_dir``.
 
     One run file per (machine, commit, environment), named ``asv-<machine>-<commit>-<env>.jsonl``.
-    Files already imported are left alone, so importing again after ``asv run`` adds only
-    the new commits. Returns (written, skipped). Raises UsageError when ``results_dir`` holds
-    no asv results (no ``benchmarks.json``).
+    Importing again after ``asv run`` adds the new commits, leaves unchanged files alone and
+    re-imports a commit asv ran again (its result file changed), listing the values replaced.
+    Returns an ``AsvImport`` (written, skipped, replaced). Raises UsageError when ``results_dir``
+    holds no asv results (no ``benchmarks.json``).
     """
     root = Path(results_dir)
     bench_file = root / "benchmarks.json"
@@ -236,22 +282,40 @@ def import_asv(results_dir: str | os.PathLike = ".asv/results", out_dir: str | o
         raise UsageError(f"{root} is not an asv results directory (no benchmarks.json); "
                          f"expected asv.conf.json's results_dir, e.g. .asv/results")
     benchmarks = _load_json(bench_file, "asv benchmarks.json")
-    written, skipped = [], []
+    done = AsvImport([], [], {})
     for machine_file in sorted(root.glob("*/machine.json")):
         machine = _load_json(machine_file, "asv machine.json")
         for path in sorted(machine_file.parent.glob("*.json")):
             if path.name == "machine.json":
                 continue
-            header, records = convert_asv_result(path, machine, benchmarks)
+            header, records = convert_asv_result(path, machine, benchmarks, bench_file.stat().st_mtime)
             target = Path(out_dir) / f"{header['run_id']}.jsonl"
-            if target.exists():
-                skipped.append(target)
+            if not target.exists():
+                _write(target, header, records)
+                done.written.append(target)
                 continue
-            _write(target, header, records)
-            written.append(target)
-    if not written and not skipped:
+            old_header, old_records = read_run(target)
+            if _normal(old_records) == _normal(records) and _normal(old_header["environment"]) == \
+                    _normal(header["environment"]):
+                done.skipped.append(target)
+                continue
+            tmp = target.with_name(target.name + ".tmp")  # replace whole, never half-written
+            tmp.unlink(missing_ok=True)
+            _write(tmp, header, records)
+            os.replace(tmp, target)
+            done.replaced[target] = _changes(old_records, records)
+    if not (done.written or done.skipped or done.replaced):
         raise UsageError(f"no asv result files under {root}/<machine>/; run `asv run` first")
-    return written, skipped
+    return done
+
+
+def _normal(obj: Any) -> Any:
+    """``obj`` as a run file stores it (JSON round trip, without the record type tag)."""
+    data = json.loads(json.dumps(obj, default=str))
+    if isinstance(data, list):
+        for r in data:
+            r.pop("type", None)
+    return data
 
 
 # ---------------------------------------------------------------- pytest-benchmark
@@ -283,9 +347,11 @@ def pytest_benchmark_environment(data: dict[str, Any]) -> dict[str, Any]:
 def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, case records) for one ``--benchmark-json`` file: one record per benchmark.
 
-    ``step_time`` is pytest-benchmark's median of one call (its rounds are the samples, with a
-    95% CI of the median when the raw ``data`` was saved); FLOPs and the Case fields come from
-    ``extra_info`` when the benchmark recorded them (benchmarks/micro does).
+    ``step_time`` is pytest-benchmark's median of one call. When the raw ``data`` was saved, its
+    rounds are cut into ``PB_BLOCKS`` contiguous blocks (``raw``) whose medians are the samples
+    (and give the 95% CI), so compare tests independent units, not thousands of rounds that share
+    the machine's drift. FLOPs and the Case fields come from ``extra_info`` when the benchmark
+    recorded them (benchmarks/micro does).
     """
     path = Path(path)
     data = _load_json(path, "pytest-benchmark JSON")
@@ -299,21 +365,26 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
         base = (b.get("name") or b.get("fullname", "?")).split("[")[0].removeprefix("test_")
         case_id = f"{base}:{b['param']}" if b.get("param") else base  # no brackets: tables render markup
         m: dict[str, Any] = {"value": st["median"], "unit": "s", "iqr": st.get("iqr"), "n": st.get("rounds"),
-                             "ci_low": None, "ci_high": None, "mean": st.get("mean"), "min": st.get("min"),
-                             "stddev": st.get("stddev"), "samples": st.get("data"),
+                             "rounds": st.get("rounds"), "ci_low": None, "ci_high": None, "mean": st.get("mean"),
+                             "min": st.get("min"), "stddev": st.get("stddev"), "samples": None,
                              "calls_per_sample": st.get("iterations"), "source": f"pytest-benchmark:{b.get('fullname')}"}
         absent: dict[str, str] = {}
         if st.get("data"):
-            s = summarize(st["data"])
-            m["ci_low"], m["ci_high"] = s["ci_low"], s["ci_high"]
+            blocks = _blocks(st["data"])
+            m["raw"], m["samples"] = blocks, [statistics.median(blk) for blk in blocks]
+            s = summarize(m["samples"])
+            m["ci_low"], m["ci_high"], m["n"] = s["ci_low"], s["ci_high"], s["n"]
         else:
             absent["step_time_ci"] = "pytest-benchmark kept no raw data (run with --benchmark-save-data)"
         metrics = {"step_time": m}
         per_call = (extra.get("case") or {}).get("batch_size")  # samples per call; else calls
         metrics["throughput"] = {"value": (per_call or 1) / st["median"], "unit": "samples/s" if per_call else "calls/s"}
         if extra.get("flops"):
-            metrics["flops"] = {"value": extra["flops"], "unit": "FLOP"}
-            metrics["flop_rate"] = {"value": extra["flops"] / st["median"], "unit": "FLOP/s"}
+            from sciml_bench.measure.flops import flop_rate
+            metrics["flops"] = {"value": extra["flops"], "unit": "FLOP", "coverage": "complete"}
+            if extra.get("flops_uncounted_ops"):
+                metrics["flops"].update(coverage="partial", uncounted_ops=extra["flops_uncounted_ops"])
+            metrics["flop_rate"] = flop_rate(metrics["flops"], st["median"])
         elif "flops" in extra:
             absent["flops"] = extra.get("flops_absent") or "FlopCounterMode counted no FLOPs (elementwise or fused ops)"
         records.append({"study": study, "case_id": case_id, "case": extra.get("case", {}),
@@ -332,6 +403,17 @@ def convert_pytest_benchmark(path: str | os.PathLike) -> tuple[dict[str, Any], l
                      {"tool": "pytest-benchmark", "file": str(path), "version": data.get("version")},
                      pytest_benchmark_environment(data), sorted({r["study"] for r in records}))
     return header, records
+
+
+def _blocks(data: list[float], n: int = PB_BLOCKS) -> list[list[float]]:
+    """``data`` (in execution order) cut into ``n`` contiguous blocks of near-equal size.
+
+    Consecutive pytest-benchmark rounds share the machine's state of the moment, so thousands of
+    them are not independent samples; like sciml_bench's rounds, a block's median is one unit.
+    """
+    n = max(1, min(n, len(data)))
+    edges = [round(i * len(data) / n) for i in range(n + 1)]
+    return [list(data[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def import_pytest_benchmark(path: str | os.PathLike, out_dir: str | os.PathLike = "results") -> Path:

@@ -257,38 +257,99 @@ def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(r["study"], r["case_id"]) for r in records}
 
 
-def _rows(header: dict[str, Any], records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+# machine identity for grouping and history: hardware only, so a torch upgrade stays on one machine
+MACHINE_KEYS = ("cpu_model", "cpu_cores_logical", "gpu_name", "hostname")
+
+
+def machine_id(env: dict[str, Any]) -> str:
+    """Hash of the hardware identity fields: one machine's runs form one history across upgrades."""
+    key = json.dumps({k: env.get(k) for k in MACHINE_KEYS}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+# run-level columns: what people group by across runs
+RUN_COLUMNS = ["run_id", "created", "suite", "fingerprint", "machine", "hostname", "cpu_model", "gpu_name",
+               "commit", "dirty", "torch", "cuda"]
+COLUMNS = RUN_COLUMNS + ["study", "case_id", "status", "reason", "started", "duration_s", "metric", "value",
+                         "unit", "ci_low", "ci_high", "ci_level", "iqr", "n", "reference"]
+
+
+def _rows(header: dict[str, Any], records: list[dict[str, Any]], samples: bool = False
+          ) -> Iterator[dict[str, Any]]:
     env = header.get("environment", {})
+    git = env.get("git") or {}
+    run = {"run_id": header.get("run_id"), "created": header.get("created"), "suite": header.get("suite"),
+           "fingerprint": env.get("fingerprint"), "machine": machine_id(env), "hostname": env.get("hostname"),
+           "cpu_model": env.get("cpu_model"), "gpu_name": env.get("gpu_name"), "commit": git.get("commit"),
+           "dirty": git.get("dirty"), "torch": env.get("torch"), "cuda": env.get("cuda")}
     for r in records:
-        base = {"run_id": header.get("run_id"), "created": header.get("created"), "suite": header.get("suite"),
-                "fingerprint": env.get("fingerprint"), "study": r["study"], "case_id": r["case_id"],
-                "status": r["status"], "reason": r.get("reason"), **r["case"]}
+        started, finished = r.get("started"), r.get("finished")
+        base = dict(run, study=r["study"], case_id=r["case_id"], status=r["status"], reason=r.get("reason"),
+                    started=started, duration_s=finished - started if started and finished else None, **r["case"])
         metrics = r.get("metrics", {})
-        if not metrics:
+        if not metrics and not samples:
             yield dict(base, metric=None, value=None, unit=None)
         for name, m in metrics.items():
-            yield dict(base, metric=name, value=m.get("value"), unit=m.get("unit"), ci_low=m.get("ci_low"),
-                       ci_high=m.get("ci_high"), iqr=m.get("iqr"), n=m.get("n"), reference=m.get("reference"))
+            row = dict(base, metric=name, value=m.get("value"), unit=m.get("unit"), ci_low=m.get("ci_low"),
+                       ci_high=m.get("ci_high"), ci_level=m.get("ci_level", 0.95 if m.get("ci_low") is not None
+                                                                       else None),
+                       iqr=m.get("iqr"), n=m.get("n"), reference=m.get("reference"))
+            if not samples:
+                yield row
+                continue
+            for i, x in enumerate(m.get("samples") or []):
+                yield dict(row, sample_index=i, sample=x)
 
 
-def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+def _dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """Case fields and counts as nullable integers / booleans, times as datetimes (not object columns)."""
+    from dataclasses import fields
+
+    from sciml_bench.cases import Case
+
+    ints = {"n", "sample_index"} | {f.name for f in fields(Case) if f.type in ("int", "int | None")}
+    bools = {"dirty"} | {f.name for f in fields(Case) if f.type in ("bool", "bool | None")}
+    for c in df.columns:
+        if c in ints:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+        elif c in bools:
+            df[c] = df[c].astype("boolean")
+        elif c in ("value", "ci_low", "ci_high", "ci_level", "iqr", "duration_s", "sample", "lr"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    df["created"] = pd.to_datetime(df["created"], utc=True, errors="coerce", format="ISO8601")
+    df["started"] = pd.to_datetime(df["started"], unit="s", utc=True, errors="coerce")
+    return df
+
+
+def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike], samples: bool = False) -> pd.DataFrame:
     """Tidy DataFrame of one or more runs: one row per case x metric, case fields as columns.
 
     ``paths`` may be a run file, a directory of run files, or a list of either. Failed cases
     appear once with ``metric`` None and their status and reason.
+
+    Columns: the run's identity (``run_id``, ``created`` as a UTC datetime, ``suite``,
+    ``fingerprint``, ``machine`` = hash of CPU model, cores, GPU and hostname, ``hostname``,
+    ``cpu_model``, ``gpu_name``, ``commit``, ``dirty``, ``torch``, ``cuda``), the case's
+    (``study``, ``case_id``, ``status``, ``reason``, ``started`` as a UTC datetime, ``duration_s``
+    = the case's wall time in its worker, and every Case field, integers as nullable ``Int64``),
+    and the metric's (``metric``, ``value``, ``unit``, ``ci_low``, ``ci_high``, ``ci_level`` (0.95,
+    or 0.99 for asv imports), ``iqr``, ``n``, ``reference``).
+
+    ``samples=True`` gives the long form instead: one row per stored sample of each metric,
+    with ``sample_index`` and ``sample`` added (for ``step_time`` the per-round medians, the
+    independent units that compare tests); metrics without samples and failed cases have no rows.
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     rows = []
     for item in items:
         for f in run_files(item):
             header, records = read_run(f)
-            rows.extend(_rows(header, records))
-    columns = ["run_id", "created", "suite", "fingerprint", "study", "case_id", "status", "reason", "metric",
-               "value", "unit", "ci_low", "ci_high", "iqr", "n", "reference"]
+            rows.extend(_rows(header, records, samples))
+    columns = COLUMNS + (["sample_index", "sample"] if samples else [])
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=columns)
+        df = pd.DataFrame(columns=columns)
     for c in columns:
         if c not in df:
             df[c] = None
-    return df[columns + [c for c in df.columns if c not in columns]]
+    return _dtypes(df[columns + [c for c in df.columns if c not in columns]])

@@ -64,7 +64,7 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     """Build the case, warm it up, and measure what needs measuring once: memory and FLOPs."""
     import torch
 
-    from sciml_bench.measure.flops import count_flops
+    from sciml_bench.measure.flops import flop_metrics
     from sciml_bench.measure.memory import peak_rss_bytes, rss_bytes, step_memory
     from sciml_bench.measure.timing import warmup
     from sciml_bench.models import param_count
@@ -79,10 +79,9 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     if wl.model is None:
         absent["flops"] = "mode='data' runs no model"
     else:
-        try:
-            metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
-        except Exception as e:  # an op without FLOP support must not lose the case's timing
-            absent["flops"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
+        fm, fa = flop_metrics(wl.step)  # absent (not 0) when the counter has no formula for the step's ops
+        metrics.update(fm)
+        absent.update(fa)
     mem = step_memory(wl.step, wl.device, wl.state_tensors())
     dev, other = ("cuda", "cpu_tensor") if wl.device.type == "cuda" else ("cpu_tensor", "cuda")
     for part in ("peak", "step", "state"):
@@ -444,7 +443,9 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
                              "ci_low": bs / s["ci_high"] if s["ci_high"] else None,
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
     if "flops" in metrics:
-        metrics["flop_rate"] = {"value": metrics["flops"]["value"] / s["median"], "unit": "FLOP/s"}
+        from sciml_bench.measure.flops import flop_rate
+
+        metrics["flop_rate"] = flop_rate(metrics["flops"], s["median"])
     # e.g. a diverged loss: JSON has no NaN and 0 would be a lie, so finite_record moves it to absent
     return finite_record(_flag_nonfinite(study, info["metrics"], dict(
         rec, status="ok", reason=None, metrics=metrics, absent=absent,

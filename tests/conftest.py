@@ -41,3 +41,14 @@ def smoke_run(tmp_path_factory) -> Path:
     files = sorted(out.glob("*.jsonl"))
     assert len(files) == 1, f"expected one run file, got {files}"
     return files[0]
+
+
+@pytest.fixture(scope="session")
+def asv_smoke(tmp_path_factory) -> Path:
+    """A temp dir holding asv.conf.json, a machine file and the results of one real
+    ``asv run --python=same --quick`` of the smoke "models" study's mlp cases (tests/_asv.py)."""
+    from tests._asv import run_asv_smoke
+
+    tmp = tmp_path_factory.mktemp("asv")
+    run_asv_smoke(tmp)
+    return tmp

@@ -1,29 +1,26 @@
-"""asv integration: the generated classes follow the studies, and `asv run --python=same --quick` writes results."""
+"""asv integration, driven through the real asv CLI: discovery (`asv check`), `asv run --quick`, the
+direction `asv compare` reads, benchmark identity (versions), and asv's graphs vs sciml-bench history."""
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from tests._asv import ROOT, asv, asv_conf, commit, machine, result_file
 
 from sciml_bench.cases import load_suite
 
-ROOT = Path(__file__).resolve().parents[1]
-ASV = shutil.which("asv", path=str(Path(sys.executable).parent)) or shutil.which("asv")
-# The mlp cases of the smoke profile: every benchmark method of both generated "models" classes.
-SELECTION = r"^bench_studies\.Models(Train|Infer)\..*\('mlp'\)$"
+# units asv shows for generated track_* benchmarks; each is a lower-is-better quantity
+LOWER_IS_BETTER_UNITS = {"seconds", "bytes", "loss"}
 
 
 @pytest.fixture(scope="module")
 def bench_studies():
     sys.path.insert(0, str(ROOT))
     try:
-        yield importlib.import_module("benchmarks.bench_studies")
+        yield importlib.import_module("benchmarks.asv_benchmarks.bench_studies")
     finally:
         sys.path.remove(str(ROOT))
 
@@ -39,16 +36,40 @@ def test_classes_follow_the_studies(bench_studies):
             assert cls.params == list(axes.values()), f"{cls.__name__}: params differ from the study axes"
             assert hasattr(cls, f"time_{mode}_step") and hasattr(cls, f"peakmem_{mode}_step")
             assert hasattr(cls, "track_loss_after_budget") == (mode == "train")
-            assert cls.track_throughput.unit == "samples/s" and cls.track_peak_memory.unit == "bytes"
+            tracks = {k: getattr(cls, k) for k in dir(cls) if k.startswith("track_")}
+            assert "track_throughput" not in tracks and "track_flop_rate" not in tracks, \
+                "higher-is-better quantities read as regressions in every asv view"
+            for name, fn in tracks.items():
+                assert fn.unit in LOWER_IS_BETTER_UNITS, f"{cls.__name__}.{name}: unit {fn.unit!r}"
+    only = bench_studies.make_classes("smoke", device="cpu", studies="models, batch-*")
+    assert set(only) == {"ModelsTrain", "ModelsInfer", "BatchSizeTrain"}, f"study filter gave {set(only)}"
 
 
-def test_unsupported_case_raises_not_implemented(bench_studies):
-    classes = bench_studies.make_classes("smoke", device="cuda")  # no GPU in tests
-    bench = classes["ModelsTrain"]()
-    if bench_studies.torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.raises(NotImplementedError, match="CUDA"):
-        bench.setup("mlp")
+def _versions(classes: dict[str, type]) -> dict[str, str]:
+    return {f"{c}.{k}": getattr(cls, k).version for c, cls in classes.items() for k in dir(cls)
+            if k.startswith(("time_", "track_", "peakmem_"))}
+
+
+def test_identity_changes_exactly_when_the_measurement_does(bench_studies, tmp_path):
+    make = bench_studies.make_classes
+    smoke = _versions(make("smoke", device="cpu"))
+    assert smoke == _versions(make("smoke", device="cpu")), "regenerating unchanged must keep every version"
+    # a study's base setting: only that study's benchmarks change
+    text = (ROOT / "sciml_bench/suites/smoke.toml").read_text()
+    assert "base = { batch_size = 8 }" in text
+    edited = tmp_path / "smoke.toml"
+    edited.write_text(text.replace("base = { batch_size = 8 }", "base = { batch_size = 16 }", 1))
+    changed = _versions(make(str(edited), device="cpu"))
+    assert set(changed) == set(smoke), "same names for the same studies"
+    moved = {k for k in smoke if smoke[k] != changed[k]}
+    assert moved and all(k.startswith("Models") for k in moved), f"only the models study moved: {sorted(moved)}"
+    assert all(smoke[k] == changed[k] for k in smoke if not k.startswith("Models"))
+    # the device and the suite profile are part of what is measured
+    cuda = _versions(make("smoke", device="cuda"))
+    assert all(cuda[k] != smoke[k] for k in smoke), "cpu and cuda results must not share a history line"
+    quick = _versions(make("quick", device="cpu"))
+    common = set(quick) & set(smoke)
+    assert common and all(quick[k] != smoke[k] for k in common), "smoke and quick must not share a history line"
 
 
 def test_no_module_level_function_is_mistaken_for_a_benchmark(bench_studies):
@@ -57,48 +78,19 @@ def test_no_module_level_function_is_mistaken_for_a_benchmark(bench_studies):
     assert not stray, f"asv would collect these module-level functions as benchmarks: {stray}"
 
 
-def asv_conf(tmp: Path) -> Path:
-    """A copy of the repo's asv.conf.json with every output directory inside ``tmp``."""
-    from asv import util
-
-    conf = util.load_json(str(ROOT / "asv.conf.json"), js_comments=True)
-    conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "benchmarks"), results_dir=str(tmp / "results"),
-                html_dir=str(tmp / "html"), env_dir=str(tmp / "env"))
-    path = tmp / "asv.conf.json"
-    path.write_text(json.dumps(conf))
-    return path
+def test_asv_check_discovers_only_benchmarks(tmp_path):
+    """`asv check --python=same` imports every module of benchmark_dir and validates what it collects."""
+    asv_conf(tmp_path)
+    proc = asv(tmp_path, "check", "--python=same")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"asv check failed:\n{out[-3000:]}"
+    assert "bench_studies.ModelsTrain.time_train_step" in out or "Discovering benchmarks" in out
 
 
-def run_asv_smoke(tmp: Path, selection: str = SELECTION) -> Path:
-    """`asv machine` + `asv run --python=same --quick` on the smoke profile; returns the results dir.
-
-    HOME points into ``tmp``, so the user's ~/.asv-machine.json is never read or written.
-    """
-    if ASV is None:
-        pytest.skip("asv is not installed")
-    conf = asv_conf(tmp)
-    env = dict(os.environ, HOME=str(tmp), SCIML_BENCH_ASV_SUITE="smoke", SCIML_BENCH_ASV_DEVICE="cpu")
-    # asv's defaults (hostname, CPU, cores, OS, RAM) written to the temporary HOME's machine file.
-    subprocess.run([ASV, "machine", "--yes", "--config", str(conf)], env=env, cwd=tmp, check=True,
-                   capture_output=True, timeout=60)
-    (machine,) = [k for k in json.loads((tmp / ".asv-machine.json").read_text()) if k != "version"]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    proc = subprocess.run([ASV, "run", "--python=same", "--quick", "--config", str(conf), "--machine", machine,
-                           "--launch-method", "forkserver", "--set-commit-hash", commit, "--bench", selection,
-                           "--show-stderr"], env=env, cwd=tmp, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"asv run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return tmp / "results"
-
-
-@pytest.fixture(scope="module")
-def asv_results(tmp_path_factory):
-    return run_asv_smoke(tmp_path_factory.mktemp("asv"))
-
-
-def test_asv_quick_run_writes_every_selected_benchmark(asv_results):
-    benchmarks = json.loads((asv_results / "benchmarks.json").read_text())
-    (result_file,) = [p for p in asv_results.glob("*/*.json") if p.name != "machine.json"]
-    result = json.loads(result_file.read_text())
+def test_asv_quick_run_writes_every_selected_benchmark(asv_smoke):
+    results = asv_smoke / "results"
+    benchmarks = json.loads((results / "benchmarks.json").read_text())
+    result = json.loads(result_file(results).read_text())
     selected = [n for n in benchmarks if n.startswith("bench_studies.Models")]
     assert selected, "asv discovered no generated benchmark"
     for name in selected:
@@ -110,3 +102,62 @@ def test_asv_quick_run_writes_every_selected_benchmark(asv_results):
             assert value != value, "compile_time must be skipped (NaN) for compile='none'"
         else:
             assert isinstance(value, (int, float)) and value > 0, f"{name}(mlp) has no positive result: {value}"
+
+
+@pytest.fixture(scope="module")
+def two_commits(asv_smoke, tmp_path_factory):
+    """asv results for HEAD (the real run) and HEAD~1, where HEAD~1 is the real result with every
+    value doubled (a commit twice as slow / as large), under HEAD~1's hash and date."""
+    tmp = tmp_path_factory.mktemp("asv2")
+    shutil.copytree(asv_smoke / "results", tmp / "results")
+    shutil.copy(asv_smoke / ".asv-machine.json", tmp / ".asv-machine.json")
+    asv_conf(tmp)
+    src = result_file(tmp / "results")
+    data = json.loads(src.read_text())
+    old = commit("HEAD~1")
+    for row in data["results"].values():
+        row[0] = [v * 2 if isinstance(v, (int, float)) and v == v else v for v in row[0]]
+        cols = data.get("result_columns", [])
+        for key in ("stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75"):
+            if key in cols and cols.index(key) < len(row) and isinstance(row[cols.index(key)], list):
+                row[cols.index(key)] = [v * 2 if isinstance(v, (int, float)) and v == v else v
+                                        for v in row[cols.index(key)]]
+    data["commit_hash"] = old
+    data["date"] = data["date"] - 3_600_000
+    (src.parent / src.name.replace(commit()[:8], old[:8])).write_text(json.dumps(data))
+    return tmp
+
+
+def test_asv_compare_reads_a_faster_commit_as_improved(two_commits):
+    proc = asv(two_commits, "compare", commit("HEAD~1"), commit("HEAD"), "--machine", machine(two_commits),
+               "--split", "--factor", "1.1")
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    worse = out.split("Benchmarks that have got worse")[1].split("Benchmarks that have")[0] \
+        if "Benchmarks that have got worse" in out else ""
+    better = out.split("Benchmarks that have improved")[1].split("Benchmarks that have")[0] \
+        if "Benchmarks that have improved" in out else ""
+    assert "bench_studies." not in worse, f"a halved time / memory is listed as worse:\n{out}"
+    for method in ("time_train_step", "track_time_per_sample", "track_peak_memory", "peakmem_train_step"):
+        assert f"ModelsTrain.{method}" in better, f"{method} halved but not listed as improved:\n{out}"
+
+
+def test_history_shows_asvs_graph_series(two_commits, tmp_path):
+    """`asv publish` writes the series asv's graphs draw; import-asv + history must show the same."""
+    from sciml_bench.compare import history
+    from sciml_bench.imports import import_asv
+
+    proc = asv(two_commits, "publish")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import_asv(two_commits / "results", tmp_path)
+    hist = history([tmp_path], case_pattern="models/*", metric="time_per_sample", order="commit")
+    ours = {s.case_id: [p["value"] for p in s.points] for s in hist.series}
+    graphs = [p for p in (two_commits / "html" / "graphs").rglob("bench_studies.ModelsTrain.track_time_per_sample.json")
+              if "summary" not in p.parts]  # one graph per machine x environment, plus asv's summary
+    assert len(graphs) == 1, graphs
+    benchmarks = json.loads((two_commits / "results" / "benchmarks.json").read_text())
+    models = [p.strip("'") for p in benchmarks["bench_studies.ModelsTrain.track_time_per_sample"]["params"][0]]
+    points = json.loads(graphs[0].read_text())  # [[revision, [value per model]], ...] oldest first
+    series = [v[models.index("mlp")] for _, v in points]
+    assert ours["mlp,batch_size=8"] == pytest.approx(series, rel=1e-12), (ours, series)
+    assert series[0] == pytest.approx(2 * series[1]), "HEAD~1 is the doubled copy"

@@ -82,3 +82,34 @@ def test_header_that_cannot_be_written_leaves_no_file(tmp_path):
     with pytest.raises(TypeError):
         RunWriter(path, dict(HEADER, options={(1, 2): "a tuple key JSON cannot encode"}))
     assert not path.exists(), "nothing half-written"
+
+
+def test_frame_has_run_identity_and_proper_dtypes(tmp_path):
+    from tests._runs import ENV, study_run
+
+    path = study_run(tmp_path / "a.jsonl")
+    df = load_results(path)
+    row = df[(df.metric == "step_time")].iloc[0]
+    assert row.commit == ENV["git"]["commit"] and row.torch == ENV["torch"] and row.hostname == "testhost"
+    assert row.machine and df.machine.nunique() == 1, "machine identity: one hash per machine"
+    assert str(df["created"].dtype).startswith("datetime64") and df["created"].dt.year.iloc[0] == 2026
+    for c in ("batch_size", "n", "width", "depth", "resolution", "seq_len", "seed"):
+        assert str(df[c].dtype) == "Int64", f"{c} is {df[c].dtype}"
+    assert df.value.dtype == "float64" and df.ci_level.dropna().eq(0.95).all()
+    failed = df[df.status == "oom"]
+    assert len(failed) == 1 and pd.isna(failed.metric.iloc[0])
+
+
+def test_samples_long_form_matches_the_stored_samples(tmp_path):
+    from tests._runs import study_run
+
+    path = study_run(tmp_path / "a.jsonl")
+    _, records = read_run(path)
+    long = load_results(path, samples=True)
+    for r in records:
+        if r["status"] != "ok":
+            assert r["case_id"] not in set(long.case_id), "a failed case has no samples"
+            continue
+        got = long[(long.case_id == r["case_id"]) & (long.metric == "step_time")].sort_values("sample_index")
+        assert got["sample"].tolist() == r["metrics"]["step_time"]["samples"], r["case_id"]
+        assert got.sample_index.tolist() == list(range(len(got))) and str(got.sample_index.dtype) == "Int64"

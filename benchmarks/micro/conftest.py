@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sciml_bench.cases import Case, load_suite, make_case  # noqa: E402
-from sciml_bench.measure.flops import count_flops  # noqa: E402
+from sciml_bench.measure.flops import flop_metrics  # noqa: E402
 
 SUITE = os.environ.get("SCIML_BENCH_MICRO_SUITE", "quick")
 DEVICE = os.environ.get("SCIML_BENCH_MICRO_DEVICE", "auto")
@@ -85,7 +85,8 @@ def micro(benchmark):
 
     When the point lives on a GPU the fixture's timer synchronizes CUDA at every reading, so a
     timed loop ends when the queued kernels do. ``extra_info`` carries the study, the variant,
-    the Case fields, the FLOPs of one call (FlopCounterMode) and the device.
+    the Case fields, the FLOPs of one call (FlopCounterMode; None with ``flops_absent`` when it
+    cannot count the call's ops, ``flops_uncounted_ops`` when the count is a lower bound) and the device.
     """
     def run(point: MicroCase, fn: Callable[[], object]) -> object:
         benchmark.group = point.group
@@ -97,11 +98,12 @@ def micro(benchmark):
         info.update(study=point.group.split("/")[0], micro=point.micro, variant=point.variant,
                     case=point.case.to_dict(), case_id=point.case.case_id, device=point.case.device,
                     torch=torch.__version__, threads=torch.get_num_threads())
-        try:
-            info["flops"] = count_flops(fn)
-        except Exception as e:  # an op without a FLOP formula must not lose the timing
-            info["flops"] = None
-            info["flops_absent"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
+        fm, fa = flop_metrics(fn)  # no count (absent, not 0) when FlopCounterMode cannot count fn's ops
+        info["flops"] = fm["flops"]["value"] if fm else None
+        if fa:
+            info["flops_absent"] = fa["flops"]
+        elif fm["flops"]["coverage"] == "partial":  # a lower bound: say which ops it leaves out
+            info["flops_uncounted_ops"] = fm["flops"]["uncounted_ops"]
         return benchmark(fn)
 
     return run

@@ -66,7 +66,8 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     if rec["status"] != "ok":
         return row
     st = m.get("step_time", {})
-    row.update(time=st.get("value"), time_lo=st.get("ci_low"), time_hi=st.get("ci_high"), rounds=st.get("n"))
+    row.update(time=st.get("value"), time_lo=st.get("ci_low"), time_hi=st.get("ci_high"), rounds=st.get("n"),
+               time_ci_level=st.get("ci_level", 0.95))  # asv imports: 99%
     tr = m.get("time_ratio")
     if tr:
         row.update(ratio=tr["value"], ratio_lo=tr.get("ci_low"), ratio_hi=tr.get("ci_high"),
@@ -77,7 +78,8 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     if "memory_ratio" in m:
         row["mem_ratio"] = m["memory_ratio"]["value"]
     if "flop_rate" in m:
-        row.update(flop_rate=m["flop_rate"]["value"], flops=m["flops"]["value"])
+        row.update(flop_rate=m["flop_rate"]["value"], flops=m["flops"]["value"],
+                   flops_partial=m["flops"].get("coverage") == "partial")  # a lower bound: some ops uncounted
         peak = peak_for({"metrics": {k: {"value": v} for k, v in peaks.items()}}, rec["case"].get("precision", "fp32"))
         if peak:
             row["peak_frac"] = m["flop_rate"]["value"] / peak

@@ -131,9 +131,13 @@ def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path)
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for prec in sorted({r["case"]["precision"] for r in pts}):
-        g = [r for r in pts if r["case"]["precision"] == prec]
-        ax.scatter([r["flops"] for r in g], [r["flop_rate"] for r in g], label=f"cases ({prec})", s=18)
+    for i, prec in enumerate(sorted({r["case"]["precision"] for r in pts})):
+        for partial in (False, True):  # a partial FLOP count is a lower bound: hollow marker, own label
+            g = [r for r in pts if r["case"]["precision"] == prec and bool(r.get("flops_partial")) == partial]
+            if g:
+                ax.scatter([r["flops"] for r in g], [r["flop_rate"] for r in g], s=18,
+                           label=f"cases ({prec})" + (", partial count: lower bound" if partial else ""),
+                           facecolors="none" if partial else f"C{i}", edgecolors=f"C{i}")
     for i, (dtype, peak) in enumerate(sorted(peaks.items())):
         ax.axhline(peak, ls="--", lw=1, color=f"C{i + 3}", label=f"measured GEMM peak {dtype}: {peak / 1e9:.3g} GFLOP/s")
     ax.set_xscale("log")

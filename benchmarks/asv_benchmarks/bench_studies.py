@@ -1,7 +1,8 @@
 """asv benchmark classes generated from the shipped studies: one class per (study, mode).
 
 Nothing here defines a case: each class is a study of the suite selected by
-``SCIML_BENCH_ASV_SUITE`` (smoke | quick | full, or a TOML path; default smoke, CI-sized), its
+``SCIML_BENCH_ASV_SUITE`` (smoke | quick | full, or a TOML path; default smoke, CI-sized;
+``SCIML_BENCH_ASV_STUDIES`` = comma-separated fnmatch patterns keeps only matching studies), its
 ``params`` / ``param_names`` are the study's axes (``mode`` becomes the class, so a train and an
 infer table are never mixed), and ``setup`` builds the case with ``build_workload``. Cases the
 device cannot run (e.g. fp16 on a CPU) raise ``NotImplementedError`` in ``setup``, which asv
@@ -11,14 +12,23 @@ Per class::
 
     time_<mode>_step          one step, CUDA-synchronized inside the timed body (asv's timer)
     peakmem_<mode>_step       process peak RSS around one step (asv)
-    track_throughput          samples/s from a torch.utils.benchmark block (sciml_bench's timing)
+    track_time_per_sample     median step time / samples per step, from a torch.utils.benchmark block
     track_peak_memory         peak device tensor bytes of one step: CUDA allocator, or CPU tensors
-    track_flop_rate           FlopCounterMode FLOPs / median step time
     track_compile_time        first call of a compiled case (skipped when compile="none")
     track_loss_after_budget   train only: loss after LOSS_BUDGET steps from the seeded init
 
-CUDA: asv's default launch method on Linux forks from a server process; run CUDA cases with
-``asv run --launch-method spawn`` so no benchmark inherits a CUDA context across fork.
+asv reads every result as lower-is-better (its compare, continuous and Regressions page flag a
+rise), so only such quantities are published: time per sample rather than throughput, and no
+FLOP rate (``sciml-bench run`` records both).
+
+Identity: asv keys a history line by benchmark name + params + ``version``. The name and params
+come from the study; ``version`` hashes what else decides the measurement (suite, device, the
+study's base case, round time, loss budget, the benchmark's code), so changing any of them starts
+a new line, and regenerating unchanged keeps it.
+
+Launch: asv.conf.json sets ``launch_method: forkserver`` (torch is imported once, not per sample).
+CUDA is not initialised in the fork server (NVML-based availability check); if a CUDA case still
+reports "Cannot re-initialize CUDA in forked subprocess", run it with ``--launch-method spawn``.
 """
 from __future__ import annotations
 
@@ -27,6 +37,10 @@ import os
 # torch.cuda.is_available() through NVML, without initialising CUDA in asv's fork server.
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
+import fnmatch  # noqa: E402
+import hashlib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import types  # noqa: E402
 from typing import Any  # noqa: E402
@@ -36,7 +50,7 @@ import torch  # noqa: E402
 from sciml_bench.cases import Case, Study, load_suite  # noqa: E402
 from sciml_bench.errors import Unsupported, UsageError  # noqa: E402
 # Modules, not functions: asv would collect a module-level function named time_* or track_*.
-from sciml_bench.measure import flops, memory, timing  # noqa: E402
+from sciml_bench.measure import memory, timing  # noqa: E402
 from sciml_bench.workloads import build_workload  # noqa: E402
 
 try:  # raised in a benchmark body, asv records "skipped" rather than "failed"
@@ -46,6 +60,7 @@ except ImportError:  # pragma: no cover  (outside asv)
         """Fallback when asv_runner is not importable."""
 
 SUITE = os.environ.get("SCIML_BENCH_ASV_SUITE", "smoke")
+STUDIES = os.environ.get("SCIML_BENCH_ASV_STUDIES", "*")
 DEVICE_CHOICE = os.environ.get("SCIML_BENCH_ASV_DEVICE", "auto")
 LOSS_BUDGET = {"smoke": 5, "quick": 20, "full": 100}  # train steps before the loss is read
 
@@ -94,14 +109,11 @@ class _StudyBenchmark:
         times = timing.time_block(self.wl.step, self.round_time, torch.get_num_threads(), self.case.case_id)
         return statistics.median(times)
 
-    def _throughput(self, *params: Any) -> float:
-        return self.wl.samples_per_step / self._median_step_s()
+    def _time_per_sample(self, *params: Any) -> float:
+        return self._median_step_s() / self.wl.samples_per_step
 
     def _peak_memory(self, *params: Any) -> int:
         return memory.step_memory(self.wl.step, self.wl.device, self.wl.state_tensors())["peak"]
-
-    def _flop_rate(self, *params: Any) -> float:
-        return flops.count_flops(self.wl.step) / self._median_step_s()
 
     def _compile_time(self, *params: Any) -> float:
         if self.case.compile == "none":
@@ -115,13 +127,13 @@ class _StudyBenchmark:
         return float(fresh.last_loss)
 
 
-# benchmark name -> (private body, unit for track_*); "{mode}" is filled per class.
+# benchmark name -> (private body, unit for track_*); "{mode}" is filled per class. Every quantity
+# is lower-is-better, the only direction asv knows.
 METHODS: dict[str, tuple[str, str | None]] = {
     "time_{mode}_step": ("_step", None),
     "peakmem_{mode}_step": ("_step", None),
-    "track_throughput": ("_throughput", "samples/s"),
+    "track_time_per_sample": ("_time_per_sample", "seconds"),
     "track_peak_memory": ("_peak_memory", "bytes"),
-    "track_flop_rate": ("_flop_rate", "FLOP/s"),
     "track_compile_time": ("_compile_time", "seconds"),
     "track_loss_after_budget": ("_loss_after_budget", "loss"),
 }
@@ -133,40 +145,66 @@ def _class_name(study: str, mode: str) -> str:
     return "".join(w[:1].upper() + w[1:] for w in words)
 
 
-def _bind(body: types.FunctionType, name: str, qualname: str, unit: str | None, meta: dict[str, Any]):
+def benchmark_version(identity: dict[str, Any], body: types.FunctionType) -> str:
+    """asv ``version`` of one generated benchmark: a hash of what it measures besides name and params.
+
+    ``identity`` holds the suite, device, study base case, round time and loss budget; the
+    benchmark's body and the shared ``setup`` add the code, as asv's own default version would.
+    """
+    code = inspect.getsource(body) + inspect.getsource(_StudyBenchmark.setup)
+    blob = json.dumps(identity, sort_keys=True, default=str) + code
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _bind(body: types.FunctionType, name: str, qualname: str, unit: str | None, meta: dict[str, Any],
+          identity: dict[str, Any]):
     """A fresh function object for one benchmark, so per-class attributes (unit, metadata) never leak."""
     fn = types.FunctionType(body.__code__, body.__globals__, name, body.__defaults__, body.__closure__)
     fn.__qualname__ = qualname
     if unit is not None:
         fn.unit = unit
+    fn.version = benchmark_version(identity, body)
     fn.sciml_bench = meta  # asv copies plain function attributes into benchmarks.json (for import-asv)
     return fn
 
 
-def make_classes(suite_name: str = SUITE, device: str | None = None) -> dict[str, type]:
-    """One asv class per (study, mode) of ``suite_name``; see the module docstring."""
+def make_classes(suite_name: str = SUITE, device: str | None = None, studies: str = STUDIES
+                 ) -> dict[str, type]:
+    """One asv class per (study, mode) of ``suite_name``; see the module docstring.
+
+    ``studies``: comma-separated fnmatch patterns of study names to keep (default all).
+    """
     suite = load_suite(suite_name)
     device = device or resolve_device()
+    patterns = [p.strip() for p in studies.split(",") if p.strip()] or ["*"]
     out: dict[str, type] = {}
     for study in suite.studies:
+        if not any(fnmatch.fnmatchcase(study.name, p) for p in patterns):
+            continue
         axes = {k: list(v) for k, v in study.axes.items() if k != "mode"}
         modes = list(dict.fromkeys(c.mode for c in study.cases()))
         for mode in modes:
             name = _class_name(study.name, mode)
-            meta = {"suite": suite.name, "study": study.name, "mode": mode, "device": device,
-                    "base": dict(study.base), "reference": dict(study.reference)}
+            round_time = max(suite.round_time, 0.02)
+            loss_budget = LOSS_BUDGET.get(suite.name, LOSS_BUDGET["quick"])
+            # what decides the measurement besides name and params (the reference only picks ratios)
+            identity = {"suite": suite.name, "study": study.name, "mode": mode, "device": device,
+                        "base": dict(study.base), "round_time": round_time, "loss_budget": loss_budget}
+            # for import-asv: the torch this benchmark list was generated under (asv records none
+            # with --python=same)
+            meta = dict(identity, reference=dict(study.reference), torch=torch.__version__)
             attrs: dict[str, Any] = {
                 "__doc__": f"{study.name} ({mode}): {study.question}", "__module__": __name__,
                 "study": study, "mode": mode, "device": device, "suite": suite.name,
                 "params": list(axes.values()), "param_names": list(axes),
-                "timeout": suite.timeout, "round_time": max(suite.round_time, 0.02),
-                "loss_budget": LOSS_BUDGET.get(suite.name, LOSS_BUDGET["quick"]),
+                "timeout": suite.timeout, "round_time": round_time, "loss_budget": loss_budget,
             }
             for pattern, (body, unit) in METHODS.items():
                 if pattern in TRAIN_ONLY and mode != "train":
                     continue
                 bench = pattern.format(mode=mode)
-                attrs[bench] = _bind(getattr(_StudyBenchmark, body), bench, f"{name}.{bench}", unit, meta)
+                attrs[bench] = _bind(getattr(_StudyBenchmark, body), bench, f"{name}.{bench}", unit, meta,
+                                     identity)
             out[name] = type(name, (_StudyBenchmark,), attrs)
     return out
 

@@ -1,0 +1,63 @@
+"""FLOP counts: a count FlopCounterMode cannot make is absent with the ops it missed, never 0; a partial
+count is marked as a lower bound, for every model of the zoo."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sciml_bench.cases import make_case
+from sciml_bench.measure.flops import flop_count, flop_metrics, flop_rate
+from sciml_bench.workloads import build_workload
+
+
+def _fwd_bwd(module, x):
+    def step():
+        y = module(x)
+        y = y[0] if isinstance(y, tuple) else y
+        y.sum().backward()
+    return step
+
+
+def test_uncountable_steps_are_absent_not_zero():
+    x = torch.randn(16, 10, 8, requires_grad=True)  # (B, T, F)
+    for module in (torch.nn.ReLU(), torch.nn.GELU(), torch.nn.SiLU(), torch.nn.ELU(),
+                   torch.nn.LSTM(8, 16, batch_first=True)):
+        metrics, absent = flop_metrics(_fwd_bwd(module, x))
+        assert not metrics and "no FLOP formula" in absent["flops"], f"{module}: {metrics or absent}"
+    _, absent = flop_metrics(_fwd_bwd(torch.nn.GELU(), x))
+    assert "gelu" in absent["flops"] and "(elementwise)" in absent["flops"], absent
+
+
+def test_complete_and_partial_counts():
+    lin = torch.nn.Linear(8, 4, bias=False)
+    x = torch.randn(16, 8)
+    fc = flop_count(lambda: lin(x))
+    assert fc.value == 2 * 16 * 8 * 4 and fc.coverage == "complete", fc
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh())
+    metrics, absent = flop_metrics(_fwd_bwd(mlp, x))
+    f = metrics["flops"]
+    assert not absent and f["value"] > 0 and f["coverage"] == "partial" and "tanh" in f["uncounted_ops"], f
+    assert f["uncounted_elements"] >= 16 * 8, "tanh's outputs are counted as uncounted work"
+    rate = flop_rate(f, 0.5)
+    assert rate["lower_bound"] and rate["value"] == f["value"] / 0.5, "a rate from a partial count says so"
+
+
+# recurrent models (fused and packed RNN paths) and small elementwise-heavy ones
+MODELS = ["lstm", "lstm_packed", "gru", "rnn", "mlp", "pinn_oscillator", "fno1d", "deeponet"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_counts_are_explained(model):
+    """The runner's FLOPs (train step): absent with a reason, or > 0 with its coverage; never 0."""
+    wl = build_workload(make_case({"model": model, "mode": "train", "batch_size": 2, "device": "cpu"}))
+    wl.step()
+    metrics, absent = flop_metrics(wl.step)
+    if "flops" in absent:
+        assert "no FLOP formula" in absent["flops"], absent
+        return
+    f = metrics["flops"]
+    assert f["value"] > 0, f"{model}: a FLOP count of 0 must be absent instead"
+    # every train step runs elementwise work (activations, loss, optimizer) the counter skips
+    assert f["coverage"] == "partial" and "(elementwise)" in f["uncounted_ops"], f
+    if "lstm" in model or "gru" in model:  # a fused RNN op (oneDNN on CPU), or cells whose gates are uncounted
+        assert "rnn" in f["uncounted_ops"] or "sigmoid" in f["uncounted_ops"], f"{model}: {f}"
