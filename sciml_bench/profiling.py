@@ -42,7 +42,16 @@ class ProfileOptions:
     repeat: int = 1
     with_stack: bool = False  # Python stacks (bigger traces; enables export_memory_timeline)
     gzip: bool = False  # write *.pt.trace.json.gz
-    top: int = 30  # operators in operators.csv / operators.md
+    top: int = 30  # operators in operators.md
+
+    def __post_init__(self) -> None:
+        from sciml_bench.errors import UsageError
+
+        for name in ("wait", "warmup", "active", "repeat", "top"):
+            v = getattr(self, name)
+            low = 1 if name in ("active", "repeat", "top") else 0
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise UsageError(f"profile {name} must be an integer >= {low}, got {v!r}")
 
 
 # ---------------------------------------------------------------- phase breakdown
