@@ -138,6 +138,7 @@ def measure_phases(wl: Workload, min_steps: int = PHASE_MIN_STEPS, min_time: flo
     covered = sum(metrics[f"phase_{p}_time"]["value"] for p in seen)
     gap = (step - covered) / step
     metrics["phase_step_time"] = {"value": step, "unit": "s", "samples": steps, "steps": len(steps), "clock": how,
+                                  "phases": list(PHASES),
                                   "note": "step time in the phases pass (marks active), after the timed rounds"}
     metrics["phase_gap"] = {"value": gap, "unit": "fraction", "within_tolerance": abs(gap) <= GAP_TOLERANCE,
                             "tolerance": GAP_TOLERANCE,
@@ -328,7 +329,7 @@ def _plot_memory(events, ranges, t0, peak, device: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
     xs = [(ts - t0) / 1e3 for ts, _ in events]
     ys = [b / 2**20 for _, b in events]
     ax.step(xs, ys, where="post", color="black", lw=1)
@@ -340,7 +341,7 @@ def _plot_memory(events, ranges, t0, peak, device: str, path: Path) -> None:
     ax.plot([(peak[0] - t0) / 1e3], [peak[1] / 2**20], "rv", label=f"peak {peak[1] / 2**20:.2f} MiB")
     ax.set_xlabel("time since the first profiled step (ms)")
     ax.set_ylabel(f"{device} allocated (MiB)")
-    ax.legend(fontsize=7, loc="upper right", ncol=4)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
