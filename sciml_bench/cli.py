@@ -289,6 +289,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          ("not ok in one run", cmp.not_ok)):
         if items:
             console.print(f"{title}: " + ", ".join(items))
+    for key, ops in cmp.operators.items():  # both runs profiled: which operators moved
+        console.print(f"operators whose self time changed most, {escape(key)}: " + "; ".join(
+            f"{escape(o['operator'])} [{'red' if o['delta_us'] > 0 else 'green'}]{o['delta_us'] / 1e3:+.3g} ms[/]/step"
+            for o in ops))
     n = len(cmp.failures)
     if cmp.broke:
         console.print(f"[red]{len(cmp.broke)} case(s) ok in base broke in new[/]: {', '.join(cmp.broke)} (exit 1)")
