@@ -369,4 +369,5 @@ def profile_pass(wl: Workload, trace_dir: str | None = None, options: dict[str, 
                                                     "note": mem["note"]}
         else:
             absent["profile_memory_peak_bytes"] = mem["reason"]
+        prof["pass_s"] = time.perf_counter() - t0  # phases + trace + tables + memory view: the cost per case
     return {"metrics": metrics, "absent": absent, "profile": prof}
