@@ -25,8 +25,8 @@ import torch
 
 from sciml_bench.workloads import PHASES, Workload, absent_phases
 
-PHASE_MIN_STEPS = 10
-PHASE_MIN_TIME = 0.3  # seconds of marked steps in the phases pass
+PHASE_MIN_STEPS = 5
+PHASE_MIN_TIME = 0.5  # seconds of marked steps in the phases pass (at least PHASE_MIN_STEPS steps)
 GAP_TOLERANCE = 0.10  # phases must sum to the step within this fraction
 TOP_IN_RECORD = 10
 
