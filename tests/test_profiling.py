@@ -135,7 +135,7 @@ SELECT = ["--suite", "smoke", "--study", "models", "--model", "mlp", "--device",
           "--rounds", "3", "--round-time", "0.02"]
 
 
-def test_profile_command_keeps_the_timed_rounds_and_reports_the_views(tmp_path):
+def test_profile_command_keeps_the_timed_rounds_and_reports_the_views(tmp_path, capsys):
     plain = _cli("run", *SELECT, "--out", str(tmp_path / "plain"), "--no-report", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
     prof = _cli("profile", *SELECT, "--results", str(tmp_path / "results"), cwd=tmp_path)
@@ -154,6 +154,11 @@ def test_profile_command_keeps_the_timed_rounds_and_reports_the_views(tmp_path):
         assert extra and all(k.startswith(("phase_", "profile_")) for k in extra), extra
         assert not any(k.startswith("phase_") for k in a["metrics"])
         assert set(a["metrics"]) - set(b["metrics"]) == set(), "profiling must not drop a timed metric"
+    from sciml_bench.cli import main
+
+    assert main(["show", str(next((tmp_path / "results").glob("*.jsonl")))]) == 0
+    shown = capsys.readouterr().out
+    assert "phase split" in shown and "forward" in shown, "show lists the phase split"
     # the report shows the views and its links resolve inside the report directory
     report = tmp_path / "reports" / h1["run_id"]
     from tests.test_report import CHROMIUM, _referenced
@@ -188,3 +193,23 @@ def test_bad_schedule_is_a_usage_error(tmp_path, capsys, schedule, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not list(tmp_path.iterdir()), "nothing written on bad input"
+
+
+def test_compare_lists_the_operators_whose_self_time_changed_most(tmp_path):
+    import numpy as np
+
+    from sciml_bench.compare import compare_runs
+    from tests._runs import record, samples, write_run
+
+    def run(name, mm_us, relu_us):
+        rec = record("s", {"model": "mlp", "mode": "train", "batch_size": 8},
+                     samples(0.01, np.random.default_rng(0)))
+        rec["profile"] = {"dir": str(tmp_path / "gone"), "files": {}, "top_ops": [
+            {"name": "aten::mm", "input_shapes": "[[8, 64], [64, 128]]", "self_cpu_us": mm_us, "self_device_us": 0},
+            {"name": "aten::relu", "input_shapes": "[[8, 128]]", "self_cpu_us": relu_us, "self_device_us": 0}]}
+        return write_run(tmp_path / f"{name}.jsonl", [rec], {"s": {}}, run_id=name)
+
+    cmp = compare_runs(run("base", 100.0, 50.0), run("new", 180.0, 45.0))
+    (key, ops), = cmp.operators.items()
+    assert [o["operator"].split()[0] for o in ops] == ["aten::mm", "aten::relu"], ops
+    assert ops[0]["delta_us"] == 80.0 and ops[1]["delta_us"] == -5.0
