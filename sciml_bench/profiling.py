@@ -191,7 +191,7 @@ def profile_trace(wl: Workload, out_dir: str | Path, opts: ProfileOptions = Prof
     traces = sorted(out.glob("*.pt.trace.json*"), key=lambda p: p.stat().st_mtime)
     if not traces:
         raise RuntimeError(f"torch.profiler wrote no trace into {out}")
-    recorded = opts.active * opts.repeat
+    recorded = opts.active  # key_averages and the last trace cover the last cycle's active steps
     ops = operator_rows(prof, recorded)
     files = {"trace": traces[-1].name, "traces": [p.name for p in traces]}
     files.update(write_operator_tables(ops, out, opts.top, cuda, recorded))

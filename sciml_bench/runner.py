@@ -17,7 +17,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -496,6 +496,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     from sciml_bench.measure.peak import calibrate
 
     spec = RunSpec(**dict(asdict(spec), device=resolve_device(spec.device)))
+    opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
+                      timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
     run_id = new_run_id(suite.name)
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions
@@ -503,9 +505,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
         ProfileOptions(**profile)  # UsageError now, not in every worker
         profile = dict(profile, out=str(Path(profile.get("out") or
                                              Path(out).resolve().parent / "reports" / run_id / "profiles")))
-    opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
-                      timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
-                      phases=phases or profile is not None, profile=profile)
+    opts = replace(opts, phases=phases or profile is not None, profile=profile)
     header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
               "suite_file": suite.path, "spec": asdict(spec), "options": asdict(opts),
               "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,

@@ -10,7 +10,7 @@ import pytest
 
 from sciml_bench.cases import make_case
 from sciml_bench.measure.timing import warmup
-from sciml_bench.profiling import GAP_TOLERANCE, measure_phases, profile_pass, read_trace
+from sciml_bench.profiling import GAP_TOLERANCE, ProfileOptions, measure_phases, profile_pass, profile_trace, read_trace
 from sciml_bench.results import read_run
 from sciml_bench.workloads import PHASES, build_workload, mark_phase
 from tests.conftest import ROOT
@@ -56,6 +56,18 @@ def test_trace_is_chrome_json_with_the_phase_ranges(mlp_profile):
     assert {"forward", "backward", "optimizer"} <= ranges, f"phase ranges missing from the trace: {ranges}"
     assert sum(ev["name"].startswith("ProfilerStep#") for ev in trace["traceEvents"]) == 3, "schedule: 3 active steps"
     assert trace["distributedInfo"]["rank"] == 0, "HTA needs distributedInfo with the rank"
+
+
+def test_gzip_traces_and_the_schedule(tmp_path):
+    wl = build_workload(make_case({"model": "mlp", "mode": "infer", "batch_size": 4, "device": "cpu"}))
+    warmup(wl.step, 2)
+    prof = profile_trace(wl, tmp_path, ProfileOptions(wait=0, warmup=1, active=2, repeat=2, gzip=True))
+    assert len(prof["files"]["traces"]) == 2, "one trace per schedule cycle"
+    assert prof["files"]["trace"].endswith(".pt.trace.json.gz") and prof["steps"] == 2
+    mm = [o for o in prof["top_ops"] if o["name"] == "aten::addmm"]
+    assert mm and all(o["calls"] == 1 for o in mm), f"per-step calls of the last cycle: {mm}"
+    trace = read_trace(tmp_path / prof["files"]["trace"])
+    assert [ev["name"] for ev in trace["traceEvents"] if ev.get("cat") == "user_annotation"].count("forward") == 2
 
 
 TB_LOAD = """
