@@ -207,9 +207,12 @@ def profile_trace(wl: Workload, out_dir: str | Path, opts: ProfileOptions = Prof
     else:
         absent["memory_categories"] = ("export_memory_timeline needs with_stack (--profile-stack); "
                                        "the timeline comes from the profiler's memory events")
-    return {"dir": str(out.resolve()), "files": files, "steps": recorded, "options": asdict(opts),
-            "activities": [a.name for a in activities], "top_ops": ops[:TOP_IN_RECORD], "memory": memory,
-            "absent": absent, "seconds": seconds}
+    rec = {"dir": str(out.resolve()), "files": files, "steps": recorded, "options": asdict(opts),
+           "activities": [a.name for a in activities], "top_ops": ops[:TOP_IN_RECORD], "memory": memory,
+           "absent": absent, "seconds": seconds}
+    if cuda:
+        rec["top_device_ops"] = sorted(ops, key=lambda r: r["self_device_us"], reverse=True)[:TOP_IN_RECORD]
+    return rec
 
 
 def operator_rows(prof: Any, steps: int) -> list[dict[str, Any]]:
