@@ -162,7 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                        plugins=args.plugin)
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
-                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname)
+                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
+                        phases=args.phases, profile=_profile_options(args))
+    args.run_path = run.path  # for `profile`, which prints operator tables after the run
     opts = run.opts
     err_console.print(f"[bold]sciml-bench[/] run {txt(run.run_id)}: {run.todo} cases ({len(run.done)} already done), "
                       f"{opts.rounds} rounds x {opts.round_time} s, device {txt(run.spec.device)} → {txt(run.path)}")
@@ -212,8 +214,92 @@ def cmd_show(args: argparse.Namespace) -> int:
     console.print(results_table(header, records))
     for note in nonfinite_notes(records):
         console.print(f"[yellow]warning[/]: {escape(note)}")
+    if any("phase_step_time" in r.get("metrics", {}) for r in records):
+        console.print(phase_table(records))
     console.print(f"[dim]{txt(path)}[/]")
     return 0
+
+
+# ---------------------------------------------------------------- profiling
+
+def _profile_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """ProfileOptions fields from ``--profile``, ``--schedule``, ``--profile-stack``, ``--profile-gzip``."""
+    if not args.profile:
+        return None
+    parts = args.schedule.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise UsageError(f"--schedule must be WAIT,WARMUP,ACTIVE,REPEAT (four integers), got {args.schedule!r}")
+    wait, warmup, active, repeat = map(int, parts)
+    return {"out": getattr(args, "profile_out", None), "wait": wait, "warmup": warmup, "active": active,
+            "repeat": repeat, "with_stack": args.profile_stack, "gzip": args.profile_gzip}
+
+
+def phase_table(records: list[dict[str, Any]]) -> Table:
+    """Per case: time per phase of a step and its share (from a phases pass)."""
+    from sciml_bench.compare import fmt_value
+    from sciml_bench.workloads import PHASES
+
+    t = Table(title="phase split of a step (phases pass after the timed rounds)", title_justify="left")
+    for col in ("study", "case", *PHASES, "step", "gap"):
+        t.add_column(col, justify="left" if col in ("study", "case") else "right", overflow="fold")
+    for r in records:
+        m = r.get("metrics", {})
+        if "phase_step_time" not in m:
+            continue
+        cells = [f"{fmt_value(m[k]['value'], 's')} [dim]{m[k]['share']:.0%}[/]" if k in m else "[dim]-[/]"
+                 for k in (f"phase_{p}_time" for p in PHASES)]
+        gap = m["phase_gap"]
+        t.add_row(escape(r["study"]), escape(r["case_id"]), *cells, fmt_value(m["phase_step_time"]["value"], "s"),
+                  f"{gap['value']:+.1%}" if gap.get("within_tolerance") else f"[red]{gap['value']:+.1%}[/]")
+    return t
+
+
+def operator_table(rec: dict[str, Any]) -> Table:
+    """A profiled case's top operators by self CPU time, per step (``key_averages().table()``, readable)."""
+    from sciml_bench.compare import fmt_value
+
+    prof = rec["profile"]
+    cuda = "CUDA" in prof.get("activities", [])
+    t = Table(title=f"{escape(rec['study'])} / {escape(rec['case_id'])}: top operators by self CPU time "
+                    f"(per step, mean of {prof['steps']} profiled steps)", title_justify="left")
+    for col in ("operator", "input shapes", "calls", "self CPU", *(("self device",) if cuda else ()),
+                "MFLOP", "self CPU mem (net)"):
+        t.add_column(col, justify="left" if col in ("operator", "input shapes") else "right", overflow="fold")
+    for op in prof["top_ops"]:
+        t.add_row(escape(op["name"]), escape(op["input_shapes"] or "-"), f"{op['calls']:.3g}",
+                  fmt_value(op["self_cpu_us"] / 1e6, "s"),
+                  *((fmt_value(op["self_device_us"] / 1e6, "s"),) if cuda else ()),
+                  f"{op['flops'] / 1e6:.3g}" if op.get("flops") else "-", fmt_value(op["self_cpu_mem_bytes"], "B"))
+    return t
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Run the selected cases (timed rounds as in `run`), trace each after its rounds, print the tables."""
+    from sciml_bench.results import read_run
+
+    code = cmd_run(args)
+    if code != 0 or getattr(args, "run_path", None) is None:
+        return code
+    _, records = read_run(args.run_path)
+    for r in records:
+        if r.get("profile"):
+            console.print(operator_table(r))
+            mem = r["profile"].get("memory") or {}
+            if mem.get("peak_bytes") is not None:
+                console.print(f"memory peak {fmt_bytes(mem['peak_bytes'])} ({mem['device']}) in phase "
+                              f"[bold]{escape(mem['peak_phase'])}[/]")
+            console.print(f"[dim]files: {escape(r['profile']['dir'])}/ ({', '.join(sorted(r['profile']['files']))})[/]")
+        elif r["status"] == "ok":
+            console.print(f"[yellow]{escape(r['case_id'])}: no profile[/] "
+                          f"({escape(r.get('absent', {}).get('profile', 'see the case log'))})")
+    console.print(phase_table(records))
+    return 0
+
+
+def fmt_bytes(b: float) -> str:
+    from sciml_bench.compare import fmt_value
+
+    return fmt_value(b, "B")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -265,6 +351,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          ("not ok in one run", cmp.not_ok)):
         if items:
             console.print(f"{title}: " + ", ".join(txt(i) for i in items))
+    for key, ops in cmp.operators.items():  # both runs profiled: which operators moved
+        console.print(f"operators whose self time changed most, {txt(key)}: " + "; ".join(
+            f"{txt(o['operator'])} [{'red' if o['delta_us'] > 0 else 'green'}]{o['delta_us'] / 1e3:+.3g} ms[/]/step"
+            for o in ops))
     n = len(cmp.failures)
     if cmp.broke:
         console.print(f"[red]{len(cmp.broke)} case(s) ok in base broke in new[/]: "
@@ -341,6 +431,21 @@ def cmd_import_pytest_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_profile_args(p: argparse.ArgumentParser, in_run: bool) -> None:
+    if in_run:
+        p.add_argument("--phases", action="store_true",
+                       help="after the timed rounds, time each phase of a step (data, h2d, forward, loss, backward, "
+                            "optimizer) in its own pass and record it; writes no trace")
+        p.add_argument("--profile", action="store_true",
+                       help="after the timed rounds, also trace each case with torch.profiler into "
+                            "reports/<run_id>/profiles/<study>/<case_id>/ (the timed rounds are unchanged)")
+    p.add_argument("--schedule", default="1,1,3,1", metavar="WAIT,WARMUP,ACTIVE,REPEAT",
+                   help="torch.profiler.schedule: steps skipped, warmed up, recorded, and cycles (default: 1,1,3,1)")
+    p.add_argument("--profile-stack", action="store_true",
+                   help="record Python stacks (bigger traces; adds the memory-by-category timeline)")
+    p.add_argument("--profile-gzip", action="store_true", help="write gzip-compressed traces (*.pt.trace.json.gz)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sciml-bench", description="Benchmark and profile PyTorch scientific-ML architectures: "
                 "speed, memory and FLOPs of the same configuration side by side, with honest CIs.")
@@ -381,7 +486,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="import MODULE to register extra models (repeatable)")
     run.add_argument("--no-report", action="store_true",
                      help="do not write the HTML/markdown report (default: reports/<run_id>/ beside --out)")
+    _add_profile_args(run, in_run=True)
     run.set_defaults(fn=cmd_run)
+
+    prof = sub.add_parser("profile", help="trace cases with torch.profiler after their timed rounds",
+                          description="Select cases exactly like `run`, time them as `run` does, then profile "
+                                      "each after its timed rounds: phase split, torch.profiler trace (TensorBoard "
+                                      "/ Perfetto / HTA), operator table and memory timeline under "
+                                      "OUT/<study>/<case_id>/. Prints each case's top operators.")
+    for action in run._actions:  # the same selection and timing options as `run`, defined once
+        if action.dest not in ("help", "out", "resume", "profile", "phases", "schedule", "profile_stack",
+                               "profile_gzip"):
+            prof._add_action(action)
+    prof.add_argument("--out", dest="profile_out", metavar="DIR",
+                      help="profiles root: traces in DIR/<study>/<case_id>/ (default: reports/<run_id>/profiles)")
+    prof.add_argument("--results", dest="out", default="results", metavar="DIR",
+                      help="results directory for the run file (default: results/)")
+    _add_profile_args(prof, in_run=False)
+    prof.set_defaults(fn=cmd_profile, profile=True, phases=True, resume=None)
 
     show = sub.add_parser("show", help="print the table of a run")
     show.add_argument("run", nargs="?", default="latest", help="run file, run id, or 'latest' (default)")

@@ -61,6 +61,7 @@ class Comparison:
     not_ok: list[str] = field(default_factory=list)  # in both runs but failed in one: "key: base→new status"
     broke: list[str] = field(default_factory=list)  # ok in base, error/crashed/timeout/oom in new: always fails
     env_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    operators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # key -> operator_changes
 
     @property
     def failures(self) -> list[Row]:
@@ -172,7 +173,36 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
                 cmp.broke.append(f"{k}: {n['status']}")
             continue
         cmp.rows.extend(_compare_case(b, n, threshold, alpha, samples))
+        if b.get("profile") and n.get("profile"):
+            cmp.operators[k] = operator_changes(b["profile"], n["profile"])
     return cmp
+
+
+def _operator_times(profile: dict[str, Any]) -> dict[str, float]:
+    """{operator (name and input shapes): self CPU + device us per step}: every operator from
+    operators.csv when the profile directory is still there, else the record's top operators."""
+    import csv
+
+    path = Path(profile.get("dir", "")) / profile.get("files", {}).get("operators_csv", "operators.csv")
+    rows = profile.get("top_ops", [])
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    out: dict[str, float] = {}
+    for r in rows:
+        key = f"{r['name']} {r.get('input_shapes') or ''}".strip()
+        out[key] = out.get(key, 0.0) + float(r["self_cpu_us"]) + float(r.get("self_device_us") or 0)
+    return out
+
+
+def operator_changes(base: dict[str, Any], new: dict[str, Any], top: int = 5) -> list[dict[str, Any]]:
+    """The ``top`` operators whose self time per step (CPU + device) changed most between two
+    profiles: the "why" behind a slower or faster verdict."""
+    b, n = _operator_times(base), _operator_times(new)
+    rows = [{"operator": k, "base_us": b.get(k, 0.0), "new_us": n.get(k, 0.0), "delta_us": n.get(k, 0.0) - b.get(k, 0.0)}
+            for k in set(b) | set(n)]
+    rows.sort(key=lambda r: abs(r["delta_us"]), reverse=True)
+    return rows[:top]
 
 
 def _compare_case(b: dict[str, Any], n: dict[str, Any], threshold: float, alpha: float,
@@ -218,6 +248,9 @@ def to_markdown(cmp: Comparison) -> str:
                          ("not ok in one run", cmp.not_ok)):
         if items:
             out += ["", f"**{title}:** " + ", ".join(f"`{_md(i)}`" for i in items)]
+    for key, ops in cmp.operators.items():
+        out += ["", f"**operators whose self time changed most, `{_md(key)}`:** " + "; ".join(
+            f"`{_md(o['operator'])}` {o['delta_us'] / 1e3:+.3g} ms/step" for o in ops)]
     return "\n".join(out) + "\n"
 
 

@@ -18,7 +18,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class RunOptions:
     warmup_steps: int = 3
     warmup_time: float = 0.1
     max_live: int = 16  # most worker processes alive at once (one study chunk)
+    phases: bool = False  # after the timed rounds: a phase-breakdown pass per case
+    profile: dict[str, Any] | None = None  # after the timed rounds: a trace (profiling.ProfileOptions fields)
 
 
 # ---------------------------------------------------------------- worker side
@@ -141,6 +143,10 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
             elif msg[0] == "round":
                 wl = _WORKER["workload"]
                 reply = ("ok", time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
+            elif msg[0] == "profile":  # after the last round: (trace_dir or None, ProfileOptions fields)
+                from sciml_bench.profiling import profile_pass
+
+                reply = ("ok", profile_pass(_WORKER["workload"], *msg[1:]))
             else:
                 return
             if torch.cuda.is_initialized():
@@ -416,6 +422,8 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                         w.failure = (status, payload)
                         w.kill()
                 progress(f"{study.name}: round {r + 1}/{opts.rounds} {w.case.case_id}", 1)
+        if opts.phases or opts.profile:
+            _profile_pass(study, workers, info, opts, progress)
     finally:
         for w in workers:
             w.stop()
@@ -423,6 +431,26 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                for i, w in enumerate(workers)]
     _add_ratios(study, records)
     return records
+
+
+def _profile_pass(study: Study, workers: list[_Worker], info: dict[int, dict[str, Any]], opts: RunOptions,
+                  progress: ProgressFn) -> None:
+    """Phases (and a trace) of every timed case, after all its rounds: profiling never touches the
+    recorded timings. A pass that fails or times out costs the case its profile, never its timings."""
+    for i, w in enumerate(workers):
+        progress(f"{study.name}: profile {w.case.case_id}", 0)
+        if w.failure is None and i in info:
+            trace_dir = (str(Path(opts.profile["out"]) / safe_filename(study.name) / safe_filename(w.case.case_id))
+                         if opts.profile else None)
+            status, payload = w.call(("profile", trace_dir, opts.profile), w.budget)
+            if status == "ok":
+                info[i]["metrics"].update(payload["metrics"])
+                info[i]["absent"].update(payload["absent"])
+                if payload["profile"] is not None:
+                    info[i]["profile"] = payload["profile"]
+            else:
+                info[i]["absent"]["profile"] = f"profile pass {status}: {payload}"
+        progress(f"{study.name}: profile {w.case.case_id}", 1)
 
 
 def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dict[str, Any] | None,
@@ -446,6 +474,8 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
         from sciml_bench.measure.flops import flop_rate
 
         metrics["flop_rate"] = flop_rate(metrics["flops"], s["median"])
+    if info.get("profile"):
+        rec["profile"] = info["profile"]
     # e.g. a diverged loss: JSON has no NaN and 0 would be a lie, so finite_record moves it to absent
     return finite_record(_flag_nonfinite(study, info["metrics"], dict(
         rec, status="ok", reason=None, metrics=metrics, absent=absent,
@@ -556,8 +586,9 @@ class Run:
 
     @property
     def units(self) -> int:
-        """Progress units of the remaining work: one per case setup and one per case round."""
-        return sum(len(ch) * (1 + self.opts.rounds) for _, ch in self.work)
+        """Progress units of the remaining work: one per case setup, case round and profile pass."""
+        passes = 1 if self.opts.phases or self.opts.profile else 0
+        return sum(len(ch) * (1 + self.opts.rounds + passes) for _, ch in self.work)
 
 
 def resolve_device(device: str) -> str:
@@ -597,10 +628,15 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
 
 def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
-              max_live: int = 8, hide_hostname: bool = False) -> Run:
+              max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
+              profile: dict[str, Any] | None = None) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's. Bad input raises
-    UsageError before any file exists."""
+    UsageError before any file exists.
+
+    ``phases`` adds a phase-breakdown pass per case after its timed rounds; ``profile``
+    (ProfileOptions fields) also a torch.profiler trace, under ``profile["out"]`` (default
+    ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up)."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
@@ -609,6 +645,13 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
     run_id = new_run_id(suite.name)
+    if profile is not None:
+        from sciml_bench.profiling import ProfileOptions
+
+        ProfileOptions(**profile)  # UsageError now, not in every worker
+        profile = dict(profile, out=str(Path(profile.get("out") or
+                                             Path(out).resolve().parent / "reports" / run_id / "profiles")))
+    opts = replace(opts, phases=phases or profile is not None, profile=profile)
     header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
               "suite_file": suite.path, "spec": asdict(spec), "options": asdict(opts),
               "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,

@@ -36,6 +36,18 @@ COMPILE_KW = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotu
 NUMERICS_STEPS = 10  # train steps compared against fp32 for the numerics drift
 MAX_WORKERS_ENV = "SCIML_BENCH_MAX_WORKERS"  # cap on DataLoader num_workers (cases above it are skipped)
 EPOCH_BATCHES = 16  # batches per generated dataset epoch
+PHASES = ("data", "h2d", "forward", "loss", "backward", "optimizer")  # a step's phases, in order
+_NULL = contextlib.nullcontext()
+
+
+def mark_phase(name: str):
+    """The default phase mark: a ``record_function`` range while a profiler records, else nothing.
+
+    An unobserved ``record_function`` still costs several microseconds (about 7 us per range on a
+    2-core CPU, a few percent of a small model's step), so outside a profiler the mark is a shared
+    no-op context; checking whether a profiler is on costs well under 0.1 us.
+    """
+    return torch.profiler.record_function(name) if torch.autograd._profiler_enabled() else _NULL
 
 
 @dataclass
@@ -56,6 +68,9 @@ class Workload:
     last_loss: torch.Tensor | None = field(default=None, repr=False)
     data_wait_s: float = 0.0  # host time spent waiting for the next batch (loaded train steps)
     cleanup: Any = field(default=None, repr=False)  # keeps a dataset's temporary directory alive
+    # mark(name) -> context manager around each phase of a step (PHASES, plus "compile" around the
+    # first compiled call); the profiling pass swaps in its own clock
+    mark: Callable[[str], Any] = field(default=mark_phase, repr=False)
 
     @property
     def samples_per_step(self) -> int:
@@ -172,7 +187,10 @@ def build_workload(case: Case) -> Workload:
         batches = _batches(loader)
 
         def fetch() -> None:  # one batch, delivered on the case's device (the copy is part of loading)
-            wl.inputs, wl.targets = _to(next(batches), device, dtype, non_blocking=case.pin_memory)
+            with wl.mark("data"):
+                batch = next(batches)
+            with wl.mark("h2d"):
+                wl.inputs, wl.targets = _to(batch, device, dtype, non_blocking=case.pin_memory)
 
         wl.step = fetch
         return wl
@@ -209,20 +227,29 @@ def build_workload(case: Case) -> Workload:
         batches = _batches(loader) if loader is not None else None
 
         def step() -> None:
+            mark = wl.mark
             if batches is not None:
                 t0 = time.perf_counter()
-                wl.inputs, wl.targets = _to(next(batches), device, dtype, memory_format, case.pin_memory)
+                with mark("data"):
+                    batch = next(batches)
+                with mark("h2d"):
+                    wl.inputs, wl.targets = _to(batch, device, dtype, memory_format, case.pin_memory)
                 wl.data_wait_s += time.perf_counter() - t0
-            opt.zero_grad(set_to_none=True)
-            with autocast():
+            with mark("optimizer"):
+                opt.zero_grad(set_to_none=True)
+            with mark("forward"), autocast():  # the zoo's loss functions call the model: forward + loss
                 loss = spec.loss(model, wl.inputs, wl.targets)
             if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                with mark("backward"):
+                    scaler.scale(loss).backward()
+                with mark("optimizer"):
+                    scaler.step(opt)
+                    scaler.update()
             else:
-                loss.backward()
-                opt.step()
+                with mark("backward"):
+                    loss.backward()
+                with mark("optimizer"):
+                    opt.step()
             wl.last_loss = loss.detach()
     else:
         eager.eval()
@@ -230,11 +257,43 @@ def build_workload(case: Case) -> Workload:
                     "grad": torch.enable_grad}[case.grad_mode]
 
         def step() -> None:
-            with grad_ctx(), autocast():
+            with wl.mark("forward"), grad_ctx(), autocast():
                 forward(model, wl.inputs)
 
-    wl.step = step
+    wl.step = _mark_compile(wl, step) if case.compile != "none" else step
     return wl
+
+
+def _mark_compile(wl: Workload, step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with its first call (where torch.compile compiles) inside a ``compile`` mark."""
+    first = [True]
+
+    def compiled_step() -> None:
+        if first[0]:
+            first[0] = False
+            with wl.mark("compile"):
+                return step()
+        return step()
+
+    return compiled_step
+
+
+def absent_phases(case: Case) -> dict[str, str]:
+    """Phases a case's step does not have, each with the reason (the record's ``absent`` entries)."""
+    out: dict[str, str] = {}
+    if case.dataset is None:
+        out["data"] = "no DataLoader: the batch is built on the device once, before timing"
+        out["h2d"] = "no DataLoader: the batch already lives on the device (no copy per step)"
+    if case.mode == "data":
+        out.update(forward="mode='data' runs no model", loss="mode='data' runs no model",
+                   backward="mode='data' runs no model", optimizer="mode='data' runs no model")
+    elif case.mode == "infer":
+        out.update(loss="an inference step computes no loss", backward="an inference step has no backward",
+                   optimizer="an inference step has no optimizer")
+    else:
+        out["loss"] = ("the zoo's loss functions call the model themselves, so the loss is timed inside "
+                       "the forward phase")
+    return out
 
 
 def _dynamo():

@@ -124,6 +124,7 @@ class Report:
     figures: list[str]
     history: Any = None
     history_figures: list[str] = field(default_factory=list)
+    profiles: Any = None  # report.profiles.ProfileViews
 
 
 def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tuple[Report, list[dict[str, Any]]]:
@@ -182,7 +183,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    rep, _ = collect(run_paths, title)
+    rep, records = collect(run_paths, title)
     if history_dir is not None:
         from sciml_bench.compare import history
 
@@ -210,6 +211,9 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
                                 rep._flat_peaks, fig_dir)  # type: ignore[attr-defined]
         if name:
             rep.figures.append(name)
+        from sciml_bench.report import profiles
+
+        rep.profiles = profiles.collect(records, tmp, fig_dir)  # copies profile dirs into the report
         if rep.history is not None and not isinstance(rep.history, str):
             from sciml_bench.compare import history_figures
 

@@ -202,6 +202,7 @@ def check_claims(records: list[dict[str, Any]]) -> list[Claim]:
                                  "attention=sdpa vs manual: speedup > 1"), records, "attention",
                            lambda x: x == "sdpa", lambda x: x == "manual", (1.0, math.inf), speedup=True))
     out.append(_batch_claim(records))
+    out.append(_phase_split_claim(records))
     return out
 
 
@@ -316,5 +317,38 @@ def _batch_claim(records) -> Claim:
         c.evidence.append(Evidence(f"bs{b['case']['batch_size']} vs bs{a['case']['batch_size']} "
                                    f"({a['case']['model']} {a['case']['mode']})", gain, glo, ghi,
                                    _within(gain, glo, ghi, (1.0, math.inf)), "x throughput"))
+    c.verdict = _verdict(c.evidence)
+    return c
+
+
+# The course's example split of a training step, in percent.
+SEED_SPLIT = {"data": 25.0, "h2d": 5.0, "forward": 34.0, "backward": 25.0, "optimizer": 10.0}
+
+
+def _phase_split_claim(records) -> Claim:
+    c = Claim("A training step splits about 25/5/34/25/10 % into data / h2d / forward / backward / optimizer",
+              "train cases with a phases pass (run --phases or --profile): every phase share within 10 "
+              "percentage points of the split; without a DataLoader the model phases are compared to the "
+              "split renormalised without data and h2d (49/36/14 %); loss is inside forward")
+    for r in _ok(records):
+        m = r["metrics"]
+        if r["case"].get("mode") != "train" or "phase_step_time" not in m:
+            continue
+        seed = {p: v for p, v in SEED_SPLIT.items() if f"phase_{p}_time" in m}
+        if not seed:
+            continue
+        total = sum(m[f"phase_{p}_time"]["value"] for p in seed)
+        if total <= 0:
+            continue
+        norm = sum(seed.values())
+        got = {p: 100 * m[f"phase_{p}_time"]["value"] / total for p in seed}
+        want = {p: 100 * v / norm for p, v in seed.items()}
+        dev = max(abs(got[p] - want[p]) for p in seed)
+        split = "/".join(f"{got[p]:.0f}" for p in seed)
+        c.evidence.append(Evidence(f"{r['case_id']}: {'/'.join(seed)} = {split} % vs "
+                                   f"{'/'.join(f'{want[p]:.0f}' for p in seed)} %; largest deviation", dev,
+                                   holds=dev <= 10, unit=" pp"))
+    if not c.evidence:
+        c.note = "needs train cases profiled with run --phases or --profile"
     c.verdict = _verdict(c.evidence)
     return c

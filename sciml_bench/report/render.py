@@ -138,6 +138,10 @@ def render_html(rep: Report) -> str:
         p += [f'<img src="figures/{e(f)}" alt="roofline">' for f in rep.figures]
     else:
         p.append("<p>not measured (no FLOP counts in these runs)</p>")
+    if rep.profiles is not None:
+        from sciml_bench.report.profiles import render_html as profile_html
+
+        p += profile_html(rep.profiles, e, _html_table)
     p.append('<h2 id="claims">Claims checked</h2><p class="muted">Each claim gets a verdict from these runs only; '
              '"not measured" means no case here tests it.</p>')
     p.append(_html_table(["claim", "verdict", "evidence (this hardware)", "how checked"],
@@ -213,6 +217,10 @@ def render_markdown(rep: Report) -> str:
             p.append(f"- scaling: {f['metric']} ∝ {f['axis']}^{f['exponent']:.2f}{ci} for {_md_cell(f['group'])}")
         p += [f"![{_md_cell(sec.name)}](figures/{fig})" for fig in sec.figures]
     p += ["", "## Roofline", ""] + ([f"![roofline](figures/{f})" for f in rep.figures] or ["not measured"])
+    if rep.profiles is not None:
+        from sciml_bench.report.profiles import render_markdown as profile_markdown
+
+        p += profile_markdown(rep.profiles, _md_table)
     p += ["", "## Claims checked", "", _md_table(["claim", "verdict", "evidence (this hardware)"],
                                                  [[c.claim, c.verdict, c.summary()] for c in rep.claims])]
     p += ["", "## Machine peak (measured GEMM)", ""]
