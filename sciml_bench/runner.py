@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
+from sciml_bench.distributed import add_scaling, rank_metrics
 from sciml_bench.errors import Unsupported, UsageError
 from sciml_bench.results import RunWriter, done_keys, new_run_id, read_run
 from sciml_bench.stats import paired_ratio, summarize
@@ -50,6 +51,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     import torch
 
     msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    if getattr(exc, "status", None):  # a DDP rank's own classification (distributed.RankFailure)
+        return exc.status, str(exc)[:500]
     if isinstance(exc, Unsupported):
         return "skipped", str(exc)
     text = str(exc).lower()
@@ -105,6 +108,15 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
+def _setup_ranks(case: Case, opts: RunOptions) -> dict[str, Any]:
+    """A DDP case: torchrun ranks build and set it up (see distributed.py); this worker drives them."""
+    from sciml_bench.distributed import RankGroup
+
+    group = RankGroup(case, opts)
+    _WORKER["workload"] = group
+    return group.info
+
+
 def _worker_main(conn, log_path: str, threads: int | None) -> None:
     """Worker loop: answer ('setup', case_dict, opts) / ('round', seconds) / ('stop',) commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how Ctrl-C ends the run
@@ -128,10 +140,12 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
             return
         try:
             if msg[0] == "setup":
-                reply = ("ok", _setup(Case(**msg[1]), RunOptions(**msg[2])))
+                case = Case(**msg[1])
+                reply = ("ok", (_setup_ranks if case.ddp_ranks else _setup)(case, RunOptions(**msg[2])))
             elif msg[0] == "round":
                 wl = _WORKER["workload"]
-                reply = ("ok", time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
+                reply = ("ok", wl.time_round(msg[1]) if wl.case.ddp_ranks else
+                         time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
             else:
                 return
             if torch.cuda.is_initialized():
@@ -290,6 +304,7 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     records = [_record(study, w.case, w.failure, info.get(i), samples[i], opts, started)
                for i, w in enumerate(workers)]
     _add_ratios(study, records)
+    add_scaling(records)
     return records
 
 
@@ -318,6 +333,8 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     metrics["throughput"] = {"value": bs / s["median"], "unit": "samples/s",
                              "ci_low": bs / s["ci_high"] if s["ci_high"] else None,
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
+    if case.ddp_ranks:
+        metrics.update(rank_metrics(case, rounds))  # per-rank figures; throughput over the global batch
     if "flops" in metrics:
         metrics["flop_rate"] = {"value": metrics["flops"]["value"] / s["median"], "unit": "FLOP/s"}
     return dict(rec, status="ok", reason=None, metrics=metrics, absent=absent,
