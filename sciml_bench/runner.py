@@ -399,6 +399,7 @@ class RunSpec:
     set: list[str] = field(default_factory=list)  # "field=value" overrides
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)
+    shard: str = ""  # "K/N": this machine's whole studies of the selection (sciml_bench.shard)
 
 
 @dataclass
@@ -463,6 +464,10 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     if not plan:
         raise UsageError(f"no cases match --study {spec.studies or '*'} --model {spec.models or '*'} "
                          f"in suite {suite.name}")
+    if spec.shard:
+        from sciml_bench.shard import select_shard
+
+        plan = select_shard(plan, spec.shard, suite.rounds, suite.round_time)
     return suite, plan
 
 

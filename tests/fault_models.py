@@ -19,6 +19,8 @@ class Fault(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "raise":
             raise RuntimeError("planted fault")
+        if self.kind == "rank1" and os.environ.get("RANK") == "1":  # one DDP rank fails, its peers wait
+            raise RuntimeError("planted fault on rank 1")
         if self.kind == "abort":
             os.abort()
         if self.kind == "segfault":
@@ -34,6 +36,6 @@ def _batch(batch_size, g, **_):
     return torch.randn(batch_size, 4, generator=g), torch.randn(batch_size, 1, generator=g)
 
 
-for _kind in ("raise", "abort", "segfault", "hang", "oom"):
+for _kind in ("raise", "abort", "segfault", "hang", "oom", "rank1"):
     register_model(f"fault_{_kind}", family="test", task="regression", batch=_batch, loss=mse, hidden=True,
                    description=f"test fault: {_kind}")(lambda kind=_kind: Fault(kind))
