@@ -82,7 +82,7 @@ def submit_shards(spec: Any, shards: int, out: str | Path, executor: Any, option
 
     # Validate the selection and N here, not in a job; the device is resolved on the job's machine.
     plan_cases(_sharded(spec, f"{shards}/{shards}", device="cpu"))
-    out = Path(out)
+    out = Path(out).resolve()  # jobs may start in another working directory
     result = []
     for k in range(1, shards + 1):
         sh = Shard(k, shards, out / f"shard-{k}-of-{shards}")
