@@ -61,9 +61,10 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     from sciml_bench.runner import peak_memory
 
     m = rec.get("metrics", {})
+    machine = rec.get("machine") or {}  # set in merged runs: which machine measured the case
     row: dict[str, Any] = {"run_id": run_id, "case_id": rec["case_id"], "case": rec["case"], "status": rec["status"],
                            "reason": rec.get("reason"), "label": _label(rec["case"], sec.axes, sec.reference),
-                           "machine": (rec.get("machine") or {}).get("hostname")}  # set in merged runs
+                           "machine": machine.get("hostname") or machine.get("run_id")}
     if rec["status"] != "ok":
         return row
     st = m.get("step_time", {})
