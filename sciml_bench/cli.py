@@ -282,7 +282,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from sciml_bench.results import new_run_id
     from sciml_bench.runner import RunSpec
     from sciml_bench.shard import merge_runs
-    from sciml_bench.submit import make_executor, shard_runs, submit_shards, wait
+    try:
+        from sciml_bench.submit import make_executor, shard_runs, submit_shards, wait
+    except ImportError as e:
+        raise UsageError(f"submit needs submitit ({e}); install it with: pip install 'sciml-bench[cluster]'") from None
 
     for name in ("shards", "rounds", "round_time", "timeout", "threads", "time"):
         if getattr(args, name) is not None:

@@ -56,8 +56,16 @@ def global_batch(case: Case) -> int:
 
 
 def wrap_ddp(model, device):
-    """``model`` under DistributedDataParallel (its constructor broadcasts rank 0's parameters)."""
+    """``model`` under DistributedDataParallel (its constructor broadcasts rank 0's parameters).
+
+    Raises Unsupported outside a torchrun rank (e.g. asv or pytest-benchmark timing one process)."""
+    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
+    from sciml_bench.errors import Unsupported
+
+    if not dist.is_initialized():
+        raise Unsupported("ddp_ranks > 0 runs on torchrun ranks (sciml-bench run); this front end times one process")
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -184,7 +192,7 @@ class RankGroup:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever is left of torchrun's session
+            os.killpg(self.proc.pid, signal.SIGKILL)  # torchrun; its ranks (own sessions) die with it (pdeathsig)
         except (ProcessLookupError, PermissionError):
             pass
         self.proc.poll()
