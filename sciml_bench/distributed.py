@@ -55,17 +55,19 @@ def global_batch(case: Case) -> int:
     return case.batch_size if case.ddp_scaling == "strong" else case.batch_size * case.ddp_ranks
 
 
-def wrap_ddp(model, device):
-    """``model`` under DistributedDataParallel (its constructor broadcasts rank 0's parameters).
-
-    Raises Unsupported outside a torchrun rank (e.g. asv or pytest-benchmark timing one process)."""
+def require_ranks() -> None:
+    """Unsupported outside a torchrun rank (e.g. asv or pytest-benchmark timing one process)."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     from sciml_bench.errors import Unsupported
 
     if not dist.is_initialized():
         raise Unsupported("ddp_ranks > 0 runs on torchrun ranks (sciml-bench run); this front end times one process")
+
+
+def wrap_ddp(model, device):
+    """``model`` under DistributedDataParallel (its constructor broadcasts rank 0's parameters)."""
+    from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -329,7 +331,10 @@ def _serve(rank: int) -> None:
     # The per-collective timeout outlasts the case's budget: between rounds ranks wait in a broadcast
     # while the runner times the other cases; a hang is ended by the runner's per-case timeout.
     dist.init_process_group(BACKENDS[case.device], timeout=timedelta(seconds=opts.timeout + 60))
-    local = case.replace(batch_size=local_batch(case), ddp_scaling="weak", seed=case.seed + rank)  # own data
+    # Each rank its own data: its own synthetic batch, or (with a dataset) its DistributedSampler share,
+    # which needs the same seed on every rank.
+    local = case.replace(batch_size=local_batch(case), ddp_scaling="weak",
+                         seed=case.seed + (rank if case.dataset is None else 0))
     info = _setup(local, opts)
     wl = _WORKER["workload"]
     comm, why = _comm_share(wl)

@@ -153,6 +153,10 @@ def build_workload(case: Case) -> Workload:
     silently. Compilation happens lazily, in the first call of ``step``.
     """
     device = check_device(case)
+    if case.ddp_ranks:
+        from sciml_bench.distributed import require_ranks
+
+        require_ranks()
     _set_backend_flags(case)
     torch.manual_seed(case.seed)
     spec = get_model_spec(case.model)
