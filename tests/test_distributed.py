@@ -101,3 +101,31 @@ def test_ddp_fields_are_validated():
     with pytest.raises(UsageError, match="expected one of: weak, strong"):
         Case(ddp_ranks=2, ddp_scaling="linear")
     assert Case(ddp_ranks=2, ddp_scaling="strong", batch_size=8).case_id == "mlp,batch_size=8,ddp_ranks=2,ddp_scaling=strong"
+
+
+def test_ddp_workload_wraps_the_model_and_reshuffles_each_epoch(tmp_path):
+    """In a (1-process) gloo group: DDP model, DistributedSampler, set_epoch at every new epoch."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DistributedSampler
+
+    from sciml_bench.errors import Unsupported
+    from sciml_bench.workloads import EPOCH_BATCHES, build_workload
+
+    import torch
+
+    case = Case(model="lstm_forecaster", width=8, seq_len=16, batch_size=2, dataset="timeseries", ddp_ranks=1)
+    with pytest.raises(Unsupported, match="torchrun"):
+        build_workload(case)  # outside a rank (asv, pytest-benchmark): skipped, never single-process DDP
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a rank; spinning OpenMP threads crawl on a loaded 2-core machine
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wl = build_workload(case)
+        assert isinstance(wl.model, DistributedDataParallel) and isinstance(wl.loader.sampler, DistributedSampler)
+        for _ in range(EPOCH_BATCHES + 1):
+            wl.step()
+        assert wl.loader.sampler.epoch == 1, "set_epoch not called at the second epoch"
+    finally:
+        dist.destroy_process_group()
+        torch.set_num_threads(threads)
