@@ -59,7 +59,10 @@ def make_executor(kind: str, folder: Path, *, partition: str | None = None, gpus
     """A submitit executor: Slurm, or local processes (the path tested without a cluster)."""
     if kind not in EXECUTORS:
         raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    try:
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    except RuntimeError as e:  # e.g. no srun on this machine
+        raise UsageError(f"--executor {kind}: {e}; --executor local runs the shards on this machine") from None
     params: dict[str, Any] = {"name": "sciml-bench-shard", "tasks_per_node": 1, "nodes": 1}
     if time_min:
         params["timeout_min"] = time_min

@@ -52,3 +52,22 @@ def test_local_executor_runs_two_shards_that_merge_into_one_report(tmp_path, mon
     before = shard_files[0].read_text()
     assert run_shard({}, str(shard_files[0].parent), {}) == str(shard_files[0])
     assert shard_files[0].read_text() == before
+
+
+def test_slurm_options_become_sbatch_parameters(tmp_path, monkeypatch):
+    import pytest
+
+    from sciml_bench.errors import UsageError
+    from sciml_bench.submit import make_executor
+
+    with pytest.raises(UsageError, match="--executor local"):  # no srun here: one line, not a traceback
+        monkeypatch.setenv("PATH", str(tmp_path))
+        make_executor("slurm", tmp_path / "jobs")
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
+    ex = make_executor("slurm", tmp_path / "jobs", partition="gpu", gpus_per_node=8, time_min=240, account="proj")
+    params = ex._executor.parameters  # what submitit writes as #SBATCH lines
+    assert {k: params[k] for k in ("partition", "account", "gpus_per_node", "time", "nodes", "ntasks_per_node")} == \
+        {"partition": "gpu", "account": "proj", "gpus_per_node": 8, "time": 240, "nodes": 1, "ntasks_per_node": 1}
+    with pytest.raises(UsageError, match="slurm only"):
+        make_executor("local", tmp_path / "jobs", partition="gpu")
