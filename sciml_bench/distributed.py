@@ -348,7 +348,9 @@ def _serve(rank: int) -> None:
         info["metrics"]["global_batch"] = {"value": global_batch(case), "unit": "samples",
                                            "local_batch": local_batch(case), "backend": BACKENDS[case.device],
                                            "ranks": case.ddp_ranks, "pids": [g["pid"] for g in gathered],
-                                           "hosts": [g["host"] for g in gathered]}
+                                           "hosts": [g["host"] for g in gathered],
+                                           "note": "memory, FLOPs and params are rank 0's (per rank); step times "
+                                                   "are every rank's"}
         info["metrics"]["first_step_time"]["per_rank"] = [g["first"] for g in gathered]
         if why is None and all(g["comm"] for g in gathered):
             shares = [g["comm"]["share"] for g in gathered]
