@@ -22,6 +22,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 GRAD_MODES = ("no_grad", "inference_mode", "grad")
 ATTENTIONS = ("manual", "sdpa")
+DDP_SCALINGS = ("weak", "strong")  # batch_size per rank (weak) or global, split over the ranks (strong)
 
 DATASETS = ("images", "memmap", "timeseries")  # see sciml_bench.data
 
@@ -72,6 +73,8 @@ class Case:
     optimizer: str = "adam"
     lr: float = 1e-3
     seed: int = 0
+    ddp_ranks: int = 0  # DistributedDataParallel over this many torchrun ranks; 0 = no DDP
+    ddp_scaling: str = "weak"
 
     def __post_init__(self) -> None:
         from sciml_bench.models import get_model_spec
@@ -84,7 +87,8 @@ class Case:
                 raise UsageError(f"{f.name} must be a finite number, got {value!r}")
         choices = {"mode": MODES, "device": DEVICES, "precision": PRECISIONS, "compile": COMPILE_MODES,
                    "optimizer": OPTIMIZERS, "grad_mode": GRAD_MODES, "activation": ACTIVATIONS,
-                   "init": INITS, "norm": NORMS, "attention": ATTENTIONS, "dataset": DATASETS}
+                   "init": INITS, "norm": NORMS, "attention": ATTENTIONS, "dataset": DATASETS,
+                   "ddp_scaling": DDP_SCALINGS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:
@@ -93,12 +97,13 @@ class Case:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"{name} must be a positive integer, got {value}")
-        for name in ("checkpoint", "num_workers", "shape_sweep"):
+        for name in ("checkpoint", "num_workers", "shape_sweep", "ddp_ranks"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
         self._check_loader()
+        self._check_ddp()
         if self.compile == "none" and self.dynamic is not None:
             raise UsageError(f"dynamic={self.dynamic} needs compile != 'none'")
         if self.mode == "train" and self.grad_mode != "no_grad":
@@ -124,6 +129,18 @@ class Case:
             for name in ("precision", "compile", "checkpoint", "channels_last", "shape_sweep", "cudnn_benchmark"):
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise UsageError(f"{name}={getattr(self, name)!r} does not apply to mode='data' (no model runs)")
+
+    def _check_ddp(self) -> None:
+        """DDP trains: it needs mode='train', and strong scaling a global batch the ranks can split."""
+        if not self.ddp_ranks:
+            if self.ddp_scaling != _DEFAULTS["ddp_scaling"]:
+                raise UsageError(f"ddp_scaling={self.ddp_scaling!r} needs ddp_ranks > 0")
+            return
+        if self.mode != "train":
+            raise UsageError(f"ddp_ranks={self.ddp_ranks} applies to mode='train' only, not {self.mode!r}")
+        if self.ddp_scaling == "strong" and self.batch_size % self.ddp_ranks:
+            raise UsageError(f"ddp_scaling='strong' splits batch_size={self.batch_size} over ddp_ranks="
+                             f"{self.ddp_ranks}: it must be a multiple of ddp_ranks")
 
     @property
     def knobs(self) -> dict[str, Any]:

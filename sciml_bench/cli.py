@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
         writable_dir(args.out, "--out")
         spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
-                       plugins=args.plugin)
+                       plugins=args.plugin, shard=args.shard or "")
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
                         phases=args.phases, profile=_profile_options(args))
@@ -401,6 +401,91 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Merge shard runs into one run file (checked for sameness), then write its report."""
+    from sciml_bench.results import resolve_run
+    from sciml_bench.shard import merge_runs
+
+    paths = [resolve_run(r, args.dir) for r in args.runs]
+    path, warnings = merge_runs(paths, args.out, allow_mixed=args.allow_mixed)
+    for w in warnings:
+        err_console.print(f"[yellow]warning[/]: {escape(w)}")
+    console.print(f"merged {len(paths)} runs: {path}")
+    if not args.no_report:
+        from sciml_bench.report import build_report
+
+        console.print(f"report: {build_report([path], args.report or Path('reports') / path.stem) / 'index.html'}")
+    return 0
+
+
+def _shard_table(shards) -> Table:
+    t = Table("shard", "job", "state", "attempts", "cases written", "last error", title="shards", title_justify="left")
+    for sh in shards:
+        files = sorted(sh.directory.glob("*.jsonl"))
+        written = max(0, len(files[-1].read_text(errors="replace").splitlines()) - 1) if files else 0
+        color = {"COMPLETED": "green", "FAILED": "red"}.get(sh.state, "yellow")
+        t.add_row(sh.label, str(sh.job.job_id), f"[{color}]{escape(sh.state)}[/]", str(sh.attempts), str(written),
+                  escape(sh.errors[-1]) if sh.errors else "")
+    return t
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a suite's shards through submitit, wait, merge them and write the report."""
+    from rich.live import Live
+
+    from sciml_bench.results import new_run_id
+    from sciml_bench.runner import RunSpec
+    from sciml_bench.shard import merge_runs
+    try:
+        from sciml_bench.submit import make_executor, shard_runs, submit_shards, wait
+    except ImportError as e:
+        raise UsageError(f"submit needs submitit ({e}); install it with: pip install 'sciml-bench[cluster]'") from None
+
+    for name in ("shards", "rounds", "round_time", "timeout", "threads", "time"):
+        if getattr(args, name) is not None:
+            positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+    spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
+                   plugins=args.plugin)
+    out = Path(args.out) / new_run_id(f"submit-{Path(args.suite).stem}")
+    executor = make_executor(args.executor, out / "submitit", partition=args.partition,
+                             gpus_per_node=args.gpus_per_node, time_min=args.time, account=args.account,
+                             cpus_per_task=args.cpus_per_task)
+    options = {k: v for k, v in (("rounds", args.rounds), ("round_time", args.round_time), ("timeout", args.timeout),
+                                 ("threads", args.threads), ("hide_hostname", args.hide_hostname)) if v}
+    shards = submit_shards(spec, args.shards, out, executor, options)
+    merge_cmd = f"sciml-bench merge {out}/shard-*/*.jsonl --out {args.out}"
+    err_console.print(f"[bold]sciml-bench[/] submitted {args.shards} shards of suite {args.suite} "
+                      f"({args.executor}): jobs {', '.join(str(sh.job.job_id) for sh in shards)} → {out}")
+    if args.no_wait:
+        console.print(_shard_table(shards))
+        console.print(f"when they finish: {merge_cmd}")
+        return 0
+    try:
+        with Live(_shard_table(shards), console=err_console, refresh_per_second=1) as live:
+            wait(shards, executor, spec, options, retries=args.retries, poll=args.poll,
+                 on_change=lambda s: live.update(_shard_table(s)))
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]stopped waiting[/]: the jobs keep running; when they finish: {merge_cmd}")
+        return 130
+    runs = shard_runs(shards)
+    if not runs:
+        err_console.print("[red]no shard wrote a run file[/]; see the job logs in " + str(out / "submitit"))
+        return 1
+    path, warnings = merge_runs(runs, args.out)
+    for w in warnings:
+        err_console.print(f"[yellow]warning[/]: {escape(w)}")
+    console.print(f"merged: {path}")
+    if not args.no_report:
+        from sciml_bench.report import build_report
+
+        console.print(f"report: {build_report([path], Path('reports') / path.stem) / 'index.html'}")
+    failed = [sh.label for sh in shards if sh.state != "COMPLETED"]
+    if failed:
+        err_console.print(f"[red]shards {', '.join(failed)} failed[/] after {args.retries} resubmission(s); "
+                          f"see {out / 'submitit'}")
+    return 1 if failed else 0
+
+
 def cmd_import_asv(args: argparse.Namespace) -> int:
     """Convert asv results into run files (one per machine x commit x environment)."""
     from sciml_bench.imports import import_asv
@@ -486,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="import MODULE to register extra models (repeatable)")
     run.add_argument("--no-report", action="store_true",
                      help="do not write the HTML/markdown report (default: reports/<run_id>/ beside --out)")
+    run.add_argument("--shard", metavar="K/N",
+                     help="run only shard K of N: whole studies, split by estimated cost, the same split on "
+                          "every machine; merge the N run files with `sciml-bench merge`")
     _add_profile_args(run, in_run=True)
     run.set_defaults(fn=cmd_run)
 
@@ -556,6 +644,53 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--out", metavar="DIR", help="also write trend figures and history.json here")
     hist.add_argument("--json", action="store_true", help="print JSON")
     hist.set_defaults(fn=cmd_history)
+
+    mg = sub.add_parser("merge", help="merge shard runs (run --shard K/N) into one run and report",
+                        description="Combine the run files of a sharded run into one. Refuses a run, shard or "
+                                    "case given twice, and runs whose suite, selection, options, code commit, "
+                                    "software or hardware differ (unless --allow-mixed); lists missing shards.")
+    mg.add_argument("runs", nargs="+", metavar="RUN", help="shard run files or run ids")
+    mg.add_argument("--out", default="results", metavar="DIR", help="directory of the merged run (default: results/)")
+    mg.add_argument("--dir", default="results", help="results directory for run ids")
+    mg.add_argument("--allow-mixed", action="store_true",
+                    help="merge runs that differ anyway; the differences become warnings in the report")
+    mg.add_argument("--report", metavar="DIR", help="report directory (default: reports/<merged run id>)")
+    mg.add_argument("--no-report", action="store_true", help="do not write a report")
+    mg.set_defaults(fn=cmd_merge)
+
+    sm = sub.add_parser("submit", help="run a suite's shards as Slurm (or local) jobs via submitit, then merge",
+                        description="Submit one submitit job per shard (`run --shard K/N` into "
+                                    "OUT/submit-.../shard-K-of-N/), show the shards' states while waiting, "
+                                    "resubmit failed ones (they resume: finished cases never run twice; preempted "
+                                    "jobs are requeued by submitit), merge the shard runs and write the report.")
+    sm.add_argument("--suite", default="full", help="suite name or TOML path (default: full)")
+    sm.add_argument("--shards", type=int, required=True, help="number of shards (jobs); at most one per study")
+    sm.add_argument("--executor", default="slurm", choices=("slurm", "local"),
+                    help="slurm, or local processes on this machine (default: slurm)")
+    sm.add_argument("--partition", help="Slurm partition")
+    sm.add_argument("--account", help="Slurm account")
+    sm.add_argument("--gpus-per-node", type=int, help="GPUs per job")
+    sm.add_argument("--cpus-per-task", type=int, help="CPU cores per job")
+    sm.add_argument("--time", type=int, metavar="MINUTES", help="time limit per job in minutes")
+    for flag, kw in (("--study", dict(action="append", default=[], metavar="NAME", help="only this study")),
+                     ("--model", dict(action="append", default=[], metavar="NAME", help="only this model (glob)")),
+                     ("--set", dict(action="append", default=[], metavar="KEY=VALUE", help="override a Case field")),
+                     ("--plugin", dict(action="append", default=[], metavar="MODULE", help="extra model module"))):
+        sm.add_argument(flag, **kw)
+    sm.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="resolved on each job's machine (default: auto)")
+    sm.add_argument("--rounds", type=int, help="timing rounds per case (default: the suite's)")
+    sm.add_argument("--round-time", type=float, metavar="SECONDS", help="seconds per case per round")
+    sm.add_argument("--timeout", type=float, metavar="SECONDS", help="per-case limit (default: the suite's)")
+    sm.add_argument("--threads", type=int, help="torch intra-op threads in workers")
+    sm.add_argument("--hide-hostname", action="store_true", help="leave hostnames out of the run headers")
+    sm.add_argument("--out", default="results", metavar="DIR",
+                    help="results directory: shard runs go to DIR/submit-<id>/, the merged run to DIR")
+    sm.add_argument("--retries", type=int, default=1, help="resubmissions of a failed shard (default: 1)")
+    sm.add_argument("--poll", type=float, default=10.0, metavar="SECONDS", help="state polling period (default: 10)")
+    sm.add_argument("--no-wait", action="store_true", help="print the job ids and the merge command, then exit")
+    sm.add_argument("--no-report", action="store_true", help="do not write a report")
+    sm.set_defaults(fn=cmd_submit)
 
     ia = sub.add_parser("import-asv", help="convert asv results into run files (reports, compare, history)",
                         description="Convert every asv result file (one per machine x commit x environment) "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
+from sciml_bench.distributed import add_scaling, rank_metrics
 from sciml_bench.errors import Unsupported, UsageError
 from sciml_bench.results import (RunWriter, done_keys, finite_record, is_locked, new_run_id, read_run,
                                  safe_filename)
@@ -53,6 +54,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     import torch
 
     msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    if getattr(exc, "status", None):  # a DDP rank's own classification (distributed.RankFailure)
+        return exc.status, str(exc)[:500]
     if isinstance(exc, Unsupported):
         return "skipped", str(exc)
     text = str(exc).lower()
@@ -110,6 +113,15 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
+def _setup_ranks(case: Case, opts: RunOptions) -> dict[str, Any]:
+    """A DDP case: torchrun ranks build and set it up (see distributed.py); this worker drives them."""
+    from sciml_bench.distributed import RankGroup
+
+    group = RankGroup(case, opts)
+    _WORKER["workload"] = group
+    return group.info
+
+
 def _worker_main(conn, log_path: str, threads: int | None) -> None:
     """Worker loop: answer ('setup', case_dict, opts) / ('round', seconds) / ('stop',) commands."""
     import faulthandler
@@ -139,10 +151,12 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
             return
         try:
             if msg[0] == "setup":
-                reply = ("ok", _setup(Case(**msg[1]), RunOptions(**msg[2])))
+                case = Case(**msg[1])
+                reply = ("ok", (_setup_ranks if case.ddp_ranks else _setup)(case, RunOptions(**msg[2])))
             elif msg[0] == "round":
                 wl = _WORKER["workload"]
-                reply = ("ok", time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
+                reply = ("ok", wl.time_round(msg[1]) if wl.case.ddp_ranks else
+                         time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
             elif msg[0] == "profile":  # after the last round: (trace_dir or None, ProfileOptions fields)
                 from sciml_bench.profiling import profile_pass
 
@@ -430,6 +444,7 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     records = [_record(study, w.case, w.failure, info.get(i), samples[i], opts, started)
                for i, w in enumerate(workers)]
     _add_ratios(study, records)
+    add_scaling(records)
     return records
 
 
@@ -470,6 +485,8 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     metrics["throughput"] = {"value": bs / s["median"], "unit": "samples/s",
                              "ci_low": bs / s["ci_high"] if s["ci_high"] else None,
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
+    if case.ddp_ranks:
+        metrics.update(rank_metrics(case, rounds))  # per-rank figures; throughput over the global batch
     if "flops" in metrics:
         from sciml_bench.measure.flops import flop_rate
 
@@ -557,6 +574,7 @@ class RunSpec:
     set: list[str] = field(default_factory=list)  # "field=value" overrides
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)
+    shard: str = ""  # "K/N": this machine's whole studies of the selection (sciml_bench.shard)
 
 
 @dataclass
@@ -623,6 +641,10 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     if not plan:
         raise UsageError(f"no cases match --study {spec.studies or '*'} --model {spec.models or '*'} "
                          f"in suite {suite.name}")
+    if spec.shard:
+        from sciml_bench.shard import select_shard
+
+        plan = select_shard(plan, spec.shard, suite.rounds, suite.round_time)
     return suite, plan
 
 

@@ -152,8 +152,12 @@ def _to(x: Any, device: torch.device, dtype: torch.dtype, memory_format=None, no
 
 def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
     """Endless batches: a new epoch (a new iterator, and new workers unless persistent) at each end."""
+    epoch = 0
     while True:
+        if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+            loader.sampler.set_epoch(epoch)
         yield from loader
+        epoch += 1
 
 
 def build_workload(case: Case) -> Workload:
@@ -164,6 +168,10 @@ def build_workload(case: Case) -> Workload:
     silently. Compilation happens lazily, in the first call of ``step``.
     """
     device = check_device(case)
+    if case.ddp_ranks:
+        from sciml_bench.distributed import require_ranks
+
+        require_ranks()
     _set_backend_flags(case)
     torch.manual_seed(case.seed)
     spec = get_model_spec(case.model)
@@ -179,8 +187,11 @@ def build_workload(case: Case) -> Workload:
                                                                         **case.knobs), n, case.seed)
         if case.num_workers:
             _allow_children()
+        sampler = None
+        if case.ddp_ranks:  # each rank loads its own 1/N of every epoch
+            sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, seed=case.seed, drop_last=True)
         loader = make_loader(dataset, case.batch_size, case.num_workers, case.pin_memory,
-                             case.persistent_workers, case.prefetch_factor, case.seed)
+                             case.persistent_workers, case.prefetch_factor, case.seed, sampler=sampler)
 
     if case.mode == "data":
         wl = Workload(case, None, lambda: None, device, None, None, loader=loader, cleanup=cleanup)
@@ -207,6 +218,10 @@ def build_workload(case: Case) -> Workload:
             raise ValueError(f"{case.model} checkpoints each of its blocks, on or off: use checkpoint=1, "
                              f"not {case.checkpoint}")
         model.checkpoint_segments = case.checkpoint
+    if case.ddp_ranks:  # inside a torchrun rank (sciml_bench.distributed); batch_size is per rank
+        from sciml_bench.distributed import wrap_ddp
+
+        model = wrap_ddp(model, device)
     inputs, targets = spec.sample_batch(case.batch_size, device, dtype, seed=case.seed, **case.knobs)
     inputs = _to(inputs, device, dtype, memory_format)
     eager = model

@@ -21,6 +21,8 @@ class Fault(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "raise":
             raise RuntimeError("planted fault")
+        if self.kind == "rank1" and os.environ.get("RANK") == "1":  # one DDP rank fails, its peers wait
+            raise RuntimeError("planted fault on rank 1")
         if self.kind == "abort":
             os.abort()
         if self.kind == "segfault":
@@ -49,7 +51,7 @@ class Fault(nn.Module):
 
 
 _CHATTED: list = []
-KINDS = ("raise", "abort", "segfault", "hang", "oom", "sigkill", "memoryerror", "exit", "os_exit", "chatty", "nan")
+KINDS = ("raise", "abort", "segfault", "hang", "oom", "sigkill", "memoryerror", "exit", "os_exit", "chatty", "nan", "rank1")
 
 
 def _batch(batch_size, g, **_):

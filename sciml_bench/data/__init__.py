@@ -181,7 +181,7 @@ def default_start_method() -> str:
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
                 persistent_workers: bool = False, prefetch_factor: int | None = None, seed: int = 0,
-                start_method: str | None = None) -> DataLoader:
+                start_method: str | None = None, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
     """A shuffling DataLoader over ``dataset`` with exactly the given settings (drop_last, seeded).
 
     Workers start with ``start_method`` (default: :func:`default_start_method`), set explicitly:
@@ -191,7 +191,8 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_mem
     import multiprocessing
 
     ctx = multiprocessing.get_context(start_method or default_start_method()) if num_workers else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                      num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=persistent_workers,
                       prefetch_factor=prefetch_factor, generator=torch.Generator().manual_seed(seed),
                       multiprocessing_context=ctx)

@@ -38,3 +38,16 @@ def time_block(step: Callable[[], object], min_run_time: float, num_threads: int
     timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=num_threads,
                             label=label, description=description)
     return list(timer.blocked_autorange(min_run_time=min_run_time).times)
+
+
+def time_fixed(step: Callable[[], object], number: int, repeats: int, num_threads: int,
+               label: str = "step") -> list[float]:
+    """Per-call times (s) of ``repeats`` measurements of exactly ``number`` calls each via ``Timer.timeit``.
+
+    For steps with collectives (DDP ranks), where every process must make the same number of
+    calls: ``blocked_autorange`` sizes its blocks from each process's own clock, so ranks would
+    disagree and deadlock. ``timeit`` also runs a couple of untimed warmup calls, the same count
+    on every rank.
+    """
+    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=num_threads, label=label)
+    return [timer.timeit(number).times[0] for _ in range(repeats)]

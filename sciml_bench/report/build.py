@@ -61,8 +61,10 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     from sciml_bench.runner import peak_memory
 
     m = rec.get("metrics", {})
+    machine = rec.get("machine") or {}  # set in merged runs: which machine measured the case
     row: dict[str, Any] = {"run_id": run_id, "case_id": rec["case_id"], "case": rec["case"], "status": rec["status"],
-                           "reason": rec.get("reason"), "label": _label(rec["case"], sec.axes, sec.reference)}
+                           "reason": rec.get("reason"), "label": _label(rec["case"], sec.axes, sec.reference),
+                           "machine": machine.get("hostname") or machine.get("run_id")}
     if rec["status"] != "ok":
         return row
     st = m.get("step_time", {})
@@ -146,6 +148,9 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
             warnings.append(f"run {h.get('run_id')} differs from {headers[0].get('run_id')} in: " +
                             "; ".join(f"{k}: {a} vs {b}" for k, (a, b) in d.items()) +
                             ". Numbers from different machines or software are not directly comparable.")
+    from sciml_bench.shard import machine_warnings
+
+    warnings += [w for h in headers for w in h.get("merge_warnings", [])] + machine_warnings(all_records)
     peaks = {h.get("run_id"): h["machine_peak"] for h in headers if h.get("machine_peak")}
     flat_peaks: dict[str, float] = {}
     for mp in peaks.values():  # first run's value per dtype

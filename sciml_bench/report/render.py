@@ -39,8 +39,10 @@ def _table_rows(sec: Section, multi_run: bool) -> tuple[list[str], list[list[str
                                              "time vs reference [95% CI]", "peak memory", "memory vs reference",
                                              "GFLOP/s", "of measured peak"]
     rows = []
+    machines = any(r.get("machine") for r in sec.rows)  # a merged run: which machine ran each case
+    head = (["machine"] if machines else []) + head
     for r in sec.rows:
-        lead = [r["run_id"]] if multi_run else []
+        lead = ([str(r.get("machine"))] if machines else []) + ([r["run_id"]] if multi_run else [])
         if r["status"] != "ok":
             rows.append(lead + [r["case_id"], r["status"], r.get("reason") or "", "", "", "", "", ""])
             continue
