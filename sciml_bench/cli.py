@@ -37,7 +37,7 @@ def fmt_ci(m: dict[str, Any], fmt) -> str:
 def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
     """The per-case table of ``show`` and the end of ``run``."""
     from sciml_bench.compare import fmt_value
-    from sciml_bench.runner import peak_memory
+    from sciml_bench.results import peak_memory
 
     table = Table(title=f"run {header.get('run_id')} · suite {header.get('suite')} · "
                         f"{header.get('environment', {}).get('cpu_model', '?')}", title_justify="left")

@@ -24,7 +24,7 @@ from typing import Any
 
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
 from sciml_bench.errors import Unsupported, UsageError
-from sciml_bench.results import RunWriter, done_keys, new_run_id, read_run
+from sciml_bench.results import RunWriter, done_keys, new_run_id, peak_memory, read_run  # noqa: F401 (re-export)
 from sciml_bench.stats import paired_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
@@ -323,14 +323,6 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     return dict(rec, status="ok", reason=None, metrics=metrics, absent=absent,
                 worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
                         "backend": info.get("backend", {})})
-
-
-def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
-    """(metric name, bytes) of a record's peak tensor memory on its device."""
-    for name in ("peak_cuda_bytes", "peak_cpu_tensor_bytes"):
-        if name in rec.get("metrics", {}):
-            return name, rec["metrics"][name]["value"]
-    return None
 
 
 def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
