@@ -97,8 +97,9 @@ def _peak_rows(rep: Report) -> list[list[str]]:
     for run_id, mp in rep.peaks.items():
         for dtype, m in mp.get("metrics", {}).items():
             rows.append([run_id, mp.get("device", "?"), dtype, f"{m['value'] / 1e9:.4g}",
-                         f"{mp.get('size')}x{mp.get('size')} GEMM, {m.get('n')} measurements, "
-                         f"{mp.get('threads')} threads"])
+                         (f"best of {', '.join(f'{k} {v / 1e9:.4g}' for k, v in m['kernels'].items())} GFLOP/s"
+                          if m.get("kernels") else f"{mp.get('size')}x{mp.get('size')} GEMM")
+                         + f", {m.get('n')} measurements, {mp.get('threads')} threads"])
         for dtype, why in mp.get("absent", {}).items():
             rows.append([run_id, mp.get("device", "?"), dtype, "not measured", why])
     return rows
@@ -178,7 +179,7 @@ def machine_peak(rep: Report) -> list[Part]:
     rows = _peak_rows(rep)
     b = [("table", ["run", "device", "dtype", "GFLOP/s", "how"], rows, None, -1)] if rows else \
         [("p", "not measured (these runs have no machine-peak calibration)")]
-    return [Part("peak", "Machine peak (measured GEMM)", b)]
+    return [Part("peak", "Machine peak (measured GEMM / convolution)", b)]
 
 
 def history_part(rep: Report) -> list[Part]:
