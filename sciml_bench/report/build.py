@@ -114,24 +114,49 @@ def _run_tag(r: dict[str, Any], multi_run: bool) -> str:
     return f"[{r['run_id']}] " if multi_run else ""
 
 
-def _answer(sec: Section, multi_run: bool) -> str:
-    """One line for the summary: per varied value, how it did in each context ("bf16: 1.6x faster on ...")."""
-    groups: dict[str, list[str]] = {}
+def _answer(sec: Section, multi_run: bool, short: bool = False) -> str:
+    """One line for the summary: per varied value, how it did in each context ("bf16: 1.6x faster for
+    small_cnn, ..."). ``short`` gives the range over contexts instead ("bf16: 1.6x faster to 1.6x slower")."""
+    groups: dict[str, list[tuple[float | None, str]]] = {}
     for r in sec.rows:
         if r.get("ratio") is None or r.get("is_reference"):
             continue
-        varied = ", ".join(str(r["case"].get(k)) for k in sec.axes if k in sec.reference) or r["label"]
+        varied = ", ".join(_value(k, r["case"].get(k)) for k in sec.axes if k in sec.reference) or r["label"]
         ctx = ", ".join(str(r["case"].get(k)) for k in sec.axes if k not in sec.reference)
         lo, hi = r.get("ratio_lo"), r.get("ratio_hi")
-        words = ratio_words(r["ratio"], ci=False) if significant(lo, hi) or lo is None else "no clear difference"
-        groups.setdefault(_run_tag(r, multi_run) + varied, []).append(words + (f" for {ctx}" if ctx else ""))
+        clear = significant(lo, hi) or lo is None
+        words = ratio_words(r["ratio"], ci=False) if clear else "no clear difference"
+        groups.setdefault(_run_tag(r, multi_run) + varied, []).append(
+            (r["ratio"] if clear else None, words + (f" for {ctx}" if ctx else "")))
     if not groups:
         skipped = sum(r["status"] == "skipped" for r in sec.rows)
         failed = sum(r["status"] in FAILED and r["status"] != "skipped" for r in sec.rows)
         ok = sum(r["status"] == "ok" for r in sec.rows)
         return (f"no ratio against {_fmt_ref(sec)}: {ok} ok, {skipped} skipped, {failed} failed"
                 if sec.reference else f"{ok} cases measured (no reference: see its table)")
-    return "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + f" (vs {_fmt_ref(sec)})"
+    if not short:
+        return "; ".join(f"{k}: {', '.join(w for _, w in v)}" for k, v in groups.items()) + f" (vs {_fmt_ref(sec)})"
+    out = []
+    for k, v in groups.items():
+        clear = sorted(x for x, _ in v if x is not None)
+        if not clear:
+            out.append(f"{k}: no clear difference")
+            continue
+        lo_w, hi_w = ratio_words(clear[0], ci=False), ratio_words(clear[-1], ci=False)
+        if lo_w == hi_w:
+            span = lo_w
+        elif (clear[0] < 1) == (clear[-1] < 1):  # one direction: "1.41x-1.43x slower"
+            a, b = sorted(max(x, 1 / x) for x in (clear[0], clear[-1]))
+            span = f"{a:.2f}x-{b:.2f}x {'faster' if clear[0] < 1 else 'slower'}"
+        else:
+            span = f"{lo_w} to {hi_w}"
+        out.append(f"{k}: {span}" + (f" ({len(v) - len(clear)} unclear)" if len(clear) < len(v) else ""))
+    return "; ".join(out)
+
+
+def _value(axis: str, v: Any) -> str:
+    """An axis value that names itself ("bf16", "gru"), or "axis=value" for bare numbers and booleans."""
+    return str(v) if isinstance(v, str) else f"{axis}={v}"
 
 
 def _fmt_ref(sec: Section) -> str:
@@ -200,6 +225,7 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
     for sec in sections.values():
         sec.verdicts = _verdicts(sec, multi)
         sec.answer = _answer(sec, multi)
+        sec.short_answer = _answer(sec, multi, short=True)
     failed = [dict(study=r["study"], case_id=r["case_id"], status=r["status"], reason=r.get("reason"), run_id=r["_run"])
               for r in all_records if r["status"] in FAILED]
     title = title or ("sciml-bench report: " + ", ".join(str(h.get("run_id")) for h in headers))

@@ -107,6 +107,7 @@ class Section:
     pareto: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)  # extra metrics its question promises
     answer: str = ""  # one line for the summary at the top
+    short_answer: str = ""  # the same, as ranges over contexts, for the terminal
 
 
 @dataclass
