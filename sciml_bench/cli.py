@@ -94,12 +94,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from sciml_bench.cases import builtin_suites, load_suite
 
     if args.what == "models":
-        from sciml_bench.models import create_model, get_model_spec, list_models, param_count
+        from sciml_bench.models import default_param_count, get_model_spec, list_models
 
         t = Table("model", "family", "task", "params", "knobs", "description", title="models")
         for name in list_models(args.pattern):
             spec = get_model_spec(name)
-            t.add_row(name, spec.family, spec.task, f"{param_count(create_model(name)):,}",
+            t.add_row(name, spec.family, spec.task, f"{default_param_count(name):,}",
                       ", ".join(sorted(spec.knobs)), spec.description)
     elif args.what == "studies":
         suite = load_suite(args.suite)
