@@ -441,6 +441,20 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     return suite, plan
 
 
+def run_label(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec) -> str:
+    """The run id's name part: the suite when all of it ran, else what did ("batch-size",
+    "quick-3-studies", "quick-models-mlp"), so a one-study run is not mistaken for the whole suite."""
+    if len(plan) == 1 and len(suite.studies) > 1:
+        label = plan[0][0].name
+    elif len(plan) < len(suite.studies):
+        label = f"{suite.name}-{len(plan)}-studies"
+    else:
+        label = suite.name
+    if spec.models:
+        label += "-" + "-".join(spec.models)
+    return label
+
+
 def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
               max_live: int = 8, hide_hostname: bool = False) -> Run:
@@ -454,7 +468,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     spec = RunSpec(**dict(asdict(spec), device=resolve_device(spec.device)))
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
-    run_id = new_run_id(suite.name)
+    run_id = new_run_id(run_label(suite, plan, spec))
     header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
               "suite_file": suite.path, "spec": asdict(spec), "options": asdict(opts),
               "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
