@@ -89,6 +89,13 @@ def test_run_writes_report_by_default(tmp_path):
     assert proc.returncode == 0, proc.stderr
     m = re.search(r"report: (\S+index\.html)", proc.stdout.replace("\n", ""))
     assert m, f"run must print the report path: {proc.stdout}"
+    lines = proc.stdout.splitlines()
+    assert re.match(r"\d+ cases: \d+ ok, \d+ skipped.*, 0 failed", lines[0]), f"counts first: {lines[:2]}"
+    assert any(ln.startswith("batch-size ") and ("slower" in ln or "faster" in ln or "no clear" in ln)
+               for ln in lines[1:3]), f"one verdict line per study: {lines[:3]}"
+    summary = lines[:lines.index(next(ln for ln in lines if ln.startswith("results:")))]
+    assert all(len(ln) <= 80 for ln in summary), f"the summary must fit 80 columns: {summary}"
+    assert not any("┃" in ln or "│" in ln for ln in lines), "the full table belongs to `show`, not to `run`"
     index = Path(m.group(1))
     assert index.is_file() and index.parent.parent == tmp_path / "reports"
     _check_report(index.parent)

@@ -21,7 +21,7 @@ AXIS_METRICS: dict[str, tuple[str, ...]] = {
 }
 # Short column names and the unit fmt_value formats them with.
 METRIC_LABELS: dict[str, tuple[str, str]] = {
-    "compile_time": ("compile time", "s"), "break_even_steps": ("break-even steps", "steps"),
+    "compile_time": ("compile time", "s"), "break_even_steps": ("break-even", "steps"),
     "graph_breaks": ("graph breaks", "count"), "recompiles": ("recompiles", "count"),
     "data_stall_fraction": ("data stall", "fraction"), "loss_drift": ("loss drift vs fp32", "fraction"),
     "scaler_skipped_steps": ("scaler-skipped steps", "count"),
