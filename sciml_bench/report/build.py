@@ -182,8 +182,9 @@ def _trust(headers: list[dict[str, Any]], records: list[dict[str, Any]], warning
     over = [r for r in rows if (r.get("peak_frac") or 0) > PEAK_FLAG]
     if over:
         out.append(f"⚠ {len(over)} case(s) ran above the measured GEMM peak (up to {max(r['peak_frac'] for r in over):.0%}):"
-                   " that calibration under-measured this machine (or a FLOP count is too high), so every "
-                   "\"of measured peak\" fraction in this report is an upper bound.")
+                   " either the calibration under-measured this machine (it times a GEMM and a 3x3 convolution "
+                   "and keeps the faster; other kernels can beat both) or the FLOP count is too high. Those "
+                   "points are flagged with ⚠; the fractions of this run are not trustworthy.")
     out += [f"⚠ {w}" for w in warnings]
     return out
 

@@ -37,10 +37,10 @@ def study_metrics(axes: dict[str, Any], declared: list[str] | tuple[str, ...] | 
     return out
 
 
-def fmt_metric(name: str, m: dict[str, Any] | None, absent: str | None = None) -> str:
-    """One extra metric's value in words, or why it is absent ("-" when the record says nothing)."""
+def fmt_metric(name: str, m: dict[str, Any] | None, absent: str | None = None, why: bool = True) -> str:
+    """One extra metric's value in words, or why it is absent (``why``; "-" when the record says nothing)."""
     if m is None:
-        return f"not measured: {absent}" if absent else "-"
+        return ("not measured" + (f": {absent}" if why else "")) if absent else "-"
     unit = METRIC_LABELS.get(name, (name, m.get("unit", "")))[1]
     v = m.get("value")
     if v is None:
@@ -62,7 +62,7 @@ def fmt_peak_frac(row: dict[str, Any]) -> str:
     if f is None:
         return "not measured"
     if f > PEAK_FLAG:
-        return f"{f:.0%} ⚠ above 100%: the measured peak or this case's FLOP count is wrong"
+        return f"{f:.0%} ⚠ over 100%: peak or FLOPs wrong"
     return f"{f:.1%}"
 
 

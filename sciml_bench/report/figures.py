@@ -41,16 +41,16 @@ def _ratio_tick(x: float, _pos=None) -> str:
         return ""
     if abs(x - 1) < 1e-9:
         return "same"
-    return f"{x:.3g}x slower" if x > 1 else f"{1 / x:.3g}x faster"
+    return f"{x:.3g}x\nslower" if x > 1 else f"{1 / x:.3g}x\nfaster"
 
 
 def bars_figure(study: str, rows: list[dict[str, Any]]):
     """One figure per study, one bar row per case: time / reference (log axis, left faster, right slower,
     95% CI) beside peak memory (a log axis when the values span decades). None without data."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter
 
     from sciml_bench.compare import fmt_value
-    from sciml_bench.report.words import ratio_words
+    from sciml_bench.report.words import ratio_words, significant
 
     timed = [r for r in rows if r.get("ratio") is not None and not r.get("is_reference")]
     sized = [r for r in rows if r.get("peak_mem") is not None]
@@ -61,6 +61,7 @@ def bars_figure(study: str, rows: list[dict[str, Any]]):
                              sharey=True, squeeze=False)
     axes = list(axes[0])
     y = np.arange(len(rows))
+    words: dict[int, str] = {}
     if timed:
         ax = axes.pop(0)
         yi = [i for i, r in enumerate(rows) if r in timed]
@@ -73,12 +74,15 @@ def bars_figure(study: str, rows: list[dict[str, Any]]):
         ax.set_xscale("log")
         span = max(float(np.max(hi)), 1 / float(np.min(lo)), 1.2) * 1.3
         ax.set_xlim(1 / span, span)
-        ax.xaxis.set_major_locator(LogLocator(base=2, subs=(1.0,)))
+        # at most two labelled ticks each side of "same": powers of 2 (every other one past 4x)
+        step = 1 if span < 5 else 2
+        ks = [2.0 ** e for e in range(step, int(np.log2(span)) + 1, step)][:2] or [span / 1.3]
+        ax.xaxis.set_major_locator(FixedLocator(sorted([1 / k for k in ks] + [1.0] + ks)))
         ax.xaxis.set_major_formatter(FuncFormatter(_ratio_tick))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, p: ""))
-        for i, r in zip(yi, timed):
-            ax.annotate(ratio_words(r["ratio"], ci=False), (1, i), xytext=(4 if r["ratio"] < 1 else -4, 0),
-                        textcoords="offset points", ha="left" if r["ratio"] < 1 else "right", va="center", fontsize=8)
+        words = {id(r): ratio_words(r["ratio"], ci=False) + ("" if significant(r.get("ratio_lo"), r.get("ratio_hi"))
+                                                              or r.get("ratio_lo") is None else ", CI includes same")
+                 for r in timed}  # said in the row label
         ax.set_xlabel("case time / reference time (log; 95% CI)")
         ax.set_title("time vs reference", fontsize=10)
     if sized:
@@ -94,11 +98,12 @@ def bars_figure(study: str, rows: list[dict[str, Any]]):
         for i, v in zip(yi, vals):
             ax.annotate(fmt_value(v, "B"), (v, i), xytext=(3, 0), textcoords="offset points", va="center",
                         fontsize=8)
-        ax.set_xlabel(f"peak tensor memory per step ({sized[0]['peak_mem_kind']})"
-                      + ("; log scale" if ax.get_xscale() == "log" else ""))
+        ax.set_xlabel(f"peak memory ({sized[0]['peak_mem_kind']}"
+                      + (", log scale)" if ax.get_xscale() == "log" else ")"))
         ax.set_title("memory", fontsize=10)
     first = fig.axes[0]
-    first.set_yticks(y, [r["label"] for r in rows], fontsize=9)
+    words.update({id(r): "reference" for r in rows if r.get("is_reference")})
+    first.set_yticks(y, [r["label"] + (f"  ({words[id(r)]})" if id(r) in words else "") for r in rows], fontsize=9)
     first.invert_yaxis()
     fig.suptitle(study, fontsize=11)
     return fig
@@ -160,7 +165,10 @@ def pareto(study: str, rows: list[dict[str, Any]], out_dir: Path) -> tuple[str |
         return None, []
     front = [r for r in pts if not any(o is not r and o["time"] <= r["time"] and o["peak_mem"] <= r["peak_mem"]
                                        and (o["time"] < r["time"] or o["peak_mem"] < r["peak_mem"]) for o in pts)]
-    fig, ax = plt.subplots(figsize=(WIDTH, 3.8))
+    f = sorted(front, key=lambda r: r["time"])
+    if len(f) < 2:  # one case is both fastest and smallest: the report's sentence says it, a plot adds nothing
+        return None, [r["label"] for r in f]
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4))
     ax.scatter([r["time"] for r in pts], [r["peak_mem"] / 2 ** 20 for r in pts], color="tab:gray")
     f = sorted(front, key=lambda r: r["time"])
     ax.plot([r["time"] for r in f], [r["peak_mem"] / 2 ** 20 for r in f], "o-", color="tab:red", label="Pareto front")

@@ -73,7 +73,7 @@ def _table_rows(sec: Section, multi_run: bool) -> tuple[list[str], list[list[str
             fmt_bytes(r.get("peak_mem")),
             ratio_words(r["mem_ratio"], kind="memory") if r.get("mem_ratio") is not None else "-",
             f"{r['flop_rate'] / 1e9:.3g}" if r.get("flop_rate") else "-", fmt_peak_frac(r)]
-            + [fmt_metric(m, r["metrics"].get(m), r["absent"].get(m)) for m in sec.metrics])
+            + [fmt_metric(m, r["metrics"].get(m), r["absent"].get(m), why=False) for m in sec.metrics])
     return head, rows
 
 
@@ -135,9 +135,10 @@ def summary(rep: Report) -> list[Part]:
     b.append(("strong", "Answers, one line per study (ratios are case time / reference time)"))
     b.append(("ul", [f"{s.name}: {s.answer}" for s in rep.sections]))
     b.append(("strong", "Claims checked on this hardware"))
-    b.append(("table", ["claim", "verdict", "evidence (this hardware)", "how checked"],
-              [[c.claim, c.verdict, c.summary(), c.test] for c in rep.claims],
+    b.append(("table", ["claim", "verdict", "evidence (this hardware)"],
+              [[c.claim, c.verdict, c.summary()] for c in rep.claims],
               [_claim_class(c.verdict) for c in rep.claims], 1))
+    b.append(("muted", "How each claim is checked: see \"How claims are checked\" near the end."))
     b.append(("strong", "How far to trust these numbers"))
     b.append(("ul", rep.trust))
     if not any(r.get("quality") for s in rep.sections for r in s.rows):
@@ -196,6 +197,12 @@ def history_part(rep: Report) -> list[Part]:
     return [Part("history", "History", b)]
 
 
+def claim_tests(rep: Report) -> list[Part]:
+    """How each claim of the summary's table is checked, in words."""
+    return [Part("claim-tests", "How claims are checked",
+                 [("table", ["claim", "how checked"], [[c.claim, c.test] for c in rep.claims], None, -1)])]
+
+
 def failed(rep: Report) -> list[Part]:
     rows = [[f["run_id"], f["study"], f["case_id"],
              f["status"] + (f" ({skip_reason_kind(f['reason'])})" if f["status"] == "skipped" else ""),
@@ -213,7 +220,7 @@ def environment(rep: Report) -> list[Part]:
 
 # The page, top to bottom. Other views plug in here (e.g. insert a builder before `roofline`).
 SECTIONS: list[Callable[[Report], list[Part]]] = [summary, studies, roofline, machine_peak, history_part, failed,
-                                                  environment]
+                                                  claim_tests, environment]
 
 
 def parts(rep: Report) -> list[Part]:
