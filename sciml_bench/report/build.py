@@ -14,7 +14,8 @@ from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
 from sciml_bench.report import figures
 from sciml_bench.report.claims import check_claims
-from sciml_bench.report.content import PEAK_FLAG, Report, Section, fmt_metric, status_counts, study_metrics
+from sciml_bench.report.content import (METRIC_LABELS, PEAK_FLAG, Report, Section, fmt_metric, status_counts,
+                                        study_metrics)
 from sciml_bench.report.render import render_html, render_markdown
 from sciml_bench.report.words import ratio_words, significant
 from sciml_bench.results import peak_memory, read_run
@@ -66,8 +67,6 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
 
 def _extras(sec: Section, r: dict[str, Any]) -> str:
     """The study's promised extra metrics of one row, in words ("compile time 1.3 s, ...")."""
-    from sciml_bench.report.content import METRIC_LABELS
-
     parts = []
     for name in sec.metrics:
         if name in r["metrics"] or name in r["absent"]:

@@ -187,20 +187,25 @@ def pareto(study: str, rows: list[dict[str, Any]], out_dir: Path) -> tuple[str |
 
 
 def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path) -> str | None:
-    """Achieved FLOP/s of every case against FLOPs per step, under the measured GEMM peak per dtype."""
+    """Achieved FLOP/s of every case against FLOPs per step, under the measured peak per dtype; points
+    above their peak are ringed in red."""
     pts = [r for r in rows if r.get("flop_rate")]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(WIDTH, 5))
+    fig, ax = plt.subplots(figsize=(WIDTH, 4.5))
     for prec in sorted({r["case"]["precision"] for r in pts}):
         g = [r for r in pts if r["case"]["precision"] == prec]
         ax.scatter([r["flops"] for r in g], [r["flop_rate"] for r in g], label=f"cases ({prec})", s=18)
     for i, (dtype, peak) in enumerate(sorted(peaks.items())):
-        ax.axhline(peak, ls="--", lw=1, color=f"C{i + 3}", label=f"measured GEMM peak {dtype}: {peak / 1e9:.3g} GFLOP/s")
+        ax.axhline(peak, ls="--", lw=1, color=f"C{i + 3}", label=f"measured peak {dtype}: {peak / 1e9:.3g} GFLOP/s")
+    over = [r for r in pts if (r.get("peak_frac") or 0) > 1]
+    if over:  # never silently above the ceiling: ring the points that say the peak (or FLOPs) is wrong
+        ax.scatter([r["flops"] for r in over], [r["flop_rate"] for r in over], s=90, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5, label=f"⚠ above its measured peak ({len(over)})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FLOPs per step")
     ax.set_ylabel("achieved FLOP/s")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("Roofline-style: achieved FLOP/s vs the machine's measured peak", fontsize=10)
     return _save(fig, out_dir, "roofline.png")
