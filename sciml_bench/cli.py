@@ -158,7 +158,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Console(width=80) if not sys.stdout.isatty() else console  # the summary fits 80 columns
     for line in verdict_summary(run.path):
         out.print(escape(line), soft_wrap=True)
-    console.print(f"results: {run.path}  (full table: sciml-bench show {run.run_id} --dir {run.path.parent})")
+    console.print(f"results: {run.path}")
+    console.print(f"full table: sciml-bench show {run.run_id}"
+                  + ("" if run.path.parent == Path("results") else f" --dir {run.path.parent}"))
     if not args.no_report:
         from sciml_bench.report import build_report
 

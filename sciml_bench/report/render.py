@@ -23,7 +23,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px so
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .warn{background:#fff4e0;border-left:4px solid #f0a020;padding:.5em 1em}.verdict{margin:.2em 0}
 .bad{color:#b00020}.good{color:#107020}.muted{color:#777}img{width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
-code{background:#f4f4f4;padding:0 .2em}section.summary{background:#f7f9fc;border:1px solid #dde4ee;padding:0 1em .6em}
+code{background:#f4f4f4;padding:0 .2em}section.summary h2{margin-top:.5em}section.summary{background:#f7f9fc;border:1px solid #dde4ee;padding:0 1em .6em}
 """
 
 # A block is a tuple: ("p"|"muted"|"warn"|"strong", text) · ("ul", [text]) · ("img", file, alt)
