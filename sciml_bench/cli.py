@@ -82,34 +82,60 @@ def fmt_ci(m: dict[str, Any], fmt) -> str:
 
 
 def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
-    """The per-case table of ``show`` and the end of ``run``."""
+    """The per-case table of ``show``: every case with its numbers and the metrics its study promises."""
     from sciml_bench.compare import fmt_value
-    from sciml_bench.runner import peak_memory
+    from sciml_bench.report.content import METRIC_LABELS, fmt_metric, study_metrics
+    from sciml_bench.report.words import ratio_words
+    from sciml_bench.results import peak_memory
 
+    studies = header.get("studies") if isinstance(header.get("studies"), dict) else {}
+    extra = {name: study_metrics(st.get("axes") or {}, st.get("metrics")) for name, st in studies.items()
+             if isinstance(st, dict)}
     env = header.get("environment") if isinstance(header.get("environment"), dict) else {}
     table = Table(title=f"run {txt(header.get('run_id'))} · suite {txt(header.get('suite'))} · "
                         f"{txt(env.get('cpu_model', '?'))}", title_justify="left")
     for col, just in (("study", "left"), ("case", "left"), ("status", "left"),
-                      ("step time, median [95% CI]", "right"), ("vs ref [95% CI]", "right"),
-                      ("throughput", "right"), ("peak mem", "right"), ("GFLOP/s", "right")):
+                      ("step time, median [95% CI]", "right"), ("vs reference [95% CI]", "right"),
+                      ("throughput", "right"), ("peak mem", "right"), ("GFLOP/s", "right"),
+                      ("study metrics", "left")):
         table.add_column(col, justify=just, overflow="fold")
     for r in records:
         m = r.get("metrics", {})
         study, case = txt(r["study"]), txt(r["case_id"])  # ids are text, never rich markup
         if r["status"] != "ok":
             table.add_row(study, case, f"[red]{txt(r['status'])}[/]", f"[dim]{txt(r.get('reason') or '')}[/]",
-                          "", "", "", "")
+                          "", "", "", "", "")
             continue
         ratio = m.get("time_ratio")
-        ratio_s = "ref" if ratio and ratio.get("reference") == r["case_id"] else (
-            fmt_ci(ratio, lambda x: f"{x:.2f}x") if ratio else "-")
+        ratio_s = "reference" if ratio and ratio.get("reference") == r["case_id"] else (
+            ratio_words(ratio["value"], ratio.get("ci_low"), ratio.get("ci_high")) if ratio else "-")
         mem = peak_memory(r)
-        table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_notes([r]) else ""), fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
-                      f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
+        absent = r.get("absent") or {}
+        shown = "; ".join(f"{METRIC_LABELS.get(k, (k,))[0]} {fmt_metric(k, m.get(k), absent.get(k))}"
+                          for k in extra.get(r["study"], []) if k in m or k in absent)
+        table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_notes([r]) else ""),
+                      fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-",
+                      txt(ratio_s), f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
                       (">= " if m.get("flop_rate", {}).get("lower_bound") else "")
-                      + f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
+                      + f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-", txt(shown))
     return table
+
+
+def verdict_summary(path: Path, width: int = 80) -> list[str]:
+    """The end of ``run``: the case counts, then one line per study with its answer, each within ``width``."""
+    from sciml_bench.report import collect
+    from sciml_bench.report.content import status_counts
+    from sciml_bench.results import read_run
+
+    header, records = read_run(path)
+    rep, _ = collect([path])
+    out = [f"{len(records)} cases: {status_counts(records)}"[:width]]
+    name_w = min(max((len(s.name) for s in rep.sections), default=0), 24)
+    for s in rep.sections:
+        line = f"{s.name[:name_w]:<{name_w}}  {s.short_answer}"
+        out.append(line if len(line) <= width else line[:width - 1] + "…")
+    return out
 
 
 # ---------------------------------------------------------------- commands
@@ -119,12 +145,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from sciml_bench.cases import builtin_suites, load_suite
 
     if args.what == "models":
-        from sciml_bench.models import create_model, get_model_spec, list_models, param_count
+        from sciml_bench.models import default_param_count, get_model_spec, list_models
 
         t = Table("model", "family", "task", "params", "knobs", "description", title="models")
         for name in list_models(args.pattern):
             spec = get_model_spec(name)
-            t.add_row(txt(name), txt(spec.family), txt(spec.task), f"{param_count(create_model(name)):,}",
+            t.add_row(txt(name), txt(spec.family), txt(spec.task), f"{default_param_count(name):,}",
                       txt(", ".join(sorted(spec.knobs))), txt(spec.description))
     elif args.what == "studies":
         suite = load_suite(args.suite)
@@ -188,11 +214,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                           f"chunk in progress is discarded); continue with: sciml-bench run --resume {txt(run.path)}")
         return 130
     header, records = read_run(run.path)
-    console.print(results_table(header, records))
+    out = Console(width=80) if not sys.stdout.isatty() else console  # the summary fits 80 columns
+    for line in verdict_summary(run.path):
+        out.print(txt(line), soft_wrap=True)
     for note in nonfinite_notes(records):
-        console.print(f"[yellow]warning[/]: {escape(note)}")
-    failed = [r for r in records if r["status"] != "ok"]
-    console.print(f"results: {txt(run.path)}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
+        console.print(f"[yellow]warning[/]: {txt(note)}")
+    console.print(f"results: {txt(run.path)}")
+    console.print(f"full table: sciml-bench show {txt(run.run_id)}"
+                  + ("" if run.path.parent == Path("results") else f" --dir {txt(run.path.parent)}"))
     if not args.no_report:
         from sciml_bench.report import build_report
 

@@ -144,7 +144,7 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
         between rounds gives tiny p-values for identical code. See the README's detection-quality
         numbers for what each costs in false alarms on this kind of machine.
 
-    Raises UsageError for unreadable runs or bad options.
+    Raises UsageError for unreadable runs, bad options, or runs with no case in common.
     """
     if not 0 < threshold < 10:
         raise UsageError(f"--threshold must be a fraction between 0 and 10 (0.05 = 5%), got {threshold}")
@@ -163,9 +163,12 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
     bmap, nmap = {_key(r): r for r in rb}, {_key(r): r for r in rn}
     cmp.only_base = [k for k in bmap if k not in nmap]
     cmp.only_new = [k for k in nmap if k not in bmap]
+    if not any(k in nmap for k in bmap):
+        raise UsageError(f"runs {cmp.base_run} and {cmp.new_run} have no case in common (study/case id); "
+                         f"nothing to compare")
     for k, b in bmap.items():
         n = nmap.get(k)
-        if n is None:
+        if n is None or b["status"] == n["status"] == "skipped":  # skipped in both: not a change
             continue
         if b["status"] != "ok" or n["status"] != "ok":
             cmp.not_ok.append(f"{k}: {b['status']} → {n['status']}")

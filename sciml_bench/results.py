@@ -252,6 +252,14 @@ def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
     raise UsageError(f"no such run {ref!r}: not a file, nor {candidate}; use a path, a run id, or 'latest'")
 
 
+def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
+    """(metric name, bytes) of a record's peak tensor memory on its device."""
+    for name in ("peak_cuda_bytes", "peak_cpu_tensor_bytes"):
+        if name in rec.get("metrics", {}):
+            return name, rec["metrics"][name]["value"]
+    return None
+
+
 def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
     """(study, case_id) of finished records, for ``--resume``."""
     return {(r["study"], r["case_id"]) for r in records}

@@ -25,8 +25,8 @@ from typing import Any
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
 from sciml_bench.distributed import add_scaling, rank_metrics
 from sciml_bench.errors import Unsupported, UsageError
-from sciml_bench.results import (RunWriter, done_keys, finite_record, is_locked, new_run_id, read_run,
-                                 safe_filename)
+from sciml_bench.results import (RunWriter, done_keys, finite_record, is_locked, new_run_id,  # noqa: F401
+                                 peak_memory, read_run, safe_filename)  # peak_memory: re-exported
 from sciml_bench.stats import paired_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
@@ -517,14 +517,6 @@ def _flag_nonfinite(study: Study, measured: dict[str, dict[str, Any]], rec: dict
     return rec
 
 
-def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
-    """(metric name, bytes) of a record's peak tensor memory on its device."""
-    for name in ("peak_cuda_bytes", "peak_cpu_tensor_bytes"):
-        if name in rec.get("metrics", {}):
-            return name, rec["metrics"][name]["value"]
-    return None
-
-
 def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
     """Attach time and memory ratios against each case's reference case, from paired rounds."""
     by_id = {r["case_id"]: r for r in records}
@@ -648,6 +640,20 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     return suite, plan
 
 
+def run_label(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec) -> str:
+    """The run id's name part: the suite when all of it ran, else what did ("batch-size",
+    "quick-3-studies", "quick-models-mlp"), so a one-study run is not mistaken for the whole suite."""
+    if len(plan) == 1 and len(suite.studies) > 1:
+        label = plan[0][0].name
+    elif len(plan) < len(suite.studies):
+        label = f"{suite.name}-{len(plan)}-studies"
+    else:
+        label = suite.name
+    if spec.models:
+        label += "-" + "-".join(spec.models)
+    return label
+
+
 def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
               max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
@@ -666,7 +672,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
-    run_id = new_run_id(suite.name)
+    run_id = new_run_id(run_label(suite, plan, spec))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions
 

@@ -104,3 +104,34 @@ def test_show_and_load_results(smoke_run, capsys):
     assert not df.duplicated(["study", "case_id", "metric"]).any(), "one row per case x metric"
     st = df[(df.metric == "step_time") & (df.model == "mlp")]
     assert len(st) >= 1 and (st.value > 0).all()
+
+
+def test_show_and_report_display_the_metrics_a_study_promises(tmp_path, capsys):
+    """A compile study promises compile time and break-even steps: `show`, the table and the verdict show them."""
+    from sciml_bench.report import collect
+    from tests._runs import add_ratio, record, samples, write_run
+
+    import re
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = record("compile", {"model": "mlp", "mode": "train"}, samples(0.010, rng))
+    comp = record("compile", {"model": "mlp", "mode": "train", "compile": "default"}, samples(0.008, rng))
+    for r in (base, comp):
+        add_ratio(r, base)
+    comp["metrics"]["compile_time"] = {"value": 1.28, "unit": "s"}
+    comp["metrics"]["break_even_steps"] = {"value": 640.0, "unit": "steps"}
+    comp["absent"]["recompiles"] = "no shape sweep in this case"
+    path = write_run(tmp_path / "c.jsonl", [base, comp],
+                     {"compile": {"question": "What does torch.compile cost and buy?", "reference": {"compile": "none"},
+                                  "axes": {"compile": ["none", "default"]}, "metrics": ["time"]}})
+    assert main(["show", str(path)]) == 0
+    out = re.sub(r"[│\s]+", " ", capsys.readouterr().out)  # cells wrapped over lines, joined back
+    assert "compile time 1.28 s" in out and "break-even 640 steps" in out, out
+    assert "recompiles not measured: no shape sweep" in out, "an absent promised metric says why"
+    rep, _ = collect([path])
+    verdict = next(v for v in rep.sections[0].verdicts if "default" in v)
+    assert "faster" in verdict and "compile time 1.28 s" in verdict, verdict
+    claim = next(c for c in rep.claims if "torch.compile" in c.claim)
+    assert claim.verdict != "not measured" and "break-even ~640 steps" in claim.summary(), claim.summary()

@@ -129,3 +129,26 @@ def test_case_that_breaks_in_new_fails_the_gate(tmp_path):
     broken.write_text("\n".join(_json.dumps(r) for r in recs) + "\n")
     cmp = compare_runs(base, broken)
     assert cmp.exit_code == 1 and any(victim["case_id"] in b for b in cmp.broke), cmp.broke
+
+
+def test_runs_with_no_case_in_common_are_a_usage_error(tmp_path, capsys):
+    a = study_run(tmp_path / "a.jsonl", study="one")
+    b = study_run(tmp_path / "b.jsonl", study="two", run_id="run-b")
+    with pytest.raises(UsageError, match="no case in common"):
+        compare_runs(a, b)
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no case in common" in err and "\n" not in err, err
+
+
+def test_skipped_in_both_runs_is_not_a_change(tmp_path):
+    import json as _json
+
+    base = study_run(tmp_path / "base.jsonl", seed=0)
+    recs = [_json.loads(ln) for ln in base.read_text().splitlines()]
+    victim = next(r for r in recs[1:] if r["status"] == "ok")
+    victim.update(status="skipped", reason="fp16 autocast with GradScaler needs CUDA", metrics={})
+    both = tmp_path / "both.jsonl"
+    both.write_text("\n".join(_json.dumps(r) for r in recs) + "\n")
+    cmp = compare_runs(both, both)
+    assert not any(victim["case_id"] in x for x in cmp.not_ok), f"skipped -> skipped listed as a change: {cmp.not_ok}"

@@ -89,6 +89,13 @@ def test_run_writes_report_by_default(tmp_path):
     assert proc.returncode == 0, proc.stderr
     m = re.search(r"report: (\S+index\.html)", proc.stdout.replace("\n", ""))
     assert m, f"run must print the report path: {proc.stdout}"
+    lines = proc.stdout.splitlines()
+    assert re.match(r"\d+ cases: \d+ ok, \d+ skipped.*, 0 failed", lines[0]), f"counts first: {lines[:2]}"
+    assert any(ln.startswith("batch-size ") and ("slower" in ln or "faster" in ln or "no clear" in ln)
+               for ln in lines[1:3]), f"one verdict line per study: {lines[:3]}"
+    summary = lines[:lines.index(next(ln for ln in lines if ln.startswith("results:")))]
+    assert all(len(ln) <= 80 for ln in summary), f"the summary must fit 80 columns: {summary}"
+    assert not any("┃" in ln or "│" in ln for ln in lines), "the full table belongs to `show`, not to `run`"
     index = Path(m.group(1))
     assert index.is_file() and index.parent.parent == tmp_path / "reports"
     _check_report(index.parent)
@@ -121,3 +128,93 @@ def test_claim_evidence_with_a_straddling_ci_is_inconclusive():
     assert _within(1.20, 1.10, 1.30, (1.0, float("inf"))) is True
     assert _within(0.80, 0.70, 0.90, (1.0, float("inf"))) is False
     assert _within(0.5, None, None, (0.0, 0.6)) is True, "deterministic values (memory) decide by themselves"
+
+
+def _dom_positions(chromium: str, index: Path, tmp_path: Path) -> dict[str, int]:
+    """Lay the page out in headless Chromium (1400 px wide) and read back element positions and page height."""
+    probe = index.with_name(".probe.html")
+    script = ("<script>const b=document.body, pos=e=>e?Math.round(e.getBoundingClientRect().top):-1;"
+              "b.setAttribute('data-height',document.documentElement.scrollHeight);"
+              "b.setAttribute('data-first',document.querySelector('section').id);"
+              "b.setAttribute('data-summary',pos(document.getElementById('summary')));"
+              "b.setAttribute('data-claims',pos(document.querySelector('#summary table')));"
+              "b.setAttribute('data-study',pos(document.getElementById('study-0')));</script></body>")
+    probe.write_text(index.read_text().replace("</body>", script))
+    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
+    attrs = dict(re.findall(r'data-(height|first|summary|claims|study)="([^"]*)"', proc.stdout))
+    assert len(attrs) == 5, f"Chromium did not lay the page out: {proc.stderr[-1000:]}"
+    return {k: (v if k == "first" else int(v)) for k, v in attrs.items()}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package: chromium)")
+def test_browser_shows_summary_with_claims_first(tmp_path):
+    out = build_report([study_run(tmp_path / "a.jsonl")], tmp_path / "r")
+    pos = _dom_positions(CHROMIUM, out / "index.html", tmp_path)
+    assert pos["first"] == "summary", f"the first section must be the summary, got {pos['first']!r}"
+    assert 0 <= pos["summary"] < pos["claims"] < pos["study"], \
+        f"the claims table must sit inside the summary, above the first study: {pos}"
+    html = (out / "index.html").read_text()
+    summary = html[html.index('id="summary"'):html.index('id="study-0"')]
+    assert "On this machine" in summary and "GRU is faster than LSTM" in summary, "claims table not in the summary"
+    assert "5 cases: 4 ok, 0 skipped, 1 failed" in summary, "the summary must count cases, skips apart from failures"
+
+
+def test_memory_axis_is_logarithmic_when_values_span_decades():
+    from sciml_bench.report.figures import bars_figure
+
+    def rows(mems):
+        return [{"label": f"case {i}", "peak_mem": m, "peak_mem_kind": "CPU tensors", "ratio": 1.0 + i / 10,
+                 "ratio_lo": 1.0, "ratio_hi": 1.3} for i, m in enumerate(mems)]
+
+    fig = bars_figure("kib-vs-mib", rows([12 * 2 ** 10, 40 * 2 ** 10, 300 * 2 ** 20]))  # KiB beside MiB
+    time_ax, mem_ax = fig.axes
+    assert mem_ax.get_xscale() == "log", "memory spanning 4 decades needs a log axis, else KiB bars vanish"
+    assert time_ax.get_xscale() == "log", "time ratios are drawn on a log axis (2x faster and 2x slower alike)"
+    fig = bars_figure("close", rows([10 * 2 ** 20, 12 * 2 ** 20, 15 * 2 ** 20]))
+    assert fig.axes[1].get_xscale() == "linear", "values within one decade keep a linear axis"
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and not any(re.match(r"0\.\d+x faster", t) for t in labels), labels
+
+
+def test_no_fraction_of_peak_above_100_percent_is_printed_unflagged(tmp_path):
+    # the synthetic cases reach 100 GFLOP/s against a stored 50 GFLOP/s peak: 200% and more
+    out = build_report([study_run(tmp_path / "a.jsonl")], tmp_path / "r")
+    for text in ((out / "index.html").read_text(), (out / "report.md").read_text()):
+        cells = re.split(r"[<|\n]", text)  # table cells, list items, lines
+        over = [c for c in cells if any(float(v) > 100 for v in re.findall(r"(\d+(?:\.\d+)?)%", c))]
+        assert over, "the synthetic run must produce fractions above 100%"
+        assert all("⚠" in c for c in over), f"unflagged fractions above 100%: {[c for c in over if '⚠' not in c]}"
+    assert "above the measured GEMM peak" in (out / "index.html").read_text(), "the summary must say so"
+
+
+def test_ratio_words_never_say_below_one_faster():
+    from sciml_bench.report.words import ratio_words
+
+    assert ratio_words(0.625, 0.6, 0.65) == "1.60x faster [1.54-1.67]"
+    assert ratio_words(1.36, 1.2, 1.5) == "1.36x slower [1.20-1.50]"
+    assert ratio_words(0.5, kind="memory") == "2.00x less memory"
+    assert ratio_words(1.05, 0.95, 1.15).startswith("no clear difference")
+    for r in (0.1, 0.59, 0.99, 1.01, 3.0):
+        assert not re.search(r"\b0\.\d+x", ratio_words(r, r * 0.9, r * 1.1)), ratio_words(r, r * 0.9, r * 1.1)
+
+
+def test_claim_verdicts_count_hold_do_not_and_inconclusive():
+    from sciml_bench.report.claims import Evidence, _verdict
+
+    ev = [Evidence("a", 1.0, holds=True), Evidence("b", 1.0, holds=False), Evidence("c", 1.0, holds=False),
+          Evidence("d", 1.0, holds=None)]
+    assert _verdict(ev) == "1 hold / 2 do not / 1 inconclusive"
+    assert Evidence("w", 0.0, unit=" workers").text() == "w: 0 workers", "worker counts are whole numbers"
+
+
+def test_combined_report_labels_every_bullet_with_its_run(tmp_path):
+    from sciml_bench.report import collect
+
+    a = study_run(tmp_path / "a.jsonl")
+    b = study_run(tmp_path / "b.jsonl", seed=5, run_id="run-b")
+    rep, _ = collect([a, b])
+    lines = [v for s in rep.sections for v in s.verdicts] + [e.text() for c in rep.claims for e in c.evidence]
+    assert lines and all(v.startswith(("[run-a]", "[run-b]")) for v in lines), lines
+    assert "[run-a]" in rep.sections[0].answer and "[run-b]" in rep.sections[0].answer

@@ -138,3 +138,15 @@ def test_non_finite_measurements_become_absent_with_reason():
     assert "loss_after_steps" not in rec["metrics"] and "non-finite" in rec["absent"]["loss_after_steps"]
     assert rec["metrics"]["step_time"]["samples"] == [0.15000000000000002, 0.3]
     json.dumps(rec, allow_nan=False)
+
+
+def test_run_id_names_what_ran_not_the_whole_suite():
+    from sciml_bench.results import new_run_id
+    from sciml_bench.runner import RunSpec, plan_cases, run_label
+
+    for studies, want in ((["batch-size"], "-batch-size-"), (["batch-size", "models"], "-quick-2-studies-"),
+                          ([], "-quick-")):
+        spec = RunSpec(suite="quick", studies=studies, device="cpu")
+        suite, plan = plan_cases(spec)
+        run_id = new_run_id(run_label(suite, plan, spec))
+        assert want in run_id, f"--study {studies}: run id {run_id} should contain {want!r}"

@@ -166,3 +166,10 @@ def create_model(name: str, **knobs: Any) -> nn.Module:
 def param_count(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def default_param_count(name: str) -> int:
+    """Trainable parameters of ``name`` at its default knobs, built on the meta device: shapes only, no
+    memory or weight init, so listing the whole zoo takes seconds instead of building every model."""
+    with torch.device("meta"):
+        return param_count(create_model(name))

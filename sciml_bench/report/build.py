@@ -7,44 +7,22 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
 from sciml_bench.report import figures
-from sciml_bench.report.claims import Claim, check_claims
-from sciml_bench.results import read_run
+from sciml_bench.report.claims import check_claims
+from sciml_bench.report.content import (METRIC_LABELS, PEAK_FLAG, Report, Section, fmt_metric, status_counts,
+                                        study_metrics)
+from sciml_bench.report.render import render_html, render_markdown
+from sciml_bench.report.words import ratio_words, significant
+from sciml_bench.results import peak_memory, read_run
+
+__all__ = ["Report", "Section", "build_report", "collect"]
 
 FAILED = ("error", "crashed", "timeout", "oom", "skipped")
-
-
-@dataclass
-class Section:
-    """One study in the report: its question, table rows, verdicts, figures and scaling fits."""
-
-    name: str
-    question: str
-    reference: dict[str, Any]
-    axes: dict[str, list[Any]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    verdicts: list[str] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    fits: list[dict[str, Any]] = field(default_factory=list)
-    pareto: list[str] = field(default_factory=list)
-
-
-def _fmt_time(s: float | None) -> str:
-    from sciml_bench.compare import fmt_value
-
-    return fmt_value(s, "s")
-
-
-def _fmt_bytes(b: float | None) -> str:
-    from sciml_bench.compare import fmt_value
-
-    return fmt_value(b, "B")
 
 
 def _label(case: dict[str, Any], axes: dict[str, list[Any]], reference: dict[str, Any]) -> str:
@@ -58,13 +36,12 @@ def _label(case: dict[str, Any], axes: dict[str, list[Any]], reference: dict[str
 
 def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]) -> dict[str, Any]:
     from sciml_bench.measure.peak import peak_for
-    from sciml_bench.runner import peak_memory
 
     m = rec.get("metrics", {})
-    machine = rec.get("machine") or {}  # set in merged runs: which machine measured the case
     row: dict[str, Any] = {"run_id": run_id, "case_id": rec["case_id"], "case": rec["case"], "status": rec["status"],
                            "reason": rec.get("reason"), "label": _label(rec["case"], sec.axes, sec.reference),
-                           "machine": machine.get("hostname") or machine.get("run_id")}
+                           "absent": rec.get("absent") or {}, "metrics": m,
+                           "machine": (rec.get("machine") or {}).get("hostname") or (rec.get("machine") or {}).get("run_id")}
     if rec["status"] != "ok":
         return row
     st = m.get("step_time", {})
@@ -91,42 +68,127 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     return row
 
 
-def _verdicts(sec: Section) -> list[str]:
-    """Plain-words lines: speedup/slowdown with CI and memory ratio, or 'not significant'."""
+def _extras(sec: Section, r: dict[str, Any]) -> str:
+    """The study's promised extra metrics of one row, in words ("compile time 1.3 s, ...")."""
+    parts = []
+    for name in sec.metrics:
+        if name in r["metrics"] or name in r["absent"]:
+            parts.append(f"{METRIC_LABELS.get(name, (name,))[0]} "
+                         f"{fmt_metric(name, r['metrics'].get(name), r['absent'].get(name))}")
+    return "; ".join(parts)
+
+
+def _why_no_ratio(r: dict[str, Any]) -> str:
+    """The real reason a non-reference row has no ratio against its reference."""
+    if r["status"] != "ok":
+        return f"{r['status']}: {r.get('reason') or 'no reason recorded'}"
+    return r["absent"].get("time_ratio") or "no ratio recorded (the study sets no reference)"
+
+
+def _verdicts(sec: Section, multi_run: bool = False) -> list[str]:
+    """Plain-words lines: "1.36x slower [CI]" next to its own number, memory, the study's metrics."""
     out = []
     for r in sec.rows:
-        if r.get("ratio") is None or r.get("is_reference"):
+        if r.get("is_reference"):
+            extra = _extras(sec, r)
+            if extra:
+                out.append(f"{_run_tag(r, multi_run)}{r['label']} (reference): {extra}")
+            continue
+        if r.get("ratio") is None:
+            if sec.reference:
+                out.append(f"{_run_tag(r, multi_run)}{r['label']}: no ratio; {_why_no_ratio(r)}")
             continue
         ratio, lo, hi = r["ratio"], r.get("ratio_lo"), r.get("ratio_hi")
-        mem = f" and {r['mem_ratio']:.2f}x memory" if r.get("mem_ratio") is not None else ""
+        line = ratio_words(ratio, lo, hi)
         if lo is None or hi is None:
-            out.append(f"{r['label']}: {ratio:.2f}x the reference's time{mem} (no CI: too few rounds)")
-        elif lo <= 1 <= hi:
-            out.append(f"{r['label']}: not significant ({ratio:.2f}x time, CI [{lo:.2f}-{hi:.2f}] includes 1){mem}")
-        elif ratio < 1:
-            out.append(f"{r['label']}: {1 / ratio:.2f}x faster [{1 / hi:.2f}-{1 / lo:.2f}]{mem}")
-        else:
-            out.append(f"{r['label']}: {ratio:.2f}x slower [{lo:.2f}-{hi:.2f}]{mem}")
+            line += " (no CI: too few rounds)"
+        if r.get("mem_ratio") is not None:
+            line += f"; {ratio_words(r['mem_ratio'], kind='memory')}"
+        extra = _extras(sec, r)
+        out.append(f"{_run_tag(r, multi_run)}{r['label']}: {line}" + (f"; {extra}" if extra else ""))
     if not out:
-        out.append("no ratios against a reference (no reference set, or the reference case failed)")
+        out.append("no ratios: the study sets no reference" if not sec.reference else
+                   "no ratios: no case of this study has a reference in these runs")
     return out
 
 
-@dataclass
-class Report:
-    """Everything a report shows, before rendering."""
+def _run_tag(r: dict[str, Any], multi_run: bool) -> str:
+    return f"[{r['run_id']}] " if multi_run else ""
 
-    title: str
-    runs: list[dict[str, Any]]  # headers, with "path"
-    sections: list[Section]
-    claims: list[Claim]
-    failed: list[dict[str, Any]]
-    peaks: dict[str, dict[str, Any]]  # run_id -> machine_peak record
-    env_warnings: list[str]
-    figures: list[str]
-    history: Any = None
-    history_figures: list[str] = field(default_factory=list)
-    profiles: Any = None  # report.profiles.ProfileViews
+
+def _answer(sec: Section, multi_run: bool, short: bool = False) -> str:
+    """One line for the summary: per varied value, how it did in each context ("bf16: 1.6x faster for
+    small_cnn, ..."). ``short`` gives the range over contexts instead ("bf16: 1.6x faster to 1.6x slower")."""
+    groups: dict[str, list[tuple[float | None, str]]] = {}
+    for r in sec.rows:
+        if r.get("ratio") is None or r.get("is_reference"):
+            continue
+        varied = ", ".join(_value(k, r["case"].get(k)) for k in sec.axes if k in sec.reference) or r["label"]
+        ctx = ", ".join(str(r["case"].get(k)) for k in sec.axes if k not in sec.reference)
+        lo, hi = r.get("ratio_lo"), r.get("ratio_hi")
+        clear = significant(lo, hi) or lo is None
+        words = ratio_words(r["ratio"], ci=False) if clear else "no clear difference"
+        groups.setdefault(_run_tag(r, multi_run) + varied, []).append(
+            (r["ratio"] if clear else None, words + (f" for {ctx}" if ctx else "")))
+    if not groups:
+        skipped = sum(r["status"] == "skipped" for r in sec.rows)
+        failed = sum(r["status"] in FAILED and r["status"] != "skipped" for r in sec.rows)
+        ok = sum(r["status"] == "ok" for r in sec.rows)
+        return (f"no ratio against {_fmt_ref(sec)}: {ok} ok, {skipped} skipped, {failed} failed"
+                if sec.reference else f"{ok} cases measured (no reference: see its table)")
+    if not short:
+        return "; ".join(f"{k}: {', '.join(w for _, w in v)}" for k, v in groups.items()) + f" (vs {_fmt_ref(sec)})"
+    out = []
+    for k, v in groups.items():
+        clear = sorted(x for x, _ in v if x is not None)
+        if not clear:
+            out.append(f"{k}: no clear difference")
+            continue
+        lo_w, hi_w = ratio_words(clear[0], ci=False), ratio_words(clear[-1], ci=False)
+        if lo_w == hi_w:
+            span = lo_w
+        elif (clear[0] < 1) == (clear[-1] < 1):  # one direction: "1.41x-1.43x slower"
+            a, b = sorted(max(x, 1 / x) for x in (clear[0], clear[-1]))
+            span = f"{a:.2f}x-{b:.2f}x {'faster' if clear[0] < 1 else 'slower'}"
+        else:
+            span = f"{lo_w} to {hi_w}"
+        out.append(f"{k}: {span}" + (f" ({len(v) - len(clear)} unclear)" if len(clear) < len(v) else ""))
+    return "; ".join(out)
+
+
+def _value(axis: str, v: Any) -> str:
+    """An axis value that names itself ("bf16", "gru"), or "axis=value" for bare numbers and booleans."""
+    return str(v) if isinstance(v, str) else f"{axis}={v}"
+
+
+def _fmt_ref(sec: Section) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sec.reference.items()) or "no reference"
+
+
+def _trust(headers: list[dict[str, Any]], records: list[dict[str, Any]], warnings: list[str],
+           rows: list[dict[str, Any]]) -> list[str]:
+    """Lines saying how far to trust the numbers: cases counted, CI method, load warnings, flagged points."""
+    out = [f"{len(records)} cases: {status_counts(records)}."]
+    methods = {r["metrics"]["time_ratio"].get("ci_method", "percentile bootstrap of the median per-round ratio, "
+                                                             "resampling paired rounds")
+               for r in records if r["status"] == "ok" and "time_ratio" in r.get("metrics", {})}
+    rounds = sorted({(h.get("options") or {}).get("rounds") for h in headers} - {None})
+    if methods:
+        out.append(f"95% CIs of ratios: {'; '.join(sorted(methods))}"
+                   + (f" ({'/'.join(map(str, rounds))} rounds per case)." if rounds else "."))
+    busy = [h.get("run_id") for h in headers for w in (h.get("warnings") or [])] + \
+        [r["case_id"] for r in records if r.get("starved") or (r.get("warnings"))]
+    if busy:
+        out.append(f"⚠ busy machine: {len(busy)} run(s)/case(s) flagged while measuring "
+                   f"({', '.join(map(str, busy[:5]))}{', ...' if len(busy) > 5 else ''}); their numbers are noisier.")
+    over = [r for r in rows if (r.get("peak_frac") or 0) > PEAK_FLAG]
+    if over:
+        out.append(f"⚠ {len(over)} case(s) ran above the measured GEMM peak (up to {max(r['peak_frac'] for r in over):.0%}):"
+                   " either the calibration under-measured this machine (it times a GEMM and a 3x3 convolution "
+                   "and keeps the faster; other kernels can beat both) or the FLOP count is too high. Those "
+                   "points are flagged with ⚠; the fractions of this run are not trustworthy.")
+    out += [f"⚠ {w}" for w in warnings]
+    return out
 
 
 def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tuple[Report, list[dict[str, Any]]]:
@@ -140,6 +202,7 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
         headers.append(h)
         for r in recs:
             all_records.append(dict(r, _run=h.get("run_id")))
+    multi = len(headers) > 1
     env0 = headers[0].get("environment", {})
     warnings = []
     for h in headers[1:]:
@@ -159,18 +222,22 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
     sections: dict[str, Section] = {}
     for h in headers:
         for name, st in (h.get("studies") or {}).items():
-            sections.setdefault(name, Section(name, st.get("question", ""), st.get("reference") or {},
-                                              st.get("axes") or {}))
+            axes = st.get("axes") or {}
+            sections.setdefault(name, Section(name, st.get("question", ""), st.get("reference") or {}, axes,
+                                              metrics=study_metrics(axes, st.get("metrics"))))
     for r in all_records:
         sec = sections.setdefault(r["study"], Section(r["study"], "", {}, {}))
         sec.rows.append(_row(r, sec, r["_run"], flat_peaks))
     for sec in sections.values():
-        sec.verdicts = _verdicts(sec)
+        sec.verdicts = _verdicts(sec, multi)
+        sec.answer = _answer(sec, multi)
+        sec.short_answer = _answer(sec, multi, short=True)
     failed = [dict(study=r["study"], case_id=r["case_id"], status=r["status"], reason=r.get("reason"), run_id=r["_run"])
               for r in all_records if r["status"] in FAILED]
     title = title or ("sciml-bench report: " + ", ".join(str(h.get("run_id")) for h in headers))
-    rep = Report(title, headers, list(sections.values()), check_claims(all_records), failed, peaks, warnings, [])
-    rep._flat_peaks = flat_peaks  # type: ignore[attr-defined]
+    rows = [r for s in sections.values() for r in s.rows]
+    rep = Report(title, headers, list(sections.values()), check_claims(all_records), failed, peaks, warnings, [],
+                 flat_peaks=flat_peaks, trust=_trust(headers, all_records, warnings, rows))
     return rep, all_records
 
 
@@ -202,10 +269,10 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
         fig_dir = tmp / "figures"
         fig_dir.mkdir()
         for sec in rep.sections:
-            ok = [r for r in sec.rows if r["status"] == "ok"]
-            for name in (figures.speedup_bars(sec.name, ok, fig_dir), figures.memory_bars(sec.name, ok, fig_dir)):
-                if name:
-                    sec.figures.append(name)
+            ok = [dict(r, label=_run_tag(r, rep.multi_run) + r["label"]) for r in sec.rows if r["status"] == "ok"]
+            name = figures.bars(sec.name, ok, fig_dir)
+            if name:
+                sec.figures.append(name)
             name, sec.fits = figures.scaling(sec.name, sec.axes, ok, fig_dir)
             if name:
                 sec.figures.append(name)
@@ -213,7 +280,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             if name:
                 sec.figures.append(name)
         name = figures.roofline([r for s in rep.sections for r in s.rows if r["status"] == "ok"],
-                                rep._flat_peaks, fig_dir)  # type: ignore[attr-defined]
+                                rep.flat_peaks, fig_dir)
         if name:
             rep.figures.append(name)
         from sciml_bench.report import profiles
@@ -223,8 +290,6 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             from sciml_bench.compare import history_figures
 
             rep.history_figures = history_figures(rep.history, fig_dir, limit=12)
-        from sciml_bench.report.render import render_html, render_markdown
-
         (tmp / "index.html").write_text(render_html(rep), encoding="utf-8")
         (tmp / "report.md").write_text(render_markdown(rep), encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps(_summary(rep), indent=1, default=str), encoding="utf-8")
@@ -249,6 +314,7 @@ def _summary(rep: Report) -> dict[str, Any]:
     return {"title": rep.title, "runs": [h.get("run_id") for h in rep.runs],
             "studies": {s.name: {"verdicts": s.verdicts, "fits": s.fits, "pareto_front": s.pareto} for s in rep.sections},
             "claims": [{"claim": c.claim, "verdict": c.verdict, "evidence": c.summary()} for c in rep.claims],
+            "answers": {s.name: s.answer for s in rep.sections}, "trust": rep.trust,
             "failed": rep.failed, "env_warnings": rep.env_warnings}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from sciml_bench.report.words import ratio_words
 from sciml_bench.stats import ratio_of_medians
 
 NOT_MEASURED = "not measured"
@@ -23,11 +24,18 @@ class Evidence:
     ci_high: float | None = None
     holds: bool | None = None  # None: inconclusive (the CI straddles the claim's boundary)
     unit: str = "x"
+    kind: str = ""  # "time" | "memory" | "throughput": value is a ratio said in words; "": a plain number
+    note: str = ""  # said after the number (e.g. "1.02x less memory", "break-even 2,200 steps")
+    run: str | None = None  # the run the pair came from, shown when a report combines several runs
 
     def text(self) -> str:
-        ci = f" [{self.ci_low:.2f}-{self.ci_high:.2f}]" if self.ci_low is not None and self.ci_high is not None \
-            else ""
-        return f"{self.what}: {self.value:.2f}{self.unit}{ci}"
+        if self.kind:
+            shown = ratio_words(self.value, self.ci_low, self.ci_high, kind=self.kind)
+        else:
+            ci = f" [{self.ci_low:.3g}-{self.ci_high:.3g}]" if self.ci_low is not None and self.ci_high is not None \
+                else ""
+            shown = f"{self.value:.3g}{self.unit}{ci}"
+        return (f"[{self.run}] " if self.run else "") + f"{self.what}: {shown}" + (f", {self.note}" if self.note else "")
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Claim:
 
     claim: str
     test: str  # how it is checked, in words
-    verdict: str = NOT_MEASURED  # holds | does not hold | mixed | inconclusive | not measured
+    verdict: str = NOT_MEASURED  # holds | does not hold | inconclusive | "k hold / m do not / j inconclusive" | not measured
     evidence: list[Evidence] = field(default_factory=list)
     note: str = ""
 
@@ -94,7 +102,7 @@ def time_ratio(v: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | Non
 
 
 def memory_ratio(v: dict[str, Any], b: dict[str, Any]) -> float | None:
-    from sciml_bench.runner import peak_memory
+    from sciml_bench.results import peak_memory
 
     mv, mb = peak_memory(v), peak_memory(b)
     if mv and mb and mv[0] == mb[0] and mb[1]:
@@ -129,7 +137,8 @@ def _verdict(evidence: list[Evidence]) -> str:
         return "does not hold"
     if all(x is None for x in h):
         return "inconclusive"
-    return f"mixed ({sum(x is True for x in h)} of {len(h)} hold)"
+    return (f"{sum(x is True for x in h)} hold / {sum(x is False for x in h)} do not / "
+            f"{sum(x is None for x in h)} inconclusive")
 
 
 def _label(v: dict[str, Any], b: dict[str, Any], field_name: str) -> str:
@@ -140,22 +149,47 @@ def _label(v: dict[str, Any], b: dict[str, Any], field_name: str) -> str:
 
 def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=False,
                 mem_rng: tuple[float, float] | None = None) -> Claim:
+    """Evidence per (variant, baseline) pair; ``rng`` bounds the speedup (``speedup``) or the time ratio."""
     for v, b in pairs(records, field_name, test, base):
         r, lo, hi = time_ratio(v, b)
-        if speedup:  # report as a speedup (baseline / variant)
-            r, lo, hi = 1 / r, (1 / hi if hi else None), (1 / lo if lo else None)
-        holds = _within(r, lo, hi, rng)
-        unit = "x faster" if speedup else "x time"
+        if speedup:  # the claim's range is about baseline / variant
+            holds = _within(1 / r, (1 / hi if hi else None), (1 / lo if lo else None), rng)
+        else:
+            holds = _within(r, lo, hi, rng)
+        note = ""
         if mem_rng is not None:
             m = memory_ratio(v, b)
             if m is None:
                 holds = None
             else:
                 holds = holds if mem_rng[0] <= m <= mem_rng[1] else False
-                unit += f", {m:.2f}x memory"
-        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, unit))
+                note = ratio_words(m, kind="memory")
+        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, kind="time", note=note,
+                                       run=v.get("_run")))
     claim.verdict = _verdict(claim.evidence)
     return claim
+
+
+def _compile_claim(records) -> Claim:
+    """torch.compile: steady-state speedup, with its compile time and break-even steps beside it."""
+    c = Claim('torch.compile is "one line": it speeds up a training step and pays back its compile time',
+              "compile=default/... vs none, same case: speedup > 1; compile time and break-even steps shown")
+    for v, b in pairs(records, "compile", lambda x: x not in (None, "none"), lambda x: x == "none"):
+        r, lo, hi = time_ratio(v, b)
+        m = v["metrics"]
+        notes = []
+        if "compile_time" in m:
+            notes.append(f"compile {m['compile_time']['value']:.3g} s")
+        if "break_even_steps" in m:
+            notes.append(f"break-even ~{m['break_even_steps']['value']:,.0f} steps")
+        elif "break_even_steps" in (v.get("absent") or {}):
+            notes.append("never breaks even")
+        c.evidence.append(Evidence(_label(v, b, "compile"), r, lo, hi,
+                                   _within(1 / r, (1 / hi if hi else None), (1 / lo if lo else None),
+                                           (1.0, math.inf)), kind="time", note=", ".join(notes),
+                                   run=v.get("_run")))
+    c.verdict = _verdict(c.evidence)
+    return c
 
 
 def _quality_metric(rec: dict[str, Any]) -> tuple[str, float] | None:
@@ -202,7 +236,12 @@ def check_claims(records: list[dict[str, Any]]) -> list[Claim]:
                                  "attention=sdpa vs manual: speedup > 1"), records, "attention",
                            lambda x: x == "sdpa", lambda x: x == "manual", (1.0, math.inf), speedup=True))
     out.append(_batch_claim(records))
+    out.append(_compile_claim(records))
     out.append(_phase_split_claim(records))
+    if len({r.get("_run") for r in records}) < 2:  # one run: no need to say which
+        for c in out:
+            for ev in c.evidence:
+                ev.run = None
     return out
 
 
@@ -243,7 +282,8 @@ def _gru_claim(records) -> Claim:
             ratio, lo, hi = time_ratio(r, b)
             c.evidence.append(Evidence(f"{m} vs {b['case']['model']} ({r['case']['mode']} "
                                        f"bs{r['case']['batch_size']})", ratio, lo, hi,
-                                       _within(ratio, lo, hi, (0.0, 1.0)), "x time"))
+                                       _within(ratio, lo, hi, (0.0, 1.0)), kind="time",
+                                       run=r.get("_run")))
     c.verdict = _verdict(c.evidence)
     return c
 
@@ -285,7 +325,7 @@ def _attention_claim(records) -> Claim:
               "a step's peak memory includes linear terms, so ~1 means they dominate at these sizes")
     attention = [r for r in _ok(records) if r["case"].get("seq_len") and (r["case"].get("attention") or any(
                  k in r["case"]["model"] for k in ("gpt", "transformer", "attention")))]
-    from sciml_bench.runner import peak_memory
+    from sciml_bench.results import peak_memory
 
     for g in _groups(attention, "seq_len"):
         pts = [(r["case"]["seq_len"], (peak_memory(r) or (None, None))[1]) for r in g]
@@ -316,7 +356,8 @@ def _batch_claim(records) -> Claim:
         gain, glo, ghi = k / ratio, (k / hi if hi else None), (k / lo if lo else None)
         c.evidence.append(Evidence(f"bs{b['case']['batch_size']} vs bs{a['case']['batch_size']} "
                                    f"({a['case']['model']} {a['case']['mode']})", gain, glo, ghi,
-                                   _within(gain, glo, ghi, (1.0, math.inf)), "x throughput"))
+                                   _within(gain, glo, ghi, (1.0, math.inf)), kind="throughput",
+                                   run=b.get("_run")))
     c.verdict = _verdict(c.evidence)
     return c
 

@@ -155,48 +155,29 @@ def _memory_line(cp: CaseProfile) -> str:
             f"{mem.get('peak_phase')}, {mem.get('peak_ms', 0):.1f} ms into the profiled steps")
 
 
-def render_html(views: ProfileViews, e, table) -> list[str]:
-    """The report's "Profiles" section (``e`` escapes, ``table(head, rows)`` renders a table)."""
-    if not views.phase_rows and not views.cases:
+def profiles_part(rep) -> list:
+    """The report's "Profiles" part (a builder of render.SECTIONS): phase split, then each profiled case."""
+    from sciml_bench.report.render import Part
+
+    views: ProfileViews | None = rep.profiles
+    if views is None or (not views.phase_rows and not views.cases):
         return []
-    p = ['<h2 id="profiles">Profiles</h2>']
+    b: list[tuple] = []
     if views.phase_rows:
-        p.append("<p>Phase split of a step, timed in its own pass after the timed rounds (the rounds above "
-                 "are unaffected).</p>")
-        p.append(table(PHASE_HEAD, views.phase_rows))
-        p += [f'<img src="figures/{e(f)}" alt="{e(s)}: phase split">' for s, f in views.phase_figures]
+        b.append(("p", "Phase split of a step, timed in its own pass after the timed rounds (the rounds in the "
+                       "study tables are unaffected)."))
+        b.append(("table", PHASE_HEAD, views.phase_rows, None, -1))
+        b += [("img", f, f"{s}: phase split") for s, f in views.phase_figures]
     for cp in views.cases:
-        p.append(f"<h3>{e(cp.study)} / {e(cp.case_id)}</h3>")
+        b.append(("strong", f"{cp.study} / {cp.case_id}"))
         if cp.note:
-            p.append(f'<p class="warn">{e(cp.note)}</p>')
+            b.append(("warn", cp.note))
         if cp.files:
-            p.append("<p>Files: " + " · ".join(f'<a href="{e(v)}">{e(k)}</a>' for k, v in sorted(cp.files.items()))
-                     + "</p>")
-        p.append("<ul>" + "".join(f"<li><code>{e(line)}</code></li>" for line in how_to_open(cp)) + "</ul>")
+            b.append(("links", "Files", sorted(cp.files.items())))
+        b.append(("ul", how_to_open(cp)))
         if cp.figure:
-            p.append(f'<img src="figures/{e(cp.figure)}" alt="top operators">')
-        p.append(f"<p>{e(_memory_line(cp))}</p>")
+            b.append(("img", cp.figure, "top operators"))
+        b.append(("p", _memory_line(cp)))
         if "memory_png" in cp.files:
-            p.append(f'<img src="{e(cp.files["memory_png"])}" alt="memory timeline">')
-    return p
-
-
-def render_markdown(views: ProfileViews, table) -> list[str]:
-    if not views.phase_rows and not views.cases:
-        return []
-    p = ["", "## Profiles", ""]
-    if views.phase_rows:
-        p += [table(PHASE_HEAD, views.phase_rows), ""]
-        p += [f"![{s}: phase split](figures/{f})" for s, f in views.phase_figures]
-    for cp in views.cases:
-        p += ["", f"### {cp.study} / {cp.case_id}", ""]
-        if cp.note:
-            p.append(f"> {cp.note}")
-        p += [f"- [{k}]({v})" for k, v in sorted(cp.files.items())]
-        p += [f"- `{line}`" for line in how_to_open(cp)]
-        if cp.figure:
-            p.append(f"![top operators](figures/{cp.figure})")
-        p.append(_memory_line(cp))
-        if "memory_png" in cp.files:
-            p.append(f"![memory timeline]({cp.files['memory_png']})")
-    return p
+            b.append(("file_img", cp.files["memory_png"], "memory timeline"))
+    return [Part("profiles", "Profiles", b)]

@@ -1,26 +1,48 @@
-"""Render a Report as self-contained HTML (no scripts, no network; figures/ beside it) and markdown."""
+"""Render a Report as self-contained HTML (no scripts, no network; figures/ beside it) and markdown.
+
+The page is a list of section builders (``SECTIONS``): each takes the Report and returns Parts made
+of neutral blocks, which ``render_html`` and ``render_markdown`` both turn into text. A new view
+(profiles, training curves) plugs in by adding a builder to the list, and appears in both outputs.
+"""
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sciml_bench.report.build import Report, Section, _fmt_bytes, _fmt_time
+from sciml_bench.report.content import (METRIC_LABELS, Report, Section, fmt_bytes, fmt_metric, fmt_peak_frac,
+                                        fmt_time, skip_reason_kind)
+from sciml_bench.report.words import ratio_words
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#1b1b1b;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px solid #ddd;padding:.25em .5em;
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .warn{background:#fff4e0;border-left:4px solid #f0a020;padding:.5em 1em}.verdict{margin:.2em 0}
-.bad{color:#b00020}.good{color:#107020}.muted{color:#777}img{max-width:100%;border:1px solid #eee;margin:.4em 0}
-code{background:#f4f4f4;padding:0 .2em}
+.bad{color:#b00020}.good{color:#107020}.muted{color:#777}img{width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
+code{background:#f4f4f4;padding:0 .2em}section.summary h2{margin-top:.5em}section.summary{background:#f7f9fc;border:1px solid #dde4ee;padding:0 1em .6em}
 """
 
+# A block is a tuple: ("p"|"muted"|"warn"|"strong", text) · ("ul", [text]) · ("img", file in figures/, alt)
+# · ("file_img", path relative to the report, alt) · ("links", label, [(text, relative href)])
+# · ("table", head, rows, classes_or_None, column_the_classes_apply_to)
+Block = tuple
 
-def e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
+@dataclass
+class Part:
+    """One headed part of the page: an anchor, a title and its blocks."""
+
+    anchor: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    css_class: str = ""
+
+
+# ---------------------------------------------------------------- shared pieces
 
 def _ci(v: float | None, lo: float | None, hi: float | None, fmt) -> str:
     if v is None:
@@ -30,31 +52,34 @@ def _ci(v: float | None, lo: float | None, hi: float | None, fmt) -> str:
     return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]"
 
 
-def _x(v: float) -> str:
-    return f"{v:.2f}x"
-
-
 def _table_rows(sec: Section, multi_run: bool) -> tuple[list[str], list[list[str]]]:
+    extra = [METRIC_LABELS.get(m, (m,))[0] for m in sec.metrics]
     head = (["run"] if multi_run else []) + ["case", "status", "median step time [95% CI]",
                                              "time vs reference [95% CI]", "peak memory", "memory vs reference",
-                                             "GFLOP/s", "of measured peak"]
+                                             "GFLOP/s", "of measured peak"] + extra
     rows = []
     machines = any(r.get("machine") for r in sec.rows)  # a merged run: which machine ran each case
     head = (["machine"] if machines else []) + head
     for r in sec.rows:
         lead = ([str(r.get("machine"))] if machines else []) + ([r["run_id"]] if multi_run else [])
         if r["status"] != "ok":
-            rows.append(lead + [r["case_id"], r["status"], r.get("reason") or "", "", "", "", "", ""])
+            rows.append(lead + [r["case_id"], r["status"], r.get("reason") or ""] + [""] * (5 + len(extra)))
             continue
-        ratio = "reference" if r.get("is_reference") else _ci(r.get("ratio"), r.get("ratio_lo"), r.get("ratio_hi"), _x)
+        if r.get("is_reference"):
+            ratio = "reference"
+        elif r.get("ratio") is not None:
+            ratio = ratio_words(r["ratio"], r.get("ratio_lo"), r.get("ratio_hi"))
+        else:
+            ratio = "-"
         rows.append(lead + [
-            r["case_id"], "ok", _ci(r.get("time"), r.get("time_lo"), r.get("time_hi"), _fmt_time)
+            r["case_id"], "ok", _ci(r.get("time"), r.get("time_lo"), r.get("time_hi"), fmt_time)
             + ("" if r.get("time_ci_level", 0.95) == 0.95 or r.get("time_lo") is None
                else f" ({r['time_ci_level']:.0%} CI)"), ratio,
-            _fmt_bytes(r.get("peak_mem")), _x(r["mem_ratio"]) if r.get("mem_ratio") is not None else "-",
+            fmt_bytes(r.get("peak_mem")),
+            ratio_words(r["mem_ratio"], kind="memory") if r.get("mem_ratio") is not None else "-",
             (">= " if r.get("flops_partial") else "") + f"{r['flop_rate'] / 1e9:.3g}" if r.get("flop_rate") else "-",
-            (">= " if r.get("flops_partial") else "") + f"{r['peak_frac']:.1%}" if r.get("peak_frac") is not None
-            else "not measured"])
+            (">= " if r.get("flops_partial") and r.get("peak_frac") is not None else "") + fmt_peak_frac(r)]
+            + [fmt_metric(m, r["metrics"].get(m), r["absent"].get(m), why=False) for m in sec.metrics])
     return head, rows
 
 
@@ -78,19 +103,24 @@ def _peak_rows(rep: Report) -> list[list[str]]:
     for run_id, mp in rep.peaks.items():
         for dtype, m in mp.get("metrics", {}).items():
             rows.append([run_id, mp.get("device", "?"), dtype, f"{m['value'] / 1e9:.4g}",
-                         f"{mp.get('size')}x{mp.get('size')} GEMM, {m.get('n')} measurements, "
-                         f"{mp.get('threads')} threads"])
+                         (f"best of {', '.join(f'{k} {v / 1e9:.4g}' for k, v in m['kernels'].items())} GFLOP/s"
+                          if m.get("kernels") else f"{mp.get('size')}x{mp.get('size')} GEMM")
+                         + f", {m.get('n')} measurements, {mp.get('threads')} threads"])
         for dtype, why in mp.get("absent", {}).items():
             rows.append([run_id, mp.get("device", "?"), dtype, "not measured", why])
     return rows
 
 
 def _claim_class(verdict: str) -> str:
-    return {"holds": "good", "does not hold": "bad"}.get(verdict, "muted" if verdict == "not measured" else "")
+    if verdict == "holds":
+        return "good"
+    if verdict == "does not hold":
+        return "bad"
+    return "muted" if verdict == "not measured" else ""
 
 
 def _history_regressions(rep: Report) -> list[list[str]]:
-    return [[r["study"], r["case_id"], f"{r['ratio']:.2f}x", _fmt_time(r["before"]), _fmt_time(r["after"]),
+    return [[r["study"], r["case_id"], ratio_words(r["ratio"], ci=False), fmt_time(r["before"]), fmt_time(r["after"]),
              str(r["run_id"]), str(r.get("commit") or "-")[:12], str(r.get("torch") or "-"),
              str(r.get("previous_torch") or "-")] for r in rep.history.regressions]
 
@@ -98,83 +128,121 @@ def _history_regressions(rep: Report) -> list[list[str]]:
 HIST_HEAD = ["study", "case", "step", "before", "after", "first run", "commit", "torch", "torch before"]
 
 
-def render_html(rep: Report) -> str:
-    """index.html: every user-provided string escaped; only relative figures/*.png references."""
-    multi = len(rep.runs) > 1
-    p: list[str] = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-                    '<meta name="viewport" content="width=device-width, initial-scale=1">',
-                    f"<title>{e(rep.title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(rep.title)}</h1>"]
-    p.append("<p>" + "<br>".join(
-        f"run <code>{e(h.get('run_id'))}</code> · suite {e(h.get('suite'))} · {e(h.get('created'))} · "
-        f"{e((h.get('environment') or {}).get('cpu_model'))} · torch {e((h.get('environment') or {}).get('torch'))} · "
-        f"{e((h.get('options') or {}).get('rounds'))} rounds" for h in rep.runs) + "</p>")
-    for w in rep.env_warnings:
-        p.append(f'<p class="warn">⚠ {e(w)}</p>')
-    p.append('<p>Contents: ' + " · ".join(f'<a href="#study-{i}">{e(s.name)}</a>' for i, s in enumerate(rep.sections))
-             + ' · <a href="#claims">claims checked</a> · <a href="#peak">machine peak</a> · '
-               '<a href="#failed">failed cases</a> · <a href="#env">environment</a></p>')
+# ---------------------------------------------------------------- section builders
+
+def summary(rep: Report) -> list[Part]:
+    """"On this machine": one answer per study, the claims table, and how far to trust the numbers."""
+    b: list[Block] = []
+    for h in rep.runs:
+        env = h.get("environment") or {}
+        b.append(("muted", f"run {h.get('run_id')} · suite {h.get('suite')} · {h.get('created')} · "
+                           f"{env.get('cpu_model')} · {env.get('gpu_name') or 'no GPU'} · torch {env.get('torch')} · "
+                           f"{(h.get('options') or {}).get('rounds')} rounds"))
+    b.append(("strong", "Answers, one line per study (ratios are case time / reference time)"))
+    b.append(("ul", [f"{s.name}: {s.answer}" for s in rep.sections]))
+    b.append(("strong", "Claims checked on this hardware"))
+    b.append(("table", ["claim", "verdict", "evidence (this hardware)"],
+              [[c.claim, c.verdict, c.summary()] for c in rep.claims],
+              [_claim_class(c.verdict) for c in rep.claims], 1))
+    b.append(("muted", "How each claim is checked: see \"How claims are checked\" near the end."))
+    b.append(("strong", "How far to trust these numbers"))
+    b.append(("ul", rep.trust))
+    if not any(r.get("quality") for s in rep.sections for r in s.rows):
+        b.append(("muted", "Convergence metrics (loss curves with seed bands): not measured by these runs."))
+    return [Part("summary", "On this machine", b, "summary")]
+
+
+def studies(rep: Report) -> list[Part]:
+    """One part per study: question, verdict lines, table, fits and figures."""
+    parts = []
     for i, sec in enumerate(rep.sections):
-        p.append(f'<h2 id="study-{i}">Study: {e(sec.name)}</h2>')
+        b: list[Block] = []
         if sec.question:
-            p.append(f"<p><em>{e(sec.question)}</em></p>")
+            b.append(("p", sec.question))
         ref = ", ".join(f"{k}={v}" for k, v in sec.reference.items()) or "none"
-        axes = "; ".join(f"{k} ∈ {v}" for k, v in sec.axes.items())
-        p.append(f"<p class='muted'>axes: {e(axes)} · reference: {e(ref)}</p>")
-        p.append("<p><strong>Verdict</strong></p><ul>" + "".join(f"<li class='verdict'>{e(v)}</li>" for v in sec.verdicts)
-                 + "</ul>")
-        head, rows = _table_rows(sec, multi)
-        p.append(_html_table(head, rows))
+        b.append(("muted", "axes: " + "; ".join(f"{k} ∈ {v}" for k, v in sec.axes.items()) + f" · reference: {ref}"))
+        b.append(("strong", "Verdict"))
+        b.append(("ul", sec.verdicts))
+        head, rows = _table_rows(sec, rep.multi_run)
+        b.append(("table", head, rows, None, -1))
         for f in sec.fits:
             ci = f" [{f['ci_low']:.2f}, {f['ci_high']:.2f}]" if f["ci_low"] is not None else " (2 points, no CI)"
-            p.append(f"<p>scaling: {e(f['metric'])} ∝ {e(f['axis'])}<sup>{f['exponent']:.2f}</sup>{e(ci)} "
-                     f"for {e(f['group'])}</p>")
+            b.append(("p", f"scaling: {f['metric']} ∝ {f['axis']}^{f['exponent']:.2f}{ci} for {f['group']}"))
         if sec.pareto:
-            p.append(f"<p>Pareto front (time vs memory): {e(', '.join(sec.pareto))}</p>")
-        for fig in sec.figures:
-            p.append(f'<img src="figures/{e(fig)}" alt="{e(sec.name)}: {e(fig)}">')
-        p.append("<p class='muted'>Convergence metrics (loss curves with seed bands): "
-                 + ("shown in the table." if any(r.get("quality") for r in sec.rows) else "not measured by this study.")
-                 + "</p>")
-    p.append('<h2 id="roofline">Roofline</h2>')
-    if rep.figures:
-        p += [f'<img src="figures/{e(f)}" alt="roofline">' for f in rep.figures]
-    else:
-        p.append("<p>not measured (no FLOP counts in these runs)</p>")
-    if rep.profiles is not None:
-        from sciml_bench.report.profiles import render_html as profile_html
+            b.append(("p", f"Pareto front (time vs memory): {', '.join(sec.pareto)}"))
+        b += [("img", fig, f"{sec.name}: {fig}") for fig in sec.figures]
+        if any(r.get("quality") for r in sec.rows):
+            b.append(("muted", "Convergence metrics: shown in the table."))
+        parts.append(Part(f"study-{i}", f"Study: {sec.name}", b))
+    return parts
 
-        p += profile_html(rep.profiles, e, _html_table)
-    p.append('<h2 id="claims">Claims checked</h2><p class="muted">Each claim gets a verdict from these runs only; '
-             '"not measured" means no case here tests it.</p>')
-    p.append(_html_table(["claim", "verdict", "evidence (this hardware)", "how checked"],
-                         [[c.claim, c.verdict, c.summary(), c.test] for c in rep.claims],
-                         classes=[_claim_class(c.verdict) for c in rep.claims], col=1))
-    p.append('<h2 id="peak">Machine peak (measured GEMM)</h2>')
-    peak_rows = _peak_rows(rep)
-    p.append(_html_table(["run", "device", "dtype", "GFLOP/s", "how"], peak_rows) if peak_rows else
-             "<p>not measured (these runs have no machine-peak calibration)</p>")
-    if rep.history is not None:
-        p.append('<h2 id="history">History</h2>')
-        if isinstance(rep.history, str):
-            p.append(f"<p>{e(rep.history)}</p>")
-        else:
-            p.append(f"<p>{len(rep.history.runs)} runs of machine <code>{e(rep.history.machine)}</code>; "
-                     f"{len(rep.history.regressions)} regressions (steps up by more than "
-                     f"{rep.history.threshold:.0%}).</p>")
-            if rep.history.regressions:
-                p.append(_html_table(HIST_HEAD, _history_regressions(rep)))
-            p += [f'<img src="figures/{e(f)}" alt="history">' for f in rep.history_figures]
-    p.append('<h2 id="failed">Failed and skipped cases</h2>')
-    p.append(_html_table(["run", "study", "case", "status", "reason"],
-                         [[f["run_id"], f["study"], f["case_id"], f["status"], f["reason"] or ""] for f in rep.failed])
-             if rep.failed else "<p>none: every case ran.</p>")
-    p.append('<h2 id="env">Environment</h2>')
-    keys = _env_keys(rep)
-    p.append(_html_table(["field"] + [str(h.get("run_id")) for h in rep.runs],
-                         [[k] + [_env_value((h.get("environment") or {}).get(k)) for h in rep.runs] for k in keys]))
-    p.append("<p class='muted'>Generated by sciml-bench report. Opens from disk; no scripts, no network.</p>")
-    p.append("</body></html>")
-    return "\n".join(p) + "\n"
+
+def roofline(rep: Report) -> list[Part]:
+    b = [("img", f, "roofline") for f in rep.figures] or [("p", "not measured (no FLOP counts in these runs)")]
+    return [Part("roofline", "Roofline", b)]
+
+
+def machine_peak(rep: Report) -> list[Part]:
+    rows = _peak_rows(rep)
+    b = [("table", ["run", "device", "dtype", "GFLOP/s", "how"], rows, None, -1)] if rows else \
+        [("p", "not measured (these runs have no machine-peak calibration)")]
+    return [Part("peak", "Machine peak (measured GEMM / convolution)", b)]
+
+
+def history_part(rep: Report) -> list[Part]:
+    if rep.history is None:
+        return []
+    if isinstance(rep.history, str):
+        return [Part("history", "History", [("p", rep.history)])]
+    h = rep.history
+    b: list[Block] = [("p", f"{len(h.runs)} runs of machine {h.machine}; {len(h.regressions)} regressions (steps up "
+                            f"by more than {h.threshold:.0%}).")]
+    if h.regressions:
+        b.append(("table", HIST_HEAD, _history_regressions(rep), None, -1))
+    b += [("img", f, "history") for f in rep.history_figures]
+    return [Part("history", "History", b)]
+
+
+def claim_tests(rep: Report) -> list[Part]:
+    """How each claim of the summary's table is checked, in words."""
+    return [Part("claim-tests", "How claims are checked",
+                 [("table", ["claim", "how checked"], [[c.claim, c.test] for c in rep.claims], None, -1)])]
+
+
+def failed(rep: Report) -> list[Part]:
+    rows = [[f["run_id"], f["study"], f["case_id"],
+             f["status"] + (f" ({skip_reason_kind(f['reason'])})" if f["status"] == "skipped" else ""),
+             f["reason"] or ""] for f in rep.failed]
+    b = [("table", ["run", "study", "case", "status", "reason"], rows, None, -1)] if rows else \
+        [("p", "none: every case ran.")]
+    return [Part("failed", "Skipped and failed cases", b)]
+
+
+def environment(rep: Report) -> list[Part]:
+    head = ["field"] + [str(h.get("run_id")) for h in rep.runs]
+    rows = [[k] + [_env_value((h.get("environment") or {}).get(k)) for h in rep.runs] for k in _env_keys(rep)]
+    return [Part("env", "Environment", [("table", head, rows, None, -1)])]
+
+
+# The page, top to bottom. Other views plug in here (e.g. insert a builder before `roofline`).
+def _profiles(rep: Report) -> list[Part]:
+    from sciml_bench.report.profiles import profiles_part
+
+    return profiles_part(rep)
+
+
+SECTIONS: list[Callable[[Report], list[Part]]] = [summary, studies, _profiles, roofline, machine_peak, history_part,
+                                                  failed, claim_tests, environment]
+
+
+def parts(rep: Report) -> list[Part]:
+    return [p for builder in SECTIONS for p in builder(rep)]
+
+
+# ---------------------------------------------------------------- HTML
+
+def e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
 
 
 def _html_table(head: list[str], rows: list[list[str]], classes: list[str] | None = None, col: int = -1) -> str:
@@ -188,6 +256,49 @@ def _html_table(head: list[str], rows: list[list[str]], classes: list[str] | Non
     return "\n".join(out) + "</tbody></table>"
 
 
+def _html_block(b: Block) -> str:
+    kind = b[0]
+    if kind == "p":
+        return f"<p>{e(b[1])}</p>"
+    if kind == "muted":
+        return f"<p class='muted'>{e(b[1])}</p>"
+    if kind == "warn":
+        return f'<p class="warn">⚠ {e(b[1])}</p>'
+    if kind == "strong":
+        return f"<p><strong>{e(b[1])}</strong></p>"
+    if kind == "ul":
+        return "<ul>" + "".join(f"<li class='verdict'>{e(x)}</li>" for x in b[1]) + "</ul>"
+    if kind == "img":
+        return f'<img src="figures/{e(b[1])}" alt="{e(b[2])}">'
+    if kind == "file_img":
+        return f'<img src="{e(b[1])}" alt="{e(b[2])}">'
+    if kind == "links":
+        return f"<p>{e(b[1])}: " + " · ".join(f'<a href="{e(href)}">{e(t)}</a>' for t, href in b[2]) + "</p>"
+    if kind == "table":
+        return _html_table(b[1], b[2], b[3], b[4])
+    raise ValueError(f"unknown report block {kind!r}")
+
+
+def render_html(rep: Report) -> str:
+    """index.html: every user-provided string escaped; only relative figures/*.png references."""
+    ps = parts(rep)
+    p: list[str] = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                    f"<title>{e(rep.title)}</title><style>{CSS}</style></head><body>", f"<h1>{e(rep.title)}</h1>"]
+    p.append("<nav><p>Contents: " + " · ".join(f'<a href="#{e(x.anchor)}">{e(x.title)}</a>' for x in ps)
+             + "</p></nav>")
+    for x in ps:
+        cls = f' class="{e(x.css_class)}"' if x.css_class else ""
+        p.append(f'<section id="{e(x.anchor)}"{cls}><h2>{e(x.title)}</h2>')
+        p += [_html_block(b) for b in x.blocks]
+        p.append("</section>")
+    p.append("<p class='muted'>Generated by sciml-bench report. Opens from disk; no scripts, no network.</p>")
+    p.append("</body></html>")
+    return "\n".join(p) + "\n"
+
+
+# ---------------------------------------------------------------- markdown
+
 def _md_cell(x: Any) -> str:
     return html.escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
 
@@ -198,51 +309,30 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def render_markdown(rep: Report) -> str:
-    """report.md: the same content as index.html, figures linked relatively."""
-    multi = len(rep.runs) > 1
-    p = [f"# {_md_cell(rep.title)}", ""]
-    for h in rep.runs:
-        env = h.get("environment") or {}
-        p.append(f"- run `{h.get('run_id')}` · suite {_md_cell(h.get('suite'))} · {h.get('created')} · "
-                 f"{_md_cell(env.get('cpu_model'))} · torch {env.get('torch')}")
-    p += [""] + [f"> ⚠ {_md_cell(w)}" for w in rep.env_warnings]
-    for sec in rep.sections:
-        p += ["", f"## Study: {_md_cell(sec.name)}", ""]
-        if sec.question:
-            p += [f"*{_md_cell(sec.question)}*", ""]
-        p += [f"- {_md_cell(v)}" for v in sec.verdicts] + [""]
-        head, rows = _table_rows(sec, multi)
-        p += [_md_table(head, rows), ""]
-        for f in sec.fits:
-            ci = f" [{f['ci_low']:.2f}, {f['ci_high']:.2f}]" if f["ci_low"] is not None else " (2 points, no CI)"
-            p.append(f"- scaling: {f['metric']} ∝ {f['axis']}^{f['exponent']:.2f}{ci} for {_md_cell(f['group'])}")
-        p += [f"![{_md_cell(sec.name)}](figures/{fig})" for fig in sec.figures]
-    p += ["", "## Roofline", ""] + ([f"![roofline](figures/{f})" for f in rep.figures] or ["not measured"])
-    if rep.profiles is not None:
-        from sciml_bench.report.profiles import render_markdown as profile_markdown
+def _md_block(b: Block) -> str:
+    kind = b[0]
+    if kind in ("p", "muted"):
+        return _md_cell(b[1])
+    if kind == "warn":
+        return f"> ⚠ {_md_cell(b[1])}"
+    if kind == "strong":
+        return f"**{_md_cell(b[1])}**"
+    if kind == "ul":
+        return "\n".join(f"- {_md_cell(x)}" for x in b[1])
+    if kind == "img":
+        return f"![{_md_cell(b[2])}](figures/{b[1]})"
+    if kind == "file_img":
+        return f"![{_md_cell(b[2])}]({b[1]})"
+    if kind == "links":
+        return f"{_md_cell(b[1])}: " + " · ".join(f"[{_md_cell(t)}]({href})" for t, href in b[2])
+    if kind == "table":
+        return _md_table(b[1], b[2])
+    raise ValueError(f"unknown report block {kind!r}")
 
-        p += profile_markdown(rep.profiles, _md_table)
-    p += ["", "## Claims checked", "", _md_table(["claim", "verdict", "evidence (this hardware)"],
-                                                 [[c.claim, c.verdict, c.summary()] for c in rep.claims])]
-    p += ["", "## Machine peak (measured GEMM)", ""]
-    peak_rows = _peak_rows(rep)
-    p.append(_md_table(["run", "device", "dtype", "GFLOP/s", "how"], peak_rows) if peak_rows else "not measured")
-    if rep.history is not None:
-        p += ["", "## History", ""]
-        if isinstance(rep.history, str):
-            p.append(_md_cell(rep.history))
-        else:
-            p.append(f"{len(rep.history.runs)} runs; {len(rep.history.regressions)} regressions.")
-            if rep.history.regressions:
-                p += ["", _md_table(HIST_HEAD, _history_regressions(rep))]
-            p += [f"![history](figures/{f})" for f in rep.history_figures]
-    p += ["", "## Failed and skipped cases", ""]
-    p.append(_md_table(["run", "study", "case", "status", "reason"],
-                       [[f["run_id"], f["study"], f["case_id"], f["status"], f["reason"] or ""] for f in rep.failed])
-             if rep.failed else "none: every case ran.")
-    p += ["", "## Environment", ""]
-    p.append(_md_table(["field"] + [str(h.get("run_id")) for h in rep.runs],
-                       [[k] + [_env_value((h.get("environment") or {}).get(k)) for h in rep.runs]
-                        for k in _env_keys(rep)]))
+
+def render_markdown(rep: Report) -> str:
+    """report.md: the same parts as index.html, figures linked relatively."""
+    p = [f"# {_md_cell(rep.title)}"]
+    for x in parts(rep):
+        p += ["", f"## {_md_cell(x.title)}"] + ["\n" + _md_block(b) for b in x.blocks]
     return "\n".join(p) + "\n"

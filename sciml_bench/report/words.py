@@ -1,0 +1,40 @@
+"""Ratios in words: the one way tables, bullets, charts, claims and the CLI say "faster" or "slower"."""
+from __future__ import annotations
+
+import math
+
+# kind -> (word when the ratio is above 1, word when below 1); ratios are always variant / reference
+WORDS = {"time": ("slower", "faster"), "memory": ("more memory", "less memory"),
+         "throughput": ("more throughput", "less throughput")}
+
+
+def _factor(r: float) -> float:
+    """The ratio as a factor >= 1, so that a number is never below 1 next to its word."""
+    return r if r >= 1 else 1 / r
+
+
+def ratio_words(ratio: float | None, lo: float | None = None, hi: float | None = None, kind: str = "time",
+                ci: bool = True) -> str:
+    """``1.36x slower [1.20-1.50]`` / ``1.60x faster [1.40-1.80]``: never ``0.59x faster``.
+
+    ``ratio`` (and its CI ``lo``-``hi``) is variant / reference (time, memory or throughput).
+    Below 1 it is inverted and named by the other word, its CI with it. A CI that includes 1
+    says so in words instead of mixing directions ("no clear difference: ...").
+    """
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return "-"
+    up, down = WORDS[kind]
+    word = up if ratio >= 1 else down
+    head = f"{_factor(ratio):.2f}x {word}" if round(ratio, 2) != 1 else f"same {kind} (1.00x)"
+    if not ci or lo is None or hi is None or lo <= 0:
+        return head
+    if lo <= 1 <= hi:
+        return (f"no clear difference: {head}, CI {_factor(lo):.2f}x {up if lo >= 1 else down} "
+                f"to {_factor(hi):.2f}x {up if hi >= 1 else down}")
+    a, b = sorted((_factor(lo), _factor(hi)))
+    return f"{head} [{a:.2f}-{b:.2f}]"
+
+
+def significant(lo: float | None, hi: float | None) -> bool:
+    """Whether a ratio's CI excludes 1."""
+    return lo is not None and hi is not None and not lo <= 1 <= hi
