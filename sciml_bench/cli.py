@@ -106,16 +106,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         run = resume_run(resolve_run(args.resume, args.out))
     else:
-        for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
+        for name in ("rounds", "round_time", "timeout", "threads", "max_live", "passes"):
             if getattr(args, name) is not None:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
         spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                        plugins=args.plugin)
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
-                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname)
+                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
+                        passes=args.passes)
     opts = run.opts
     err_console.print(f"[bold]sciml-bench[/] run {run.run_id}: {run.todo} cases ({len(run.done)} already done), "
-                      f"{opts.rounds} rounds x {opts.round_time} s, device {run.spec.device} → {run.path}")
+                      f"{opts.passes} pass(es) x {opts.rounds} rounds x {opts.round_time} s, device {run.spec.device} → {run.path}")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     written = [0]
@@ -292,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="auto picks CUDA when present (default: auto)")
     run.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")
-    run.add_argument("--rounds", type=int, help="interleaved timing rounds per case (default: the suite's)")
+    run.add_argument("--rounds", type=int, help="interleaved timing rounds per case and pass (default: the suite's)")
+    run.add_argument("--passes", type=int,
+                     help="timed passes per study, each in fresh workers; all studies' pass 1 runs before any "
+                          "pass 2, so the ratio CIs see the machine's slow changes (default: the suite's)")
     run.add_argument("--round-time", type=float, metavar="SECONDS",
                      help="seconds of timed steps per case per round (default: the suite's)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",

@@ -43,8 +43,9 @@ class RunWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def append(self, record: dict[str, Any]) -> None:
-        self._write_line(_dumps(dict(record, type="case")))
+    def append(self, record: dict[str, Any], kind: str = "case") -> None:
+        """Write one record; ``kind`` "pass" holds a timed pass of a case whose record is not final yet."""
+        self._write_line(_dumps(dict(record, type=kind)))
 
     def close(self) -> None:
         self._fh.close()
@@ -68,8 +69,9 @@ def _truncate_partial_line(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def read_run(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(header, case records) of a run file. A partial last line (killed mid-write) is ignored.
+def read_run(path: str | os.PathLike, kind: str = "case") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, case records) of a run file (``kind`` "pass": the pass results kept for ``--resume``).
+    A partial last line (killed mid-write) is ignored.
 
     Raises UsageError for an unreadable file, or one that is not a sciml_bench run file.
     """
@@ -96,7 +98,7 @@ def read_run(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, An
             if i == len(lines):
                 break  # partial last line from an interrupted write
             raise UsageError(f"{path}:{i}: corrupt record line") from None
-    return header, [r for r in records if r.get("type") == "case"]
+    return header, [r for r in records if r.get("type") == kind]
 
 
 def run_files(path: str | os.PathLike) -> list[Path]:
