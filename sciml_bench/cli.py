@@ -55,12 +55,24 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
         ratio = m.get("time_ratio")
         ratio_s = "ref" if ratio and ratio.get("reference") == r["case_id"] else (
             fmt_ci(ratio, lambda x: f"{x:.2f}x") if ratio else "-")
+        if ratio and ratio.get("passes", 1) > 1:  # how sure: the passes' own ratios beside the rerun interval
+            ratio_s += f"\n[dim]passes {', '.join(f'{x:.2f}' for x in ratio['pass_ratios'])}[/]"
+        if r.get("starved") or (r.get("overhead") or {}).get("dominated"):
+            ratio_s += "\n[yellow]" + ("starved" if r.get("starved") else "overhead-dominated") + "[/]"
         mem = peak_memory(r)
         table.add_row(study, case, "ok", fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-", ratio_s,
                       f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
                       f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-")
     return table
+
+
+def print_trust_warnings(records: list[dict[str, Any]]) -> None:
+    """Starved and overhead-dominated cases, loudly, under the table of ``run`` and ``show``."""
+    from sciml_bench.results import trust_warnings
+
+    for w in trust_warnings(records):
+        console.print(f"[yellow]warning[/]: {escape(w)}")
 
 
 # ---------------------------------------------------------------- commands
@@ -134,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     header, records = read_run(run.path)
     console.print(results_table(header, records))
+    print_trust_warnings(records)
     failed = [r for r in records if r["status"] != "ok"]
     console.print(f"results: {run.path}" + (f"  ({len(failed)} of {len(records)} cases not ok)" if failed else ""))
     if not args.no_report:
@@ -155,6 +168,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = resolve_run(args.run, args.dir)
     header, records = read_run(path)
     console.print(results_table(header, records))
+    print_trust_warnings(records)
     console.print(f"[dim]{path}[/]")
     return 0
 
@@ -190,7 +204,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return cmp.exit_code
     for w in cmp.warnings:
         err_console.print(f"[yellow]warning[/]: {w}")
-    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow"}
+    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow",
+             "unreliable": "yellow"}
     t = Table(title=f"{cmp.new_run} vs {cmp.base_run} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")
     for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):

@@ -125,6 +125,20 @@ def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
     raise UsageError(f"no such run {ref!r}: not a file, nor {candidate}; use a path, a run id, or 'latest'")
 
 
+def trust_warnings(records: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per ok case whose numbers deserve less trust: starved timed blocks (the machine was
+    busy), or a step so small that the timing harness's fixed cost dominates it."""
+    out = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        if r.get("starved"):
+            out.append(f"case {r['study']}/{r['case_id']} was starved: {r['starved'].get('message')}")
+        if (r.get("overhead") or {}).get("dominated"):
+            out.append(f"case {r['study']}/{r['case_id']} is overhead-dominated: {r['overhead'].get('reason')}")
+    return out
+
+
 def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
     """(study, case_id) of finished records, for ``--resume``."""
     return {(r["study"], r["case_id"]) for r in records}

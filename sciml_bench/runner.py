@@ -497,16 +497,16 @@ def _add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] |
     for rec, ref, pp in pairs:
         if ref is rec:  # the reference against itself: exactly 1, and no evidence about the machine
             rec["metrics"]["time_ratio"] = {"value": 1.0, "unit": "x", "ci_low": 1.0, "ci_high": 1.0,
-                                            "n": len(pp[0][0]) if pp[0] else 0, "reference": ref["case_id"]}
-            continue
-        prior = pool + [v for k, v in own.items() if k != id(rec) and v is not None]
-        pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None, prior_df=len(prior))
-        rec["metrics"]["time_ratio"] = {
-            "value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"], "ci_high": pr["ci_high"], "n": pr["n"],
-            "reference": ref["case_id"], "passes": pr["passes"], "pass_ratios": pr["pass_ratios"],
-            "spread_passes": [min(pr["pass_ratios"]), max(pr["pass_ratios"])], "ci_within": pr["ci_within"],
-            "sd_between": pr["sd_between"], "pass_var": pr["pass_var"], "df": pr["df"],
-            "ci_method": pr["ci_method"]}
+                                            "n": sum(len(x) for x in pp[0]), "reference": ref["case_id"]}
+        else:
+            prior = pool + [v for k, v in own.items() if k != id(rec) and v is not None]
+            pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None, prior_df=len(prior))
+            rec["metrics"]["time_ratio"] = {
+                "value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"], "ci_high": pr["ci_high"], "n": pr["n"],
+                "reference": ref["case_id"], "passes": pr["passes"], "pass_ratios": pr["pass_ratios"],
+                "spread_passes": [min(pr["pass_ratios"]), max(pr["pass_ratios"])], "ci_within": pr["ci_within"],
+                "sd_between": pr["sd_between"], "pass_var": pr["pass_var"], "df": pr["df"],
+                "ci_method": pr["ci_method"]}
         mine, theirs = peak_memory(rec), peak_memory(ref)
         if mine and theirs and mine[0] == theirs[0] and theirs[1]:
             rec["metrics"]["memory_ratio"] = {"value": mine[1] / theirs[1], "unit": "x",

@@ -95,3 +95,64 @@ def test_non_finite_measurements_become_absent_with_reason():
     assert "loss_after_steps" not in rec["metrics"] and "non-finite" in rec["absent"]["loss_after_steps"]
     assert rec["metrics"]["step_time"]["samples"] == [0.15000000000000002, 0.3]
     json.dumps(rec, allow_nan=False)
+
+
+HOGGED = """
+[suite]
+name = "hogged"
+rounds = 3
+round_time = 0.05
+passes = 2
+
+[[study]]
+name = "act"
+base = { model = "mlp", mode = "infer", batch_size = 8 }
+axes = { activation = ["relu", "gelu"] }
+reference = { activation = "relu" }
+"""
+
+
+def test_case_next_to_a_cpu_hog_is_starved_and_the_run_says_so(tmp_path):
+    """Busy machine made visible: with CPU hogs on every core, a 1-thread case's timed blocks wait for a CPU,
+    are flagged starved (run summary, record, compare), and the two passes' RMIT orders replay from the seed."""
+    import os
+
+    from sciml_bench.runner import round_orders
+
+    suite = tmp_path / "hogged.toml"
+    suite.write_text(HOGGED)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) + 1)]
+    try:
+        proc = run_cli("run", "--suite", str(suite), "--device", "cpu", "--threads", "1", "--out",
+                       str(tmp_path / "out"), *no_report(), timeout=240)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert "was starved: it got" in proc.stdout and "of 1 core" in proc.stdout, proc.stdout[-2000:]
+    (path,) = (tmp_path / "out").glob("*.jsonl")
+    header, records = read_run(path)
+    for rec in records:
+        st = rec["starved"]
+        assert st["blocks"] >= 1 and st["max_run_queue_wait"] >= 0.25, f"{rec['case_id']} not flagged: {rec['cpu']}"
+        assert len(rec["metrics"]["step_time"]["samples"]) == 6 and rec["metrics"]["step_time"]["pass"] == [0] * 3 + [1] * 3
+        passes = rec["timing"]["passes"]
+        assert [p["pass"] for p in passes] == [0, 1] and all(p["load"]["start"].get("loadavg") for p in passes)
+        i = [r["case_id"] for r in records].index(rec["case_id"])
+        for p in passes:  # RMIT: the recorded positions are those the seed gives
+            assert p["order_seed"] == f"{header['options']['seed']}:act:{p['pass']}"
+            assert p["position"] == [o.index(i) for o in round_orders(p["order_seed"], 2, 3)]
+    gelu = next(r for r in records if "gelu" in r["case_id"])["metrics"]["time_ratio"]
+    assert gelu["passes"] == 2 and len(gelu["pass_ratios"]) == 2 and "rerun interval" in gelu["ci_method"]
+    assert gelu["ci_low"] <= gelu["value"] <= gelu["ci_high"] and gelu["ci_within"][0] is not None
+    cmp = run_cli("compare", str(path), str(path))
+    assert "unreliable" in cmp.stdout and cmp.returncode == 0, cmp.stdout[-2000:]
+
+
+def test_round_orders_are_random_per_round_and_reproducible():
+    from sciml_bench.runner import round_orders
+
+    a = round_orders("42:study:0", 5, 20)
+    assert a == round_orders("42:study:0", 5, 20) and a != round_orders("42:study:1", 5, 20)
+    assert all(sorted(o) == list(range(5)) for o in a) and len({tuple(o) for o in a}) > 10
