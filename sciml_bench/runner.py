@@ -1,11 +1,13 @@
-"""Runner: executes a suite's cases in worker subprocesses, timed in interleaved rounds.
+"""Runner: executes a suite's cases in worker subprocesses, timed in interleaved rounds and passes.
 
-Each case of a study gets its own worker process, kept alive for the whole study: the parent
-builds every case (one at a time, so first-step and memory figures are undisturbed), then
-times them round-robin in short blocks (A B C, B C A, ...). A case's statistics come from its
-per-round medians and a variant/reference ratio from paired rounds, so drift of a shared
-machine shows up in the CIs instead of hiding in one contiguous block. A case that raises,
-crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
+Each case of a study gets its own worker process, kept alive for one pass of the study: the
+parent builds every case (one at a time, so first-step and memory figures are undisturbed), then
+times them in short blocks, one per case per round, in a fresh random order every round (RMIT).
+With several passes, every study's pass 1 runs before any study's pass 2, each pass in fresh
+workers. A case's statistics come from its per-round medians and a variant/reference ratio from
+paired rounds within passes, with a CI over passes (``stats.pass_ratio``), so both fast drift and
+the machine's slow changes show up in the CIs instead of hiding in one contiguous block. A case
+that raises, crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
 """
 from __future__ import annotations
 
