@@ -316,6 +316,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             if w.failure is None:
                 status, payload = w.call(("setup", w.case.to_dict(), asdict(opts), index == 0), w.budget)
                 if status == "ok":
+                    payload["metrics"], payload["absent"] = _finite_metrics(payload)  # pass lines are JSON too
                     info[i] = payload
                 else:
                     w.failure = (status, payload)
@@ -403,11 +404,7 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
                            "started": started, "finished": time.time()}
     if failure is not None:
         return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
-    metrics, absent = dict(info["metrics"]), dict(info["absent"])
-    for name, m in list(metrics.items()):  # e.g. a diverged loss: JSON has no NaN, and 0 would be a lie
-        if isinstance(m.get("value"), float) and not math.isfinite(m["value"]):
-            absent[name] = f"measured value was {m['value']} (non-finite)"
-            del metrics[name]
+    metrics, absent = _finite_metrics(info)
     blocks = blocks or [{} for _ in rounds]
     medians = [statistics.median(t) for t in rounds]
     starved = [bool(b.get("starved")) for b in blocks]
@@ -436,6 +433,16 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
 
         rec["overhead"] = overhead_verdict(s["median"], info["overhead"])
     return rec
+
+
+def _finite_metrics(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(metrics, absent) of a setup payload, non-finite values moved to ``absent`` with the reason."""
+    metrics, absent = dict(info["metrics"]), dict(info["absent"])
+    for name, m in list(metrics.items()):  # e.g. a diverged loss: JSON has no NaN, and 0 would be a lie
+        if isinstance(m.get("value"), float) and not math.isfinite(m["value"]):
+            absent[name] = f"measured value was {m['value']} (non-finite)"
+            del metrics[name]
+    return metrics, absent
 
 
 def _starved_summary(blocks: list[dict[str, Any]], starved: list[bool], excluded: bool) -> dict[str, Any]:
