@@ -502,7 +502,9 @@ def _add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] |
             rec["absent"]["time_ratio"] = f"reference {ref_case.case_id}: {why}"
             continue
         pairs.append((rec, ref, _pass_pairs(rec, ref)))
-    own = {id(rec): pass_ratio(*pp)["pass_var"] for rec, ref, pp in pairs if ref is not rec}
+    # a ratio whose blocks were starved measures the neighbours: it does not teach the pool anything
+    own = {id(rec): pass_ratio(*pp)["pass_var"] for rec, ref, pp in pairs
+           if ref is not rec and not rec.get("starved") and not ref.get("starved")}
     for rec, ref, pp in pairs:
         if ref is rec:  # the reference against itself: exactly 1, and no evidence about the machine
             rec["metrics"]["time_ratio"] = {"value": 1.0, "unit": "x", "ci_low": 1.0, "ci_high": 1.0,
