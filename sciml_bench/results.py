@@ -125,17 +125,20 @@ def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
     raise UsageError(f"no such run {ref!r}: not a file, nor {candidate}; use a path, a run id, or 'latest'")
 
 
-def trust_warnings(records: Iterable[dict[str, Any]]) -> list[str]:
-    """One line per ok case whose numbers deserve less trust: starved timed blocks (the machine was
-    busy), or a step so small that the timing harness's fixed cost dominates it."""
+def trust_warnings(records: Iterable[dict[str, Any]], most: int = 5) -> list[str]:
+    """Lines about ok cases whose numbers deserve less trust: starved timed blocks (the machine was
+    busy), or a step so small that the timing harness's fixed cost dominates it. Beyond ``most``
+    cases of a kind, the rest are summed up in one line."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    kinds = (("was starved", [r for r in ok if r.get("starved")], lambda r: r["starved"].get("message")),
+             ("is overhead-dominated", [r for r in ok if (r.get("overhead") or {}).get("dominated")],
+              lambda r: r["overhead"].get("reason")))
     out = []
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        if r.get("starved"):
-            out.append(f"case {r['study']}/{r['case_id']} was starved: {r['starved'].get('message')}")
-        if (r.get("overhead") or {}).get("dominated"):
-            out.append(f"case {r['study']}/{r['case_id']} is overhead-dominated: {r['overhead'].get('reason')}")
+    for what, rs, why in kinds:
+        out += [f"case {r['study']}/{r['case_id']} {what}: {why(r)}" for r in rs[:most]]
+        if len(rs) > most:
+            out.append(f"... and {len(rs) - most} more cases {what.split()[-1]}: "
+                       + ", ".join(f"{r['study']}/{r['case_id']}" for r in rs[most:]))
     return out
 
 
