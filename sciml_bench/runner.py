@@ -11,6 +11,7 @@ that raises, crashes, hangs or runs out of memory becomes a record with that sta
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import os
@@ -70,6 +71,7 @@ def _setup(case: Case, opts: RunOptions, full: bool = True) -> dict[str, Any]:
     import torch
 
     from sciml_bench.measure.flops import count_flops
+    from sciml_bench.measure.overhead import OpCounter
     from sciml_bench.measure.memory import peak_rss_bytes, rss_bytes, step_memory
     from sciml_bench.measure.timing import warmup
     from sciml_bench.models import param_count
@@ -89,7 +91,9 @@ def _setup(case: Case, opts: RunOptions, full: bool = True) -> dict[str, Any]:
         absent["flops"] = "mode='data' runs no model"
     else:
         try:
-            metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
+            ops = OpCounter()
+            with ops if wl.case.compile == "none" else contextlib.nullcontext():  # one step counts both
+                metrics["flops"] = {"value": count_flops(wl.step), "unit": "FLOP"}
         except Exception as e:  # an op without FLOP support must not lose the case's timing
             absent["flops"] = f"FlopCounterMode failed: {type(e).__name__}: {e}"
     mem = step_memory(wl.step, wl.device, wl.state_tensors())
@@ -104,7 +108,7 @@ def _setup(case: Case, opts: RunOptions, full: bool = True) -> dict[str, Any]:
     extra, extra_absent = probe(wl, warm["first_step_s"])  # compile, shape sweep, numerics, loader
     metrics.update(extra)
     absent.update(extra_absent)
-    overhead = _overhead_costs(wl)
+    overhead = _overhead_costs(wl, ops.n if "flops" in metrics and wl.case.compile == "none" else None)
     if isinstance(overhead, str):
         absent["overhead"] = overhead
     backend = {"float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -114,8 +118,9 @@ def _setup(case: Case, opts: RunOptions, full: bool = True) -> dict[str, Any]:
                 overhead=None if isinstance(overhead, str) else overhead)
 
 
-def _overhead_costs(wl) -> dict[str, Any] | str:
-    """Harness and per-op dispatch cost and the step's op count; a reason string where not measurable."""
+def _overhead_costs(wl, ops: int | None) -> dict[str, Any] | str:
+    """Harness and per-op dispatch cost and the step's op count (``ops``, counted during the FLOP
+    count's step, else now); a reason string where not measurable."""
     import torch
 
     from sciml_bench.measure.overhead import count_ops, harness_costs
@@ -125,7 +130,7 @@ def _overhead_costs(wl) -> dict[str, Any] | str:
     if wl.case.compile != "none":
         return "compiled step: counting ops under a dispatch mode would disturb the compiled graph"
     try:
-        return dict(harness_costs(torch.get_num_threads()), ops=count_ops(wl.step))
+        return dict(harness_costs(torch.get_num_threads()), ops=count_ops(wl.step) if ops is None else ops)
     except Exception as e:  # an op a dispatch mode cannot see through must not lose the case
         return f"op count failed: {type(e).__name__}: {e}"
 

@@ -16,7 +16,9 @@ from sciml_bench.measure.timing import time_block
 OVERHEAD_FACTOR = 3.0
 
 
-class _OpCounter(TorchDispatchMode):
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched while active (stacks with other modes, e.g. FLOP counting)."""
+
     def __init__(self):
         super().__init__()
         self.n = 0
@@ -28,7 +30,7 @@ class _OpCounter(TorchDispatchMode):
 
 def count_ops(step: Callable[[], object]) -> int:
     """Number of aten ops one call of ``step`` dispatches (forward and backward)."""
-    with _OpCounter() as c:
+    with OpCounter() as c:
         step()
     return c.n
 
