@@ -98,11 +98,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 ref = ", ".join(f"{k}={v}" for k, v in s.reference.items()) or "-"
                 t.add_row(s.name, str(len(s.cases())), axes, ref, s.question)
     else:
-        t = Table("suite", "studies", "cases", "rounds x round time", "description", title="suites")
+        t = Table("suite", "studies", "cases", "passes x rounds x round time", "description", title="suites")
         for name in builtin_suites():
             s = load_suite(name)
             t.add_row(name, str(len(s.studies)), str(sum(len(st.cases()) for st in s.studies)),
-                      f"{s.rounds} x {s.round_time} s", s.description)
+                      f"{s.passes} x {s.rounds} x {s.round_time} s", s.description)
     console.print(t)
     return 0
 
