@@ -516,7 +516,8 @@ def _add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] |
                                             "n": sum(len(x) for x in pp[0]), "reference": ref["case_id"]}
         else:
             prior = pool + [v for k, v in own.items() if k != id(rec) and v is not None]
-            pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None, prior_df=len(prior))
+            pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None,
+                            prior_df=len(prior) * max(len(pp[0]) - 1, 1))  # each pooled variance: P-1 df
             rec["metrics"]["time_ratio"] = {
                 "value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"], "ci_high": pr["ci_high"], "n": pr["n"],
                 "reference": ref["case_id"], "passes": pr["passes"], "pass_ratios": pr["pass_ratios"],
