@@ -364,8 +364,8 @@ def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, An
         failed = next((p for p in ps if p["failure"]), None)
         failure = None
         if failed is not None:
-            failure = (failed["failure"][0], failed["failure"][1] + (f" (in pass {failed['pass'] + 1} of "
-                                                                     f"{opts.passes})" if opts.passes > 1 else ""))
+            later = f" (in pass {failed['pass'] + 1} of {opts.passes}; earlier passes were ok)" if failed["pass"] else ""
+            failure = (failed["failure"][0], failed["failure"][1] + later)
         elif not ps:
             failure = ("error", "no timed pass recorded")
         blocks = [dict(b, **{"pass": p["pass"]}) for p in ps for b in p["blocks"]]
