@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sciml_bench.cases import load_suite  # noqa: E402
+from sciml_bench.cases import builtin_suites, load_suite  # noqa: E402
 from sciml_bench.results import read_run, run_files  # noqa: E402
 
 TWINS = "aa-twins"
@@ -57,10 +58,12 @@ reference = {{ seed = 0 }}
 
 def write_suite(suite: str, out: Path) -> Path:
     """The suite's TOML with the A/A twin study appended, written to ``out/suite.toml``."""
-    src = Path(load_suite(suite).path)
+    load_suite(suite)  # a bad name or file fails here, before any run
+    text = (resources.files("sciml_bench.suites").joinpath(f"{suite}.toml").read_text(encoding="utf-8")
+            if suite in builtin_suites() else Path(suite).read_text(encoding="utf-8"))
     path = out / "suite.toml"
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(src.read_text(encoding="utf-8") + TWIN_STUDY, encoding="utf-8")
+    path.write_text(text + TWIN_STUDY, encoding="utf-8")
     return path
 
 
@@ -167,7 +170,7 @@ def to_markdown(res: dict, walls: list[float] | None = None) -> str:
              + " / ".join(d.split(' ')[0] for d in defs) + " | between-run spread max/min | verdict same in all runs |",
              "|---|" + "---:|" * (len(defs) + 3)]
     for s in studies:
-        w = " / ".join(f"{res['median_width'][d].get(s, float('nan')):.3f}" for d in defs)
+        w = " / ".join(f"{res['median_width'][d].get(s, float('nan')):.3g}" for d in defs)
         lines.append(f"| {s} | " + " | ".join(pct(res["coverage"][d][s]) for d in defs) + f" | {w} | "
                      f"{res['between_run_spread'].get(s, float('nan')):.3f} | "
                      f"{pct(res['verdict_stable'].get(s, {'rate': None, 'n': 0}))} |")
