@@ -1,4 +1,4 @@
-"""Statistics over timing samples, built on scipy.stats: medians with CIs, IQR, paired ratios."""
+"""Statistics over timing samples, built on scipy.stats: medians with CIs, IQR, paired ratios, ratios over passes."""
 from __future__ import annotations
 
 import math
