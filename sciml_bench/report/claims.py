@@ -23,11 +23,12 @@ class Evidence:
     ci_high: float | None = None
     holds: bool | None = None  # None: inconclusive (the CI straddles the claim's boundary)
     unit: str = "x"
+    note: str = ""  # e.g. why no verdict is drawn from it
 
     def text(self) -> str:
         ci = f" [{self.ci_low:.2f}-{self.ci_high:.2f}]" if self.ci_low is not None and self.ci_high is not None \
             else ""
-        return f"{self.what}: {self.value:.2f}{self.unit}{ci}"
+        return f"{self.what}: {self.value:.2f}{self.unit}{ci}" + (f" ({self.note})" if self.note else "")
 
 
 @dataclass
@@ -102,6 +103,13 @@ def memory_ratio(v: dict[str, Any], b: dict[str, Any]) -> float | None:
     return None
 
 
+def _untrusted(*records: dict[str, Any]) -> str:
+    """Why a pair's timing cannot carry a verdict ("" when it can): starved blocks, or overhead-dominated steps."""
+    why = {"starved" for r in records if r.get("starved")}
+    why |= {"overhead-dominated" for r in records if (r.get("overhead") or {}).get("dominated")}
+    return ", ".join(sorted(why))
+
+
 def _within(value: float, lo: float | None, hi: float | None, rng: tuple[float, float]) -> bool | None:
     """Whether a measured value supports a claimed range ``rng``.
 
@@ -146,6 +154,9 @@ def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=Fals
             r, lo, hi = 1 / r, (1 / hi if hi else None), (1 / lo if lo else None)
         holds = _within(r, lo, hi, rng)
         unit = "x faster" if speedup else "x time"
+        flag = _untrusted(v, b)
+        if flag:  # shown, but no verdict from a case the machine or the harness dominated
+            holds = None
         if mem_rng is not None:
             m = memory_ratio(v, b)
             if m is None:
@@ -153,7 +164,8 @@ def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=Fals
             else:
                 holds = holds if mem_rng[0] <= m <= mem_rng[1] else False
                 unit += f", {m:.2f}x memory"
-        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, unit))
+        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, unit,
+                                       f"{flag}: no verdict" if flag else ""))
     claim.verdict = _verdict(claim.evidence)
     return claim
 
@@ -240,9 +252,11 @@ def _gru_claim(records) -> Claim:
         b = by_key.get((m, _key_without(r, "model"))) if "gru" in m else None
         if b is not None:
             ratio, lo, hi = time_ratio(r, b)
+            flag = _untrusted(r, b)
             c.evidence.append(Evidence(f"{m} vs {b['case']['model']} ({r['case']['mode']} "
                                        f"bs{r['case']['batch_size']})", ratio, lo, hi,
-                                       _within(ratio, lo, hi, (0.0, 1.0)), "x time"))
+                                       None if flag else _within(ratio, lo, hi, (0.0, 1.0)), "x time",
+                                       f"{flag}: no verdict" if flag else ""))
     c.verdict = _verdict(c.evidence)
     return c
 
