@@ -280,6 +280,7 @@ class Suite:
     timeout: float = 300.0
     path: str = ""
     warnings: tuple[str, ...] = ()  # legal but surprising choices, printed by `run`
+    passes: int = 1  # timed passes per study, separated in time, each in fresh workers (rounds are per pass)
 
     def study(self, name: str) -> Study:
         for s in self.studies:
@@ -288,7 +289,7 @@ class Suite:
         raise unknown(f"study in suite {self.name!r}", name, [s.name for s in self.studies])
 
 
-SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout"}
+SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout", "passes"}
 STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics", "fail_on_nonfinite"}
 
 
@@ -379,8 +380,10 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
     if len(set(names)) != len(names):
         raise UsageError(f"suite {source} defines a study name twice: {names}")
     rounds = positive_number(head.get("rounds", 5), f"[suite] rounds in {source}")
-    if not isinstance(rounds, int):
-        raise UsageError(f"[suite] rounds in {source} must be an integer, got {rounds!r}")
+    passes = positive_number(head.get("passes", 1), f"[suite] passes in {source}")
+    for key, v in (("rounds", rounds), ("passes", passes)):
+        if not isinstance(v, int):
+            raise UsageError(f"[suite] {key} in {source} must be an integer, got {v!r}")
     name = _expect(head.get("name", Path(source).stem), str, "[suite] name", source)
     if not name.strip() or not name.isprintable():
         raise UsageError(f"[suite] name in {source} must be non-empty printable text, got {name!r}")
@@ -388,7 +391,7 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
                  _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
                  float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
                  float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source,
-                 tuple(warnings))
+                 tuple(warnings), passes)
 
 
 def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None,

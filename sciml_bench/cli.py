@@ -108,14 +108,18 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
             continue
         ratio = m.get("time_ratio")
         ratio_s = "reference" if ratio and ratio.get("reference") == r["case_id"] else (
-            ratio_words(ratio["value"], ratio.get("ci_low"), ratio.get("ci_high")) if ratio else "-")
+            txt(ratio_words(ratio["value"], ratio.get("ci_low"), ratio.get("ci_high"))) if ratio else "-")
+        if ratio and ratio.get("passes", 1) > 1:  # how sure: the passes' own ratios beside the rerun interval
+            ratio_s += f"\n[dim]passes {', '.join(f'{x:.2f}' for x in ratio['pass_ratios'])}[/]"
+        if r.get("starved") or (r.get("overhead") or {}).get("dominated"):
+            ratio_s += "\n[yellow]" + ("starved" if r.get("starved") else "overhead-dominated") + "[/]"
         mem = peak_memory(r)
         absent = r.get("absent") or {}
         shown = "; ".join(f"{METRIC_LABELS.get(k, (k,))[0]} {fmt_metric(k, m.get(k), absent.get(k))}"
                           for k in extra.get(r["study"], []) if k in m or k in absent)
         table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_notes([r]) else ""),
                       fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-",
-                      txt(ratio_s), f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
+                      ratio_s, f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
                       (">= " if m.get("flop_rate", {}).get("lower_bound") else "")
                       + f"{m['flop_rate']['value'] / 1e9:.3g}" if "flop_rate" in m else "-", txt(shown))
@@ -136,6 +140,14 @@ def verdict_summary(path: Path, width: int = 80) -> list[str]:
         line = f"{s.name[:name_w]:<{name_w}}  {s.short_answer}"
         out.append(line if len(line) <= width else line[:width - 1] + "…")
     return out
+
+
+def print_trust_warnings(records: list[dict[str, Any]]) -> None:
+    """Starved and overhead-dominated cases, loudly, under the table of ``run`` and ``show``."""
+    from sciml_bench.results import trust_warnings
+
+    for w in trust_warnings(records):
+        console.print(f"[yellow]warning[/]: {txt(w)}")
 
 
 # ---------------------------------------------------------------- commands
@@ -161,11 +173,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 ref = ", ".join(f"{k}={v}" for k, v in s.reference.items()) or "-"
                 t.add_row(txt(s.name), str(len(s.cases())), txt(axes), txt(ref), txt(s.question))
     else:
-        t = Table("suite", "studies", "cases", "rounds x round time", "description", title="suites")
+        t = Table("suite", "studies", "cases", "passes x rounds x round time", "description", title="suites")
         for name in builtin_suites():
             s = load_suite(name)
             t.add_row(txt(name), str(len(s.studies)), str(sum(len(st.cases()) for st in s.studies)),
-                      f"{s.rounds} x {s.round_time} s", txt(s.description))
+                      f"{s.passes} x {s.rounds} x {s.round_time} s", txt(s.description))
     console.print(t)
     return 0
 
@@ -181,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         run = resume_run(resolve_run(args.resume, args.out))
     else:
-        for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
+        for name in ("rounds", "round_time", "timeout", "threads", "max_live", "passes"):
             if getattr(args, name) is not None:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
         writable_dir(args.out, "--out")
@@ -189,11 +201,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                        plugins=args.plugin, shard=args.shard or "")
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        phases=args.phases, profile=_profile_options(args))
+                        phases=args.phases, profile=_profile_options(args), passes=args.passes)
     args.run_path = run.path  # for `profile`, which prints operator tables after the run
     opts = run.opts
     err_console.print(f"[bold]sciml-bench[/] run {txt(run.run_id)}: {run.todo} cases ({len(run.done)} already done), "
-                      f"{opts.rounds} rounds x {opts.round_time} s, device {txt(run.spec.device)} → {txt(run.path)}")
+                      f"{opts.passes} pass(es) x {opts.rounds} rounds x {opts.round_time} s, "
+                      f"device {txt(run.spec.device)} → {txt(run.path)}")
     from sciml_bench.cases import load_suite
 
     for w in load_suite(run.spec.suite).warnings:
@@ -217,11 +230,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Console(width=80) if not sys.stdout.isatty() else console  # the summary fits 80 columns
     for line in verdict_summary(run.path):
         out.print(txt(line), soft_wrap=True)
-    for note in nonfinite_notes(records):
-        console.print(f"[yellow]warning[/]: {txt(note)}")
     console.print(f"results: {txt(run.path)}")
     console.print(f"full table: sciml-bench show {txt(run.run_id)}"
                   + ("" if run.path.parent == Path("results") else f" --dir {txt(run.path.parent)}"))
+    print_trust_warnings(records)  # after the 80-column summary: they name cases and can be long
+    for note in nonfinite_notes(records):
+        console.print(f"[yellow]warning[/]: {txt(note)}")
     if not args.no_report:
         from sciml_bench.report import build_report
 
@@ -241,8 +255,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = resolve_run(args.run, args.dir)
     header, records = read_run(path)
     console.print(results_table(header, records))
+    print_trust_warnings(records)
     for note in nonfinite_notes(records):
-        console.print(f"[yellow]warning[/]: {escape(note)}")
+        console.print(f"[yellow]warning[/]: {txt(note)}")
     if any("phase_step_time" in r.get("metrics", {}) for r in records):
         console.print(phase_table(records))
     console.print(f"[dim]{txt(path)}[/]")
@@ -365,7 +380,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return cmp.exit_code
     for w in cmp.warnings:
         err_console.print(f"[yellow]warning[/]: {txt(w)}")
-    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow"}
+    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow",
+             "unreliable": "yellow"}
     t = Table(title=f"{txt(cmp.new_run)} vs {txt(cmp.base_run)} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")
     for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):
@@ -584,7 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="auto picks CUDA when present (default: auto)")
     run.add_argument("--out", default="results", metavar="DIR", help="results directory (default: results/)")
-    run.add_argument("--rounds", type=int, help="interleaved timing rounds per case (default: the suite's)")
+    run.add_argument("--rounds", type=int, help="interleaved timing rounds per case and pass (default: the suite's)")
+    run.add_argument("--passes", type=int,
+                     help="timed passes per study, each in fresh workers; all studies' pass 1 runs before any "
+                          "pass 2, so the ratio CIs see the machine's slow changes (default: the suite's)")
     run.add_argument("--round-time", type=float, metavar="SECONDS",
                      help="seconds of timed steps per case per round (default: the suite's)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",

@@ -35,7 +35,7 @@ class Row:
     ci_high: float | None
     p_value: float | None
     effect: float | None  # Cliff's delta of new vs base samples
-    verdict: str  # faster | slower | unchanged | noisy (memory: smaller | larger | unchanged)
+    verdict: str  # faster | slower | unchanged | noisy | unreliable (memory: smaller | larger | unchanged)
     unit: str = ""
 
     @property
@@ -60,6 +60,7 @@ class Comparison:
     only_new: list[str] = field(default_factory=list)
     not_ok: list[str] = field(default_factory=list)  # in both runs but failed in one: "key: base→new status"
     broke: list[str] = field(default_factory=list)  # ok in base, error/crashed/timeout/oom in new: always fails
+    unreliable: list[str] = field(default_factory=list)  # starved timed blocks in either run: time verdict withheld
     env_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     operators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # key -> operator_changes
 
@@ -84,6 +85,9 @@ class Comparison:
         if g is not None and abs(math.log(g)) > math.log(1 + 2 * self.threshold):
             out.append(f"the median case moved {g:.2f}x: the whole machine ran at a different speed (load, "
                        f"frequency, threads?); per-case verdicts mostly measure that, not the code")
+        if self.unreliable:
+            out.append(f"{len(self.unreliable)} case(s) marked unreliable, their time verdicts withheld (the machine "
+                       f"starved their timed blocks): " + "; ".join(self.unreliable))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,7 +179,14 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
             if b["status"] == "ok" and n["status"] in ("error", "crashed", "timeout", "oom"):
                 cmp.broke.append(f"{k}: {n['status']}")
             continue
-        cmp.rows.extend(_compare_case(b, n, threshold, alpha, samples))
+        rows = _compare_case(b, n, threshold, alpha, samples)
+        starved = [f"{side}: {r['starved'].get('message')}" for side, r in (("base", b), ("new", n)) if r.get("starved")]
+        if starved:  # a starved block measures the neighbours, not the code: never gate on it
+            for row in rows:
+                if row.family == "time":
+                    row.verdict = "unreliable"
+            cmp.unreliable.append(f"{k} ({'; '.join(starved)})")
+        cmp.rows.extend(rows)
         if b.get("profile") and n.get("profile"):
             cmp.operators[k] = operator_changes(b["profile"], n["profile"])
     return cmp

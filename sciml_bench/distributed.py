@@ -80,13 +80,10 @@ class RankFailure(RuntimeError):
         self.status = status
 
 
-class BlockTimes(list):
-    """One round's per-call step times (the slowest rank's, measurement by measurement), with
-    ``per_rank[r]`` the times rank ``r`` measured itself."""
-
-    def __init__(self, per_rank: list[list[float]]):
-        super().__init__(max(ts) for ts in zip(*per_rank))
-        self.per_rank = per_rank
+def slowest(per_rank: list[list[float]]) -> list[float]:
+    """One round's per-call step times: the slowest rank's, measurement by measurement
+    (``per_rank[r]`` holds the times rank ``r`` measured itself)."""
+    return [max(ts) for ts in zip(*per_rank)]
 
 
 def _die_with_parent(sig: int, parent: int | None = None) -> None:
@@ -154,13 +151,15 @@ class RankGroup:
             raise self._failure() from None
         return payload
 
-    def time_round(self, seconds: float) -> BlockTimes:
-        """One round: every rank times the same number of steps, started together."""
+    def time_round(self, seconds: float) -> dict[str, Any]:
+        """One round: every rank times the same number of steps, started together. The block's
+        ``times`` are the slowest rank's; ``per_rank`` keeps each rank's own."""
         try:
             self.conn.send(("round", seconds))
         except OSError:
             raise self._failure() from None
-        return BlockTimes(self._receive())
+        per_rank = self._receive()
+        return {"times": slowest(per_rank), "per_rank": per_rank}
 
     def _failure(self) -> RankFailure:
         """Stop everything, then the status and reason of the rank that failed first."""
@@ -208,11 +207,13 @@ class RankGroup:
 
 # ---------------------------------------------------------------- record figures (parent side)
 
-def rank_metrics(case: Case, rounds: list[list[float]]) -> dict[str, dict[str, Any]]:
-    """Per-rank step times, spread across ranks and global throughput of a DDP case's rounds."""
+def rank_metrics(case: Case, blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-rank step times, spread across ranks and global throughput of a DDP case's timed blocks
+    (one per round, as ``RankGroup.time_round`` returns them)."""
     from sciml_bench.stats import summarize
 
-    per_rank = list(zip(*[r.per_rank for r in rounds]))  # [rank][round] -> per-call times
+    rounds = [b["times"] for b in blocks]
+    per_rank = list(zip(*[b["per_rank"] for b in blocks]))  # [rank][round] -> per-call times
     rank_medians = [[statistics.median(ts) for ts in rr] for rr in per_rank]
     ranks = []
     for r, med in enumerate(rank_medians):
@@ -377,7 +378,7 @@ def _serve(rank: int) -> None:
         times = time_fixed(wl.step, number, MEASUREMENTS, threads, label=case.case_id)
         all_times: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(all_times, times)
-        step_s = statistics.median(BlockTimes(all_times))
+        step_s = statistics.median(slowest(all_times))
         if rank == 0:
             conn.send(("ok", all_times))
     dist.destroy_process_group()

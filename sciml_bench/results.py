@@ -82,11 +82,13 @@ class RunWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any], kind: str = "case") -> None:
+        """Write one record; ``kind`` "pass" holds a timed pass of a case whose record is not final yet.
+        A record that cannot be encoded still keeps its case, as an error saying why its data is gone."""
         try:
-            line = _dumps(dict(finite_record(record), type="case"))
-        except (TypeError, ValueError, RecursionError) as e:  # keep the case, say why its data is gone
-            line = _dumps({"type": "case", "study": str(record.get("study")), "case_id": str(record.get("case_id")),
+            line = _dumps(dict(finite_record(record), type=kind))
+        except (TypeError, ValueError, RecursionError) as e:
+            line = _dumps({"type": kind, "study": str(record.get("study")), "case_id": str(record.get("case_id")),
                            "case": record.get("case") if isinstance(record.get("case"), dict) else {},
                            "status": "error", "reason": f"record could not be stored: {type(e).__name__}: {e}",
                            "metrics": {}, "absent": {}})
@@ -148,8 +150,9 @@ def _truncate_partial_line(path: Path) -> None:
             fh.truncate(data.rfind(b"\n") + 1)
 
 
-def read_run(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(header, case records) of a run file. A partial last line (killed mid-write) is ignored.
+def read_run(path: str | os.PathLike, kind: str = "case") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, case records) of a run file (``kind`` "pass": the pass results kept for ``--resume``).
+    A partial last line (killed mid-write) is ignored.
 
     Raises UsageError for an unreadable file, or one that is not a sciml_bench run file.
     """
@@ -178,8 +181,9 @@ def read_run(path: str | os.PathLike) -> tuple[dict[str, Any], list[dict[str, An
             raise UsageError(f"{path}:{i}: corrupt record line") from None
         if not isinstance(rec, dict):
             raise UsageError(f"{path}:{i}: a record must be a JSON object, got {type(rec).__name__}")
-        if rec.get("type") == "case":
-            _check_record(rec, f"{path}:{i}")
+        if rec.get("type") == kind:
+            if kind == "case":
+                _check_record(rec, f"{path}:{i}")
             records.append(rec)
     return header, records
 
@@ -258,6 +262,23 @@ def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
         if name in rec.get("metrics", {}):
             return name, rec["metrics"][name]["value"]
     return None
+
+
+def trust_warnings(records: Iterable[dict[str, Any]], most: int = 5) -> list[str]:
+    """Lines about ok cases whose numbers deserve less trust: starved timed blocks (the machine was
+    busy), or a step so small that the timing harness's fixed cost dominates it. Beyond ``most``
+    cases of a kind, the rest are summed up in one line."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    kinds = (("was starved", [r for r in ok if r.get("starved")], lambda r: r["starved"].get("message")),
+             ("is overhead-dominated", [r for r in ok if (r.get("overhead") or {}).get("dominated")],
+              lambda r: r["overhead"].get("reason")))
+    out = []
+    for what, rs, why in kinds:
+        out += [f"case {r['study']}/{r['case_id']} {what}: {why(r)}" for r in rs[:most]]
+        if len(rs) > most:
+            out.append(f"... and {len(rs) - most} more cases {what.split()[-1]}: "
+                       + ", ".join(f"{r['study']}/{r['case_id']}" for r in rs[most:]))
+    return out
 
 
 def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:

@@ -1,17 +1,21 @@
-"""Runner: executes a suite's cases in worker subprocesses, timed in interleaved rounds.
+"""Runner: executes a suite's cases in worker subprocesses, timed in interleaved rounds and passes.
 
-Each case of a study gets its own worker process, kept alive for the whole study: the parent
-builds every case (one at a time, so first-step and memory figures are undisturbed), then
-times them round-robin in short blocks (A B C, B C A, ...). A case's statistics come from its
-per-round medians and a variant/reference ratio from paired rounds, so drift of a shared
-machine shows up in the CIs instead of hiding in one contiguous block. A case that raises,
-crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
+Each case of a study gets its own worker process, kept alive for one pass of the study: the
+parent builds every case (one at a time, so first-step and memory figures are undisturbed), then
+times them in short blocks, one per case per round, in a fresh random order every round (RMIT).
+With several passes, every study's pass 1 runs before any study's pass 2, each pass in fresh
+workers. A case's statistics come from its per-round medians and a variant/reference ratio from
+paired rounds within passes, with a CI over passes (``stats.pass_ratio``), so both fast drift and
+the machine's slow changes show up in the CIs instead of hiding in one contiguous block. A case
+that raises, crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import os
+import random
 import re
 import signal
 import statistics
@@ -27,7 +31,7 @@ from sciml_bench.distributed import add_scaling, rank_metrics
 from sciml_bench.errors import Unsupported, UsageError
 from sciml_bench.results import (RunWriter, done_keys, finite_record, is_locked, new_run_id,  # noqa: F401
                                  peak_memory, read_run, safe_filename)  # peak_memory: re-exported
-from sciml_bench.stats import paired_ratio, summarize
+from sciml_bench.stats import pass_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
 
@@ -45,6 +49,8 @@ class RunOptions:
     max_live: int = 16  # most worker processes alive at once (one study chunk)
     phases: bool = False  # after the timed rounds: a phase-breakdown pass per case
     profile: dict[str, Any] | None = None  # after the timed rounds: a trace (profiling.ProfileOptions fields)
+    passes: int = 1  # timed passes per study, each in fresh workers; a run times all studies' pass 1, then pass 2, ...
+    seed: int = 0  # seeds the random case order of every round (RMIT), per study and pass
 
 
 # ---------------------------------------------------------------- worker side
@@ -65,11 +71,13 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "error", msg
 
 
-def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
-    """Build the case, warm it up, and measure what needs measuring once: memory and FLOPs."""
+def _setup(case: Case, opts: RunOptions, full: bool = True) -> dict[str, Any]:
+    """Build the case, warm it up, and measure what needs measuring once: memory, FLOPs and the
+    timing harness's own overhead. Later passes (``full`` False) only build and warm up."""
     import torch
 
     from sciml_bench.measure.flops import flop_metrics
+    from sciml_bench.measure.overhead import OpCounter
     from sciml_bench.measure.memory import peak_rss_bytes, rss_bytes, step_memory
     from sciml_bench.measure.timing import warmup
     from sciml_bench.models import param_count
@@ -80,11 +88,17 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     rss_before = rss_bytes()
     wl = build_workload(case)
     warm = warmup(wl.step, opts.warmup_steps, opts.warmup_time)
+    _WORKER["workload"] = wl
+    done = {"threads": torch.get_num_threads(), "warmup_steps": warm["warmup_steps"], "pid": os.getpid()}
+    if not full:
+        return dict(done, metrics={}, absent={})
     metrics["first_step_time"] = {"value": warm["first_step_s"], "unit": "s"}
     if wl.model is None:
         absent["flops"] = "mode='data' runs no model"
     else:
-        fm, fa = flop_metrics(wl.step)  # absent (not 0) when the counter has no formula for the step's ops
+        ops = OpCounter()
+        with ops if wl.case.compile == "none" else contextlib.nullcontext():  # one step counts both
+            fm, fa = flop_metrics(wl.step)  # absent (not 0) when the counter has no formula for the step's ops
         metrics.update(fm)
         absent.update(fa)
     mem = step_memory(wl.step, wl.device, wl.state_tensors())
@@ -102,12 +116,31 @@ def _setup(case: Case, opts: RunOptions) -> dict[str, Any]:
     extra, extra_absent = probe(wl, warm["first_step_s"])  # compile, shape sweep, numerics, loader
     metrics.update(extra)
     absent.update(extra_absent)
-    _WORKER["workload"] = wl
+    overhead = _overhead_costs(wl, ops.n if "flops" in metrics and wl.case.compile == "none" else None)
+    if isinstance(overhead, str):
+        absent["overhead"] = overhead
     backend = {"float32_matmul_precision": torch.get_float32_matmul_precision(),
                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
                "cudnn_benchmark": torch.backends.cudnn.benchmark}  # as this case ran, not as the parent has them
-    return {"metrics": metrics, "absent": absent, "threads": torch.get_num_threads(), "backend": backend,
-            "warmup_steps": warm["warmup_steps"], "pid": os.getpid()}
+    return dict(done, metrics=metrics, absent=absent, backend=backend,
+                overhead=None if isinstance(overhead, str) else overhead)
+
+
+def _overhead_costs(wl, ops: int | None) -> dict[str, Any] | str:
+    """Harness and per-op dispatch cost and the step's op count (``ops``, counted during the FLOP
+    count's step, else now); a reason string where not measurable."""
+    import torch
+
+    from sciml_bench.measure.overhead import count_ops, harness_costs
+
+    if wl.case.mode == "data":
+        return "mode='data' times a DataLoader epoch, not dispatched ops"
+    if wl.case.compile != "none":
+        return "compiled step: counting ops under a dispatch mode would disturb the compiled graph"
+    try:
+        return dict(harness_costs(torch.get_num_threads()), ops=count_ops(wl.step) if ops is None else ops)
+    except Exception as e:  # an op a dispatch mode cannot see through must not lose the case
+        return f"op count failed: {type(e).__name__}: {e}"
 
 
 _WORKER: dict[str, Any] = {}
@@ -152,7 +185,8 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
         try:
             if msg[0] == "setup":
                 case = Case(**msg[1])
-                reply = ("ok", (_setup_ranks if case.ddp_ranks else _setup)(case, RunOptions(**msg[2])))
+                reply = ("ok", _setup_ranks(case, RunOptions(**msg[2])) if case.ddp_ranks else
+                         _setup(case, RunOptions(**msg[2]), *msg[3:]))
             elif msg[0] == "round":
                 wl = _WORKER["workload"]
                 reply = ("ok", wl.time_round(msg[1]) if wl.case.ddp_ranks else
@@ -394,18 +428,42 @@ def _context():
     return ctx
 
 
-def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
-              progress: ProgressFn = lambda d, n: None) -> list[dict[str, Any]]:
-    """Run one chunk of a study's cases; return one record per case, in ``cases`` order.
+def round_orders(seed: str, n: int, rounds: int) -> list[list[int]]:
+    """A fresh random order of ``n`` cases for every round, reproducible from ``seed``.
 
-    Progress units: one per case setup and one per case round.
+    Randomised multiple interleaved trials (RMIT; Abedi & Brecht, ICPE 2017): a fixed or
+    rotating order lets a periodic disturbance or a case's after-effects (caches, frequency,
+    allocator) land on the same neighbour every round; a random order per round turns that
+    bias into noise the CI sees."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(rounds):
+        order = list(range(n))
+        rng.shuffle(order)
+        out.append(order)
+    return out
+
+
+def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
+             progress: ProgressFn = lambda d, n: None, index: int = 0) -> list[dict[str, Any]]:
+    """Time one pass of a chunk in fresh workers; return one pass result per case, in ``cases`` order.
+
+    Pass 0 measures everything (setup: memory, FLOPs, overhead); later passes only build, warm
+    up and time. Progress units: one per case setup and one per case round.
     """
+    from sciml_bench.measure.timing import machine_load
+
     ctx = _context()
     log_dir.mkdir(parents=True, exist_ok=True)
-    workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}", ".log"), opts) for c in cases]
+    suffix = f"--pass{index + 1}" if index else ""
+    workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{suffix}", ".log"), opts)
+               for c in cases]
+    seed = f"{opts.seed}:{study.name}:{index}"
+    orders = round_orders(seed, len(cases), opts.rounds)
+    load = {"start": machine_load()}
     started = time.time()
     info: dict[int, dict[str, Any]] = {}
-    samples: dict[int, list[list[float]]] = {i: [] for i in range(len(cases))}
+    blocks: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cases))}
     try:
         for i, w in enumerate(workers):
             progress(f"{study.name}: starting {w.case.case_id}", 0)
@@ -415,37 +473,95 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
         for i, w in enumerate(workers):  # setups one at a time: first-step and memory undisturbed
             progress(f"{study.name}: setup {w.case.case_id}", 0)
             if w.failure is None:
-                status, payload = w.call(("setup", w.case.to_dict(), asdict(opts)), w.budget)
+                status, payload = w.call(("setup", w.case.to_dict(), asdict(opts), index == 0), w.budget)
                 if status == "ok":
                     info[i] = payload
                 else:
                     w.failure = (status, payload)
                     w.kill()
             progress(f"{study.name}: setup {w.case.case_id}", 1)
-        for r in range(opts.rounds):
-            order = list(range(len(workers)))
-            order = order[r % len(order):] + order[:r % len(order)]  # rotate: no fixed position bias
+        for r, order in enumerate(orders):
             for i in order:
                 w = workers[i]
-                progress(f"{study.name}: round {r + 1}/{opts.rounds} {w.case.case_id}", 0)
+                desc = f"{study.name}: {f'pass {index + 1}/{opts.passes} ' if opts.passes > 1 else ''}" \
+                       f"round {r + 1}/{opts.rounds} {w.case.case_id}"
+                progress(desc, 0)
                 if w.failure is None:
                     status, payload = w.call(("round", opts.round_time), w.budget)
                     if status == "ok":
-                        samples[i].append(payload)
+                        blocks[i].append(payload)
                     else:
                         w.failure = (status, payload)
                         w.kill()
-                progress(f"{study.name}: round {r + 1}/{opts.rounds} {w.case.case_id}", 1)
-        if opts.phases or opts.profile:
+                progress(desc, 1)
+        if index == opts.passes - 1 and (opts.phases or opts.profile):  # after the last timed round
             _profile_pass(study, workers, info, opts, progress)
     finally:
         for w in workers:
             w.stop()
-    records = [_record(study, w.case, w.failure, info.get(i), samples[i], opts, started)
-               for i, w in enumerate(workers)]
-    _add_ratios(study, records)
+    load["end"] = machine_load()
+    finished = time.time()
+    return [{"study": study.name, "case_id": w.case.case_id, "pass": index, "failure": w.failure,
+             "info": info.get(i), "blocks": blocks[i], "order_seed": seed,
+             "position": [o.index(i) for o in orders[:len(blocks[i])]], "load": load, "started": started,
+             "finished": finished} for i, w in enumerate(workers)]
+
+
+def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, Any]]], opts: RunOptions,
+            pool: list[float] | None = None) -> list[dict[str, Any]]:
+    """One record per case (in ``cases`` order) from its pass results, then the chunk's ratios.
+
+    A failure in any pass makes the case's record that failure (a case that crashes sometimes is
+    not ok). ``pool``: between-pass variances of this run's earlier ratios (see ``_add_ratios``)."""
+    records = []
+    for c in cases:
+        ps = sorted(passes.get(c.case_id, []), key=lambda p: p["pass"])
+        failed = next((p for p in ps if p["failure"]), None)
+        failure = None
+        if failed is not None:
+            later = f" (in pass {failed['pass'] + 1} of {opts.passes}; earlier passes were ok)" if failed["pass"] else ""
+            failure = (failed["failure"][0], failed["failure"][1] + later)
+        elif not ps:
+            failure = ("error", "no timed pass recorded")
+        blocks = [dict(b, **{"pass": p["pass"]}) for p in ps for b in p["blocks"]]
+        rec = _record(study, c, failure, _pass_info(ps), [b["times"] for b in blocks], opts,
+                      ps[0]["started"] if ps else time.time(), blocks)
+        rec["timing"] = {"passes": [{k: p[k] for k in ("pass", "order_seed", "position", "load", "started",
+                                                        "finished")} for p in ps]}
+        records.append(rec)
+    _add_ratios(study, records, pool)
     add_scaling(records)
     return records
+
+
+def _pass_info(ps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The setup info of a case: pass 1 measured everything; the last pass adds its phases/profile."""
+    if not ps or ps[0]["info"] is None:
+        return None
+    info = dict(ps[0]["info"], metrics=dict(ps[0]["info"]["metrics"]), absent=dict(ps[0]["info"]["absent"]))
+    last = ps[-1]["info"] if len(ps) > 1 else None
+    if last:
+        info["metrics"].update(last["metrics"])
+        info["absent"].update(last["absent"])
+        if last.get("profile"):
+            info["profile"] = last["profile"]
+    return info
+
+
+def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
+              progress: ProgressFn = lambda d, n: None) -> list[dict[str, Any]]:
+    """Run every pass of one chunk back to back; return one record per case, in ``cases`` order.
+
+    ``execute`` interleaves the passes of different studies instead (more time between passes);
+    this is the one-chunk form. Progress units: one per case setup and one per case round, per pass.
+    """
+    passes: dict[str, list[dict[str, Any]]] = {}
+    for index in range(opts.passes):
+        todo = [c for c in cases if not any(p["failure"] for p in passes.get(c.case_id, []))]
+        for p in run_pass(study, todo, opts, log_dir, progress, index) if todo else []:
+            passes.setdefault(p["case_id"], []).append(p)
+    return combine(study, cases, passes, opts)
+
 
 
 def _profile_pass(study: Study, workers: list[_Worker], info: dict[int, dict[str, Any]], opts: RunOptions,
@@ -468,17 +584,30 @@ def _profile_pass(study: Study, workers: list[_Worker], info: dict[int, dict[str
         progress(f"{study.name}: profile {w.case.case_id}", 1)
 
 
+
+
 def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dict[str, Any] | None,
-            rounds: list[list[float]], opts: RunOptions, started: float) -> dict[str, Any]:
+            rounds: list[list[float]], opts: RunOptions, started: float,
+            blocks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A case's record from its setup ``info`` and timed ``rounds`` (per-call times per block).
+
+    ``blocks`` (one per round: pass, CPU share, starved) come from ``time_block``. Starved blocks
+    are left out of the statistics when at least half of the rounds remain (a CI must not mix in
+    rounds the machine did not run); otherwise all are kept and the case is marked starved."""
     rec: dict[str, Any] = {"study": study.name, "case_id": case.case_id, "case": case.to_dict(),
                            "started": started, "finished": time.time()}
     if failure is not None:
         return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
-    metrics, absent = dict(info["metrics"]), dict(info["absent"])
+    metrics, absent = _finite_metrics(info)
+    blocks = blocks or [{} for _ in rounds]
     medians = [statistics.median(t) for t in rounds]
-    s = summarize(medians)
+    starved = [bool(b.get("starved")) for b in blocks]
+    kept = [m for m, st in zip(medians, starved) if not st]
+    excluded = any(starved) and len(kept) >= max(2, len(medians) / 2)
+    s = summarize(kept if excluded else medians)
     metrics["step_time"] = {"value": s["median"], "unit": "s", "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-                            "iqr": s["iqr"], "n": s["n"], "samples": medians, "raw": rounds}
+                            "iqr": s["iqr"], "n": s["n"], "samples": medians, "raw": rounds,
+                            "pass": [b.get("pass", 0) for b in blocks], "starved": starved}
     if s["ci_low"] is None:
         absent["step_time_ci"] = f"{s['n']} rounds are too few for a 95% CI of the median (need >= 6)"
     bs = case.batch_size
@@ -486,18 +615,48 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
                              "ci_low": bs / s["ci_high"] if s["ci_high"] else None,
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
     if case.ddp_ranks:
-        metrics.update(rank_metrics(case, rounds))  # per-rank figures; throughput over the global batch
+        metrics.update(rank_metrics(case, blocks))  # per-rank figures; throughput over the global batch
     if "flops" in metrics:
         from sciml_bench.measure.flops import flop_rate
 
         metrics["flop_rate"] = flop_rate(metrics["flops"], s["median"])
     if info.get("profile"):
         rec["profile"] = info["profile"]
+    rec = dict(rec, status="ok", reason=None, metrics=metrics, absent=absent,
+               worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
+                       "backend": info.get("backend", {})},
+               cpu={k: [b.get(k) for b in blocks] for k in ("cpu_share", "run_queue_wait")})
+    if any(starved):
+        rec["starved"] = _starved_summary(blocks, starved, excluded)
+    if info.get("overhead"):
+        from sciml_bench.measure.overhead import overhead_verdict
+
+        rec["overhead"] = overhead_verdict(s["median"], info["overhead"])
     # e.g. a diverged loss: JSON has no NaN and 0 would be a lie, so finite_record moves it to absent
-    return finite_record(_flag_nonfinite(study, info["metrics"], dict(
-        rec, status="ok", reason=None, metrics=metrics, absent=absent,
-        worker={"pid": info["pid"], "threads": info["threads"], "warmup_steps": info["warmup_steps"],
-                "backend": info.get("backend", {})})))
+    return finite_record(_flag_nonfinite(study, info["metrics"], rec))
+
+
+def _finite_metrics(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(metrics, absent) of a setup payload, non-finite values moved to ``absent`` with the reason."""
+    metrics, absent = dict(info["metrics"]), dict(info["absent"])
+    for name, m in list(metrics.items()):  # e.g. a diverged loss: JSON has no NaN, and 0 would be a lie
+        if isinstance(m.get("value"), float) and not math.isfinite(m["value"]):
+            absent[name] = f"measured value was {m['value']} (non-finite)"
+            del metrics[name]
+    return metrics, absent
+
+
+def _starved_summary(blocks: list[dict[str, Any]], starved: list[bool], excluded: bool) -> dict[str, Any]:
+    """Which blocks the machine starved, how much CPU they got, and what the statistics did about it."""
+    shares = [b["cpu_share"] for b, st in zip(blocks, starved) if st and b.get("cpu_share") is not None]
+    waits = [b["run_queue_wait"] for b, st in zip(blocks, starved) if st and b.get("run_queue_wait") is not None]
+    threads = next((b["threads"] for b in blocks if b.get("threads")), None)
+    got = f"it got {min(shares):.0%} of {threads} core{'s' if threads != 1 else ''}" if shares else "it was starved"
+    waited = f", waiting for a CPU up to {max(waits):.0%} of a block" if waits else ""
+    what = "left out of its statistics" if excluded else "all kept, too few others: its numbers are unreliable"
+    return {"blocks": sum(starved), "of": len(starved), "min_cpu_share": min(shares) if shares else None,
+            "max_run_queue_wait": max(waits) if waits else None, "excluded": excluded,
+            "message": f"{got}{waited} in {sum(starved)} of {len(starved)} timed blocks ({what})"}
 
 
 def _flag_nonfinite(study: Study, measured: dict[str, dict[str, Any]], rec: dict[str, Any]) -> dict[str, Any]:
@@ -517,9 +676,31 @@ def _flag_nonfinite(study: Study, measured: dict[str, dict[str, Any]], rec: dict
     return rec
 
 
-def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
-    """Attach time and memory ratios against each case's reference case, from paired rounds."""
+def _pass_pairs(rec: dict[str, Any], ref: dict[str, Any]) -> tuple[list[list[float]], list[list[float]]]:
+    """Per pass, the (variant, reference) per-round medians of rounds where neither block was starved
+    (all rounds of a pass where that would leave fewer than two)."""
+    a, b = rec["metrics"]["step_time"], ref["metrics"]["step_time"]
+    n = min(len(a["samples"]), len(b["samples"]))
+    va, vb = [], []
+    for p in sorted(set(a.get("pass", [0] * n)[:n])):
+        idx = [i for i in range(n) if a.get("pass", [0] * n)[i] == p and b.get("pass", [0] * n)[i] == p]
+        clean = [i for i in idx if not (a.get("starved", [False] * n)[i] or b.get("starved", [False] * n)[i])]
+        idx = clean if len(clean) >= 2 else idx
+        va.append([a["samples"][i] for i in idx])
+        vb.append([b["samples"][i] for i in idx])
+    return va, vb
+
+
+def _add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] | None = None) -> None:
+    """Attach time and memory ratios against each case's reference case, from paired rounds.
+
+    The time ratio's CI (``stats.pass_ratio``) is a rerun interval over passes; its between-pass
+    variance is moderated by the pooled variance of the other ratios of this run (``pool``, from
+    earlier chunks, plus this chunk's other ratios). This chunk's variances are appended to ``pool``.
+    """
+    pool = [] if pool is None else pool
     by_id = {r["case_id"]: r for r in records}
+    pairs = []
     for rec in records:
         ref_case = study.reference_of(Case(**rec["case"]))
         if rec["status"] != "ok" or ref_case is None:
@@ -530,15 +711,31 @@ def _add_ratios(study: Study, records: list[dict[str, Any]]) -> None:
                    "session of a resumed run)") if ref is None else f"reference case {ref['status']}"
             rec["absent"]["time_ratio"] = f"reference {ref_case.case_id}: {why}"
             continue
-        pr = paired_ratio(rec["metrics"]["step_time"]["samples"], ref["metrics"]["step_time"]["samples"])
-        rec["metrics"]["time_ratio"] = {"value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"],
-                                        "ci_high": pr["ci_high"], "n": pr["n"], "reference": ref_case.case_id}
+        pairs.append((rec, ref, _pass_pairs(rec, ref)))
+    # a ratio whose blocks were starved measures the neighbours: it does not teach the pool anything
+    own = {id(rec): pass_ratio(*pp)["pass_var"] for rec, ref, pp in pairs
+           if ref is not rec and not rec.get("starved") and not ref.get("starved")}
+    for rec, ref, pp in pairs:
+        if ref is rec:  # the reference against itself: exactly 1, and no evidence about the machine
+            rec["metrics"]["time_ratio"] = {"value": 1.0, "unit": "x", "ci_low": 1.0, "ci_high": 1.0,
+                                            "n": sum(len(x) for x in pp[0]), "reference": ref["case_id"]}
+        else:
+            prior = pool + [v for k, v in own.items() if k != id(rec) and v is not None]
+            pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None,
+                            prior_df=len(prior) * max(len(pp[0]) - 1, 1))  # each pooled variance: P-1 df
+            rec["metrics"]["time_ratio"] = {
+                "value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"], "ci_high": pr["ci_high"], "n": pr["n"],
+                "reference": ref["case_id"], "passes": pr["passes"], "pass_ratios": pr["pass_ratios"],
+                "spread_passes": [min(pr["pass_ratios"]), max(pr["pass_ratios"])], "ci_within": pr["ci_within"],
+                "sd_between": pr["sd_between"], "pass_var": pr["pass_var"], "df": pr["df"],
+                "ci_method": pr["ci_method"]}
         mine, theirs = peak_memory(rec), peak_memory(ref)
         if mine and theirs and mine[0] == theirs[0] and theirs[1]:
             rec["metrics"]["memory_ratio"] = {"value": mine[1] / theirs[1], "unit": "x",
-                                              "reference": ref_case.case_id}
+                                              "reference": ref["case_id"]}
         if "compile_time" in rec["metrics"] and "compile_time" not in ref["metrics"]:
             _add_break_even(rec, ref)
+    pool.extend(v for v in own.values() if v is not None)
 
 
 def _add_break_even(rec: dict[str, Any], ref: dict[str, Any]) -> None:
@@ -579,6 +776,20 @@ class Run:
     opts: RunOptions
     plan: list[tuple[Study, list[Case]]]
     done: set[tuple[str, str]]
+    partial: list[dict[str, Any]] = field(default_factory=list)  # pass results of unfinished cases
+    pool: list[float] = field(default_factory=list)  # between-pass variances of the run's ratios so far
+
+    def passes_of(self, study: Study, chunk: list[Case]) -> dict[str, list[dict[str, Any]]]:
+        """{case id: its recorded pass results, the latest per pass} for a chunk."""
+        ids = {c.case_id for c in chunk}
+        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        for p in self.partial:
+            if p["study"] == study.name and p["case_id"] in ids:
+                latest[(p["case_id"], p["pass"])] = p
+        out: dict[str, list[dict[str, Any]]] = {}
+        for (cid, _), p in sorted(latest.items()):
+            out.setdefault(cid, []).append(p)
+        return out
 
     @property
     def run_id(self) -> str:
@@ -596,9 +807,15 @@ class Run:
 
     @property
     def units(self) -> int:
-        """Progress units of the remaining work: one per case setup, case round and profile pass."""
-        passes = 1 if self.opts.phases or self.opts.profile else 0
-        return sum(len(ch) * (1 + self.opts.rounds + passes) for _, ch in self.work)
+        """Progress units of the remaining work: one per case setup and case round per pass, and one
+        per case profile pass."""
+        units = 0
+        profiled = 1 if self.opts.phases or self.opts.profile else 0
+        for s, ch in self.work:
+            have = self.passes_of(s, ch)
+            units += sum((self.opts.passes - len(have.get(c.case_id, []))) * (1 + self.opts.rounds) + profiled
+                         for c in ch)
+        return units
 
 
 def resolve_device(device: str) -> str:
@@ -657,7 +874,7 @@ def run_label(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec)
 def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
               max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
-              profile: dict[str, Any] | None = None) -> Run:
+              profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's. Bad input raises
     UsageError before any file exists.
@@ -671,7 +888,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
 
     spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
-                      timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
+                      timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
+                      passes=passes or suite.passes, seed=random.randrange(2**31) if seed is None else seed)
     run_id = new_run_id(run_label(suite, plan, spec))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions
@@ -703,21 +921,43 @@ def resume_run(path: str | os.PathLike) -> Run:
     except (KeyError, TypeError) as e:
         raise UsageError(f"{path}: header has no usable run spec/options to resume from ({e})") from None
     _, plan = plan_cases(spec)
-    return Run(Path(path), header, spec, opts, plan, done_keys(records))
+    done = done_keys(records)
+    partial = [p for p in read_run(path, "pass")[1] if (p["study"], p["case_id"]) not in done]
+    pool = [r["metrics"]["time_ratio"]["pass_var"] for r in records
+            if r.get("metrics", {}).get("time_ratio", {}).get("pass_var") is not None]
+    return Run(Path(path), header, spec, opts, plan, done, partial, pool)
 
 
 def execute(run: Run, progress: ProgressFn = lambda d, n: None,
             on_record: Callable[[dict[str, Any]], None] = lambda r: None) -> None:
-    """Run the remaining chunks, appending each chunk's records (flushed) as it finishes.
+    """Run the remaining work, appending each chunk's records (flushed) as it finishes.
 
-    Ctrl-C propagates as KeyboardInterrupt after the workers are stopped; records of finished
-    chunks are already on disk, the chunk in progress is discarded (``--resume`` reruns it).
+    With several passes, every chunk's pass 1 runs before any chunk's pass 2, so the passes of a
+    study are minutes apart, in fresh workers, with other studies in between: the ratio CIs then
+    see the machine's slow changes that one time window hides. A pass is written as it finishes
+    (``type: pass`` lines) and the case's record after its last pass.
+
+    Ctrl-C propagates as KeyboardInterrupt after the workers are stopped; records and passes of
+    finished chunks are already on disk, the chunk pass in progress is discarded (``--resume``
+    reruns it).
     """
     log_dir = run.path.parent / "logs" / safe_filename(run.run_id)
     with RunWriter(run.path) as writer:  # locked: a second --resume of this file is refused
         run.done |= done_keys(read_run(run.path)[1])  # whatever a run before the lock finished
-        for study, chunk in run.work:
-            for rec in run_chunk(study, chunk, run.opts, log_dir, progress):
-                writer.append(rec)
-                run.done.add((rec["study"], rec["case_id"]))
-                on_record(rec)
+        work = run.work  # fixed for this session: records written below must not reshape the chunks
+        for index in range(run.opts.passes):
+            last = index == run.opts.passes - 1
+            for study, chunk in work:
+                have = run.passes_of(study, chunk)
+                alive = [c for c in chunk if not any(p["failure"] for p in have.get(c.case_id, []))]
+                # a pass is paired across the chunk: rerun it whole unless every live case has it
+                todo = [] if all(any(p["pass"] == index for p in have.get(c.case_id, [])) for c in alive) else alive
+                for p in run_pass(study, todo, run.opts, log_dir, progress, index) if todo else []:
+                    if not last:
+                        writer.append(p, kind="pass")
+                    run.partial.append(p)
+                if last:
+                    for rec in combine(study, chunk, run.passes_of(study, chunk), run.opts, run.pool):
+                        writer.append(rec)
+                        run.done.add((rec["study"], rec["case_id"]))
+                        on_record(rec)

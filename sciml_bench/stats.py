@@ -1,4 +1,4 @@
-"""Statistics over timing samples, built on scipy.stats: medians with CIs, IQR, paired ratios."""
+"""Statistics over timing samples, built on scipy.stats: medians with CIs, IQR, paired ratios, ratios over passes."""
 from __future__ import annotations
 
 import math
@@ -54,6 +54,81 @@ def paired_ratio(variant: Sequence[float], reference: Sequence[float], confidenc
         out["ci_low"], out["ci_high"] = _finite(res.confidence_interval.low), _finite(res.confidence_interval.high)
     elif n >= 3:
         out["ci_low"] = out["ci_high"] = out["ratio"]
+    return out
+
+
+PRIOR_DF_MAX = 4  # most weight (in degrees of freedom) the run's pooled between-pass variance gets
+
+
+def _pass_log_ratio(v: np.ndarray, r: np.ndarray, rng: np.random.Generator, n_boot: int = 400) -> tuple[float, float]:
+    """(log of the median paired ratio, its bootstrap sampling variance) of one pass's rounds."""
+    lr = np.log(v / r)
+    if lr.size < 2:
+        return float(np.median(lr)), 0.0
+    boot = np.median(lr[rng.integers(0, lr.size, size=(n_boot, lr.size))], axis=1)
+    return float(np.median(lr)), float(boot.var(ddof=1))
+
+
+def pass_ratio(variant: Sequence[Sequence[float]], reference: Sequence[Sequence[float]],
+               prior_var: float | None = None, prior_df: float = 0.0, confidence: float = CONFIDENCE,
+               seed: int = 0) -> dict[str, object]:
+    """Ratio variant/reference over passes, with an interval meant to cover a rerun's ratio.
+
+    ``variant[p]`` / ``reference[p]`` are the per-round medians of pass ``p``, paired by round
+    (both ran back to back in fresh workers). Rounds only see the noise of one time window; the
+    ratio between two different workloads also moves with the machine's state over minutes
+    (Kalibera & Jones, ISMM 2013), which only repetitions at the pass level show. So this is a
+    random-effects model on log ratios: pass ``p`` gives ``y_p = mu + b_p + e_p``, where ``b_p``
+    is the pass (time-window) effect and ``e_p`` the within-pass sampling error.
+
+    * estimate: ``exp(mean(y_p))``;
+    * spread of a pass: ``s2 = var(y_p)`` (P-1 degrees of freedom), moderated towards
+      ``prior_var`` (the run's pooled between-pass variance over other ratios, weight
+      ``min(prior_df, PRIOR_DF_MAX)``; Smyth's moderated t, 2004), and never below the
+      within-pass sampling variance (from a bootstrap over rounds);
+    * interval: a prediction interval for the ratio a rerun of the same protocol would report,
+      ``mean(y) +- t(df) * sqrt(2 * s2 / P)`` (two independent estimates of ``P`` passes each),
+      because the user reads a CI as "what I would see if I ran it again".
+
+    With one pass and no prior there is no between-pass information: the interval is the
+    within-run paired bootstrap (``paired_ratio``), and ``ci_method`` says so.
+
+    Returns ``ratio``, ``ci_low``, ``ci_high``, ``n`` (rounds), ``passes``, ``pass_ratios``,
+    ``pass_var`` (s2 before moderation, for pooling; None with one pass), ``sd_between``
+    (estimated between-pass sd of the log ratio, beyond sampling noise), ``df``, ``ci_within``
+    (the paired-round bootstrap over all rounds, as one window) and ``ci_method``.
+    """
+    passes = [(np.asarray(v, float), np.asarray(r, float)) for v, r in zip(variant, reference)]
+    passes = [(v[:min(v.size, r.size)], r[:min(v.size, r.size)]) for v, r in passes]
+    passes = [(v, r) for v, r in passes if v.size]
+    if not passes:
+        raise ValueError("pass_ratio needs at least one pass with paired rounds")
+    allv = np.concatenate([v for v, _ in passes])
+    allr = np.concatenate([r for _, r in passes])
+    within = paired_ratio(allv, allr, confidence, seed=seed)
+    rng = np.random.default_rng(seed)
+    ys, ws = zip(*(_pass_log_ratio(v, r, rng) for v, r in passes))
+    y, w = np.asarray(ys), float(np.mean(ws))
+    P = y.size
+    out: dict[str, object] = {"ratio": float(math.exp(y.mean())), "n": int(allv.size), "passes": P,
+                              "pass_ratios": [float(math.exp(x)) for x in y], "pass_var": None,
+                              "sd_between": None, "df": None, "ci_within": [within["ci_low"], within["ci_high"]]}
+    s2, df = (float(y.var(ddof=1)), float(P - 1)) if P >= 2 else (0.0, 0.0)
+    if P >= 2:
+        out["pass_var"] = s2
+        out["sd_between"] = math.sqrt(max(s2 - w, 0.0))
+    k = min(float(prior_df), PRIOR_DF_MAX) if prior_var is not None else 0.0
+    if df + k == 0:
+        out.update(ci_low=within["ci_low"], ci_high=within["ci_high"], ratio=within["ratio"],
+                   ci_method="within-run: paired bootstrap over rounds of one pass (no between-run variance)")
+        return out
+    var = max((k * prior_var + df * s2) / (k + df) if k else s2, w)  # type: ignore[operator]
+    half = float(stats.t.ppf(0.5 + confidence / 2, df + k)) * math.sqrt(2 * var / P)
+    mid = y.mean()
+    out.update(ci_low=_finite(math.exp(mid - half)), ci_high=_finite(math.exp(mid + half)), df=df + k,
+               ci_method=f"rerun interval: random effects over {P} pass(es)"
+                         + (f", moderated by the run's pooled pass variance ({k:g} df)" if k else "")
+                         + f", t with {df + k:g} df")
     return out
 
 

@@ -150,3 +150,114 @@ def test_run_id_names_what_ran_not_the_whole_suite():
         suite, plan = plan_cases(spec)
         run_id = new_run_id(run_label(suite, plan, spec))
         assert want in run_id, f"--study {studies}: run id {run_id} should contain {want!r}"
+
+
+HOGGED = """
+[suite]
+name = "hogged"
+rounds = 3
+round_time = 0.05
+passes = 2
+
+[[study]]
+name = "act"
+base = { model = "mlp", mode = "infer", batch_size = 8 }
+axes = { activation = ["relu", "gelu"] }
+reference = { activation = "relu" }
+"""
+
+
+def test_case_next_to_a_cpu_hog_is_starved_and_the_run_says_so(tmp_path):
+    """Busy machine made visible: with CPU hogs on every core, a 1-thread case's timed blocks wait for a CPU,
+    are flagged starved (run summary, record, compare), and the two passes' RMIT orders replay from the seed."""
+    import os
+
+    from sciml_bench.runner import round_orders
+
+    suite = tmp_path / "hogged.toml"
+    suite.write_text(HOGGED)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) + 1)]
+    try:
+        proc = run_cli("run", "--suite", str(suite), "--device", "cpu", "--threads", "1", "--out",
+                       str(tmp_path / "out"), *no_report(), timeout=240)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert "was starved: it got" in proc.stdout and "of 1 core" in proc.stdout, proc.stdout[-2000:]
+    (path,) = (tmp_path / "out").glob("*.jsonl")
+    header, records = read_run(path)
+    for rec in records:
+        st = rec["starved"]
+        assert st["blocks"] >= 1 and st["max_run_queue_wait"] >= 0.25, f"{rec['case_id']} not flagged: {rec['cpu']}"
+        assert len(rec["metrics"]["step_time"]["samples"]) == 6 and rec["metrics"]["step_time"]["pass"] == [0] * 3 + [1] * 3
+        passes = rec["timing"]["passes"]
+        assert [p["pass"] for p in passes] == [0, 1] and all(p["load"]["start"].get("loadavg") for p in passes)
+        i = [r["case_id"] for r in records].index(rec["case_id"])
+        for p in passes:  # RMIT: the recorded positions are those the seed gives
+            assert p["order_seed"] == f"{header['options']['seed']}:act:{p['pass']}"
+            assert p["position"] == [o.index(i) for o in round_orders(p["order_seed"], 2, 3)]
+    gelu = next(r for r in records if "gelu" in r["case_id"])["metrics"]["time_ratio"]
+    assert gelu["passes"] == 2 and len(gelu["pass_ratios"]) == 2 and "rerun interval" in gelu["ci_method"]
+    assert gelu["ci_low"] <= gelu["value"] <= gelu["ci_high"] and gelu["ci_within"][0] is not None
+    cmp = run_cli("compare", str(path), str(path))
+    assert "unreliable" in cmp.stdout and cmp.returncode == 0, cmp.stdout[-2000:]
+
+
+def test_round_orders_are_random_per_round_and_reproducible():
+    from sciml_bench.runner import round_orders
+
+    a = round_orders("42:study:0", 5, 20)
+    assert a == round_orders("42:study:0", 5, 20) and a != round_orders("42:study:1", 5, 20)
+    assert all(sorted(o) == list(range(5)) for o in a) and len({tuple(o) for o in a}) > 10
+
+
+def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, monkeypatch):
+    """Bookkeeping of passes without workers (run_pass faked): every study's pass 1 runs before any pass 2,
+    a pass is on disk as soon as it finishes, and --resume after a Ctrl-C in pass 2 reruns only what is missing."""
+    from dataclasses import asdict
+
+    import sciml_bench.runner as runner
+    from sciml_bench.results import RunWriter
+
+    suite = tmp_path / "two.toml"
+    suite.write_text('[suite]\nrounds = 3\npasses = 2\n' + "".join(
+        f'[[study]]\nname = "s{i}"\nbase = {{ model = "mlp" }}\naxes = {{ batch_size = [8, 16] }}\n'
+        f'reference = {{ batch_size = 8 }}\n' for i in range(2)))
+    calls, stop_at = [], [("s1", 1)]
+
+    def fake_pass(study, cases, opts, log_dir, progress=None, index=0):
+        if (study.name, index) in stop_at:
+            stop_at.clear()
+            raise KeyboardInterrupt
+        calls.append((study.name, index))
+        info = {"metrics": {}, "absent": {}, "pid": 1, "threads": 1, "warmup_steps": 3}
+        return [{"study": study.name, "case_id": c.case_id, "pass": index, "failure": None, "info": info,
+                 "blocks": [{"times": [c.batch_size * (1 + 0.01 * r + 0.05 * index)] * 3, "starved": False}
+                            for r in range(opts.rounds)],
+                 "order_seed": f"x:{study.name}:{index}", "position": [0] * opts.rounds, "load": {},
+                 "started": 0.0, "finished": 0.0} for c in cases]
+
+    monkeypatch.setattr(runner, "run_pass", fake_pass)
+    spec = runner.RunSpec(suite=str(suite), device="cpu")
+    _, plan = runner.plan_cases(spec)
+    opts = runner.RunOptions(rounds=3, passes=2)
+    path = tmp_path / "run.jsonl"
+    RunWriter(path, {"run_id": "r", "spec": asdict(spec), "options": asdict(opts)}).close()
+    try:
+        runner.execute(runner.Run(path, {"run_id": "r"}, spec, opts, plan, set()))
+    except KeyboardInterrupt:
+        pass
+    assert calls == [("s0", 0), ("s1", 0), ("s0", 1)], f"passes must interleave studies: {calls}"
+    assert {r["study"] for r in read_run(path)[1]} == {"s0"} and len(read_run(path, "pass")[1]) == 4
+    calls.clear()
+    run = runner.resume_run(path)
+    assert run.pool and len(run.partial) == 2, "resume keeps s1's finished pass and the run's pooled variance"
+    runner.execute(run)
+    assert calls == [("s1", 1)], f"resume must rerun only the missing pass: {calls}"
+    _, records = read_run(path)
+    assert sorted((r["study"], r["case_id"]) for r in records) == sorted(
+        (f"s{i}", c) for i in range(2) for c in ("mlp,batch_size=8", "mlp,batch_size=16"))
+    tr = next(r for r in records if r["study"] == "s1" and r["case_id"] == "mlp,batch_size=16")["metrics"]["time_ratio"]
+    assert tr["passes"] == 2 and abs(tr["pass_ratios"][0] - 2.0) < 1e-9 and "pooled" in tr["ci_method"]

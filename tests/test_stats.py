@@ -82,3 +82,51 @@ def test_detect_steps_finds_planted_step_and_ignores_noise_and_outliers():
     assert detect_steps(spike) == [], "one wild run in the middle is an outlier, not two steps"
     assert detect_steps(np.r_[np.ones(10), 1.3])[0]["index"] == 10, "the newest run may start a level"
     assert noise_scale(np.r_[np.zeros(10), np.ones(10)]) == 0.0, "a clean step is not noise"
+
+
+def _simulated_run(rng, k, passes, rounds, log_ratio, tau, sigma):
+    """k (variant, reference) ratios of one run: per pass a shared between-pass shift ~ N(0, tau) per ratio,
+    per round a drift common to both cases (paired rounds cancel it) and independent noise ~ N(0, sigma)."""
+    out = []
+    for _ in range(k):
+        v, r = [], []
+        for _ in range(passes):
+            b, drift = rng.normal(0, tau), rng.normal(0, 0.1, rounds)
+            r.append(np.exp(drift + rng.normal(0, sigma, rounds)))
+            v.append(np.exp(log_ratio + b + drift + rng.normal(0, sigma, rounds)))
+        out.append((v, r))
+    return out
+
+
+def _first_ratio_ci(run):
+    """pass_ratio of the run's first ratio, moderated by the others' pass variances (as _add_ratios does)."""
+    from sciml_bench.stats import pass_ratio
+
+    others = [pass_ratio(v, r)["pass_var"] for v, r in run[1:]]
+    return pass_ratio(*run[0], prior_var=float(np.mean(others)), prior_df=len(others))
+
+
+def test_pass_ratio_covers_truth_and_rerun_at_nominal_rate_with_known_between_pass_variance():
+    """Seeded simulation: 2 passes x 4 rounds, between-pass sd 5 % (larger than the within-pass noise).
+    The rerun interval must cover the true ratio and an independent rerun's ratio in >= 90 % of 500
+    draws; the within-run paired CI, blind to the pass effect, must not (that was the bug)."""
+    rng = np.random.default_rng(7)
+    truth, n = 1.3, 500
+    cover_truth = cover_rerun = within_rerun = 0
+    for _ in range(n):
+        a = _first_ratio_ci(_simulated_run(rng, 3, 2, 4, np.log(truth), 0.05, 0.02))
+        b = _first_ratio_ci(_simulated_run(rng, 3, 2, 4, np.log(truth), 0.05, 0.02))
+        cover_truth += a["ci_low"] <= truth <= a["ci_high"]
+        cover_rerun += a["ci_low"] <= b["ratio"] <= a["ci_high"]
+        within_rerun += a["ci_within"][0] <= b["ratio"] <= a["ci_within"][1]
+    assert cover_truth / n >= 0.90, f"rerun interval covers the true ratio in {cover_truth / n:.1%} (< 90%)"
+    assert 0.90 <= cover_rerun / n <= 0.995, f"rerun interval covers a rerun in {cover_rerun / n:.1%}"
+    assert within_rerun / n < 0.75, f"within-run CI covers a rerun in {within_rerun / n:.1%}: the test is too easy"
+
+
+def test_pass_ratio_with_one_pass_is_the_within_run_ci_and_says_so():
+    from sciml_bench.stats import pass_ratio
+
+    pr = pass_ratio([[1.2, 1.25, 1.22, 1.21]], [[1.0, 1.01, 0.99, 1.0]])
+    assert pr["passes"] == 1 and pr["pass_var"] is None and "within-run" in pr["ci_method"]
+    assert [pr["ci_low"], pr["ci_high"]] == pr["ci_within"] and 1.15 < pr["ratio"] < 1.3

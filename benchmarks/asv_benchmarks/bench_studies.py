@@ -106,7 +106,7 @@ class _StudyBenchmark:
         self.sync()
 
     def _median_step_s(self) -> float:
-        times = timing.time_block(self.wl.step, self.round_time, torch.get_num_threads(), self.case.case_id)
+        times = timing.time_block(self.wl.step, self.round_time, torch.get_num_threads(), self.case.case_id)["times"]
         return statistics.median(times)
 
     def _time_per_sample(self, *params: Any) -> float:

@@ -50,7 +50,10 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
     tr = m.get("time_ratio")
     if tr:
         row.update(ratio=tr["value"], ratio_lo=tr.get("ci_low"), ratio_hi=tr.get("ci_high"),
-                   is_reference=tr.get("reference") == rec["case_id"])
+                   is_reference=tr.get("reference") == rec["case_id"], ratio_passes=tr.get("pass_ratios"),
+                   ratio_within=tr.get("ci_within"), ratio_method=tr.get("ci_method"))
+    row["trust"] = [w for w in ("starved" if rec.get("starved") else None,
+                                "overhead-dominated" if (rec.get("overhead") or {}).get("dominated") else None) if w]
     pm = peak_memory(rec)
     if pm:
         row.update(peak_mem=pm[1], peak_mem_kind="CUDA allocator" if pm[0] == "peak_cuda_bytes" else "CPU tensors")
@@ -99,7 +102,7 @@ def _verdicts(sec: Section, multi_run: bool = False) -> list[str]:
                 out.append(f"{_run_tag(r, multi_run)}{r['label']}: no ratio; {_why_no_ratio(r)}")
             continue
         ratio, lo, hi = r["ratio"], r.get("ratio_lo"), r.get("ratio_hi")
-        line = ratio_words(ratio, lo, hi)
+        line = ratio_words(ratio, lo, hi) + _how_sure(r)
         if lo is None or hi is None:
             line += " (no CI: too few rounds)"
         if r.get("mem_ratio") is not None:
@@ -114,6 +117,23 @@ def _verdicts(sec: Section, multi_run: bool = False) -> list[str]:
 
 def _run_tag(r: dict[str, Any], multi_run: bool) -> str:
     return f"[{r['run_id']}] " if multi_run else ""
+
+
+def _how_sure(r: dict[str, Any]) -> str:
+    """Where a verdict's CI comes from: the passes' own ratios (and how many agree), the within-run CI, flags."""
+    parts = []
+    passes = r.get("ratio_passes") or []
+    if len(passes) > 1:
+        side = [p > 1 for p in passes]
+        agree = max(sum(side), len(side) - sum(side))
+        parts.append(f"passes {', '.join(f'{p:.2f}x' for p in passes)}: {agree} of {len(passes)} on the same side "
+                     f"of 1")
+        within = r.get("ratio_within") or [None, None]
+        if None not in within:
+            parts.append(f"within-run CI [{within[0]:.2f}-{within[1]:.2f}]")
+    parts += [f"{t}: do not rely on it" for t in r.get("trust", [])]
+    return f" ({'; '.join(parts)})" if parts else ""
+
 
 
 def _answer(sec: Section, multi_run: bool, short: bool = False) -> str:
@@ -232,6 +252,9 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
         sec.verdicts = _verdicts(sec, multi)
         sec.answer = _answer(sec, multi)
         sec.short_answer = _answer(sec, multi, short=True)
+    from sciml_bench.results import trust_warnings
+
+    warnings += trust_warnings(all_records)  # shown at the top, like environment differences
     failed = [dict(study=r["study"], case_id=r["case_id"], status=r["status"], reason=r.get("reason"), run_id=r["_run"])
               for r in all_records if r["status"] in FAILED]
     title = title or ("sciml-bench report: " + ", ".join(str(h.get("run_id")) for h in headers))

@@ -110,6 +110,13 @@ def memory_ratio(v: dict[str, Any], b: dict[str, Any]) -> float | None:
     return None
 
 
+def _untrusted(*records: dict[str, Any]) -> str:
+    """Why a pair's timing cannot carry a verdict ("" when it can): starved blocks, or overhead-dominated steps."""
+    why = {"starved" for r in records if r.get("starved")}
+    why |= {"overhead-dominated" for r in records if (r.get("overhead") or {}).get("dominated")}
+    return ", ".join(sorted(why))
+
+
 def _within(value: float, lo: float | None, hi: float | None, rng: tuple[float, float]) -> bool | None:
     """Whether a measured value supports a claimed range ``rng``.
 
@@ -156,16 +163,20 @@ def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=Fals
             holds = _within(1 / r, (1 / hi if hi else None), (1 / lo if lo else None), rng)
         else:
             holds = _within(r, lo, hi, rng)
-        note = ""
+        notes = []
+        flag = _untrusted(v, b)
+        if flag:  # shown, but no verdict from a case the machine or the harness dominated
+            holds = None
+            notes.append(f"{flag}: no verdict")
         if mem_rng is not None:
             m = memory_ratio(v, b)
             if m is None:
                 holds = None
             else:
-                holds = holds if mem_rng[0] <= m <= mem_rng[1] else False
-                note = ratio_words(m, kind="memory")
-        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, kind="time", note=note,
-                                       run=v.get("_run")))
+                holds = holds if flag or mem_rng[0] <= m <= mem_rng[1] else False
+                notes.insert(0, ratio_words(m, kind="memory"))
+        claim.evidence.append(Evidence(_label(v, b, field_name), r, lo, hi, holds, kind="time",
+                                       note=", ".join(notes), run=v.get("_run")))
     claim.verdict = _verdict(claim.evidence)
     return claim
 
@@ -280,10 +291,11 @@ def _gru_claim(records) -> Claim:
         b = by_key.get((m, _key_without(r, "model"))) if "gru" in m else None
         if b is not None:
             ratio, lo, hi = time_ratio(r, b)
+            flag = _untrusted(r, b)
             c.evidence.append(Evidence(f"{m} vs {b['case']['model']} ({r['case']['mode']} "
                                        f"bs{r['case']['batch_size']})", ratio, lo, hi,
-                                       _within(ratio, lo, hi, (0.0, 1.0)), kind="time",
-                                       run=r.get("_run")))
+                                       None if flag else _within(ratio, lo, hi, (0.0, 1.0)), kind="time",
+                                       note=f"{flag}: no verdict" if flag else "", run=r.get("_run")))
     c.verdict = _verdict(c.evidence)
     return c
 
