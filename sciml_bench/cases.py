@@ -14,7 +14,7 @@ from typing import Any
 
 from sciml_bench.errors import UsageError, unknown
 
-MODES = ("train", "infer", "data")
+MODES = ("train", "infer", "data", "fit")  # fit: a fixed-budget training run (sciml_bench.training)
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16", "tf32")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -30,6 +30,9 @@ MODEL_KNOBS = ("activation", "init", "norm", "attention", "width", "depth", "res
 
 # DataLoader fields: they only mean something when the case loads data through a DataLoader.
 LOADER_FIELDS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+
+# Fixed-budget training fields: they only mean something for mode='fit'.
+FIT_FIELDS = ("steps", "seeds", "eval_every", "target", "clip", "time_budget")
 
 
 
@@ -69,6 +72,12 @@ class Case:
     optimizer: str = "adam"
     lr: float = 1e-3
     seed: int = 0
+    steps: int = 300  # fit: optimizer steps (the budget; results do not depend on machine load)
+    seeds: int = 3  # fit: seeds seed, seed+1, ... trained one after another; mean and CI across them
+    eval_every: int = 0  # fit: steps between validation points (0: steps / 10)
+    target: float | None = None  # fit: validation loss whose first crossing gives steps/time-to-target
+    clip: float | None = None  # fit: clip the gradient norm to this (fraction of steps clipped is recorded)
+    time_budget: float | None = None  # fit: also stop after this many seconds of training (per seed)
 
     def __post_init__(self) -> None:
         from sciml_bench.models import get_model_spec
@@ -93,6 +102,7 @@ class Case:
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
         self._check_loader()
+        self._check_fit()
         if self.compile == "none" and self.dynamic is not None:
             raise UsageError(f"dynamic={self.dynamic} needs compile != 'none'")
         if self.mode == "train" and self.grad_mode != "no_grad":
@@ -118,6 +128,26 @@ class Case:
             for name in ("precision", "compile", "checkpoint", "channels_last", "shape_sweep", "cudnn_benchmark"):
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise UsageError(f"{name}={getattr(self, name)!r} does not apply to mode='data' (no model runs)")
+
+    def _check_fit(self) -> None:
+        """Fit fields belong to mode='fit'; a fit case trains on its task's generated data."""
+        if self.mode != "fit":
+            for name in FIT_FIELDS:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise UsageError(f"{name}={getattr(self, name)!r} applies to mode='fit' only")
+            return
+        for name in ("steps", "seeds", "eval_every"):
+            if getattr(self, name) < (0 if name == "eval_every" else 1):
+                raise UsageError(f"{name} must be {'>= 0' if name == 'eval_every' else 'a positive integer'}, "
+                                 f"got {getattr(self, name)}")
+        for name in ("clip", "time_budget", "target"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{name} must be a finite positive number, got {value}")
+        if self.dataset is not None:
+            raise UsageError("mode='fit' trains on its task's generated data; dataset does not apply")
+        if self.grad_mode != "no_grad":
+            raise UsageError(f"grad_mode={self.grad_mode!r} applies to mode='infer' only")
 
     @property
     def knobs(self) -> dict[str, Any]:

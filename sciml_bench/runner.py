@@ -6,6 +6,8 @@ times them round-robin in short blocks (A B C, B C A, ...). A case's statistics 
 per-round medians and a variant/reference ratio from paired rounds, so drift of a shared
 machine shows up in the CIs instead of hiding in one contiguous block. A case that raises,
 crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
+A ``mode='fit'`` case is timed like a train case, then its worker trains it for its budget
+(``sciml_bench.training``, worker command ``fit``): one record holds speed, memory and convergence.
 """
 from __future__ import annotations
 
@@ -129,6 +131,11 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
         try:
             if msg[0] == "setup":
                 reply = ("ok", _setup(Case(**msg[1]), RunOptions(**msg[2])))
+            elif msg[0] == "fit":
+                from sciml_bench.training import fit
+
+                _WORKER.pop("workload", None)  # the timed workload is done; each seed builds its own
+                reply = ("ok", fit(Case(**msg[1])))
             elif msg[0] == "round":
                 wl = _WORKER["workload"]
                 reply = ("ok", time_block(wl.step, msg[1], torch.get_num_threads(), wl.case.case_id))
@@ -246,7 +253,7 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
               progress: ProgressFn = lambda d, n: None) -> list[dict[str, Any]]:
     """Run one chunk of a study's cases; return one record per case, in ``cases`` order.
 
-    Progress units: one per case setup and one per case round.
+    Progress units: one per case setup, one per case round, and one per fit (mode='fit' cases).
     """
     ctx = _context()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -254,6 +261,7 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     started = time.time()
     info: dict[int, dict[str, Any]] = {}
     samples: dict[int, list[list[float]]] = {i: [] for i in range(len(cases))}
+    fits: dict[int, dict[str, Any]] = {}
     try:
         for i, w in enumerate(workers):
             progress(f"{study.name}: starting {w.case.case_id}", 0)
@@ -284,10 +292,22 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                         w.failure = (status, payload)
                         w.kill()
                 progress(f"{study.name}: round {r + 1}/{opts.rounds} {w.case.case_id}", 1)
+        for i, w in enumerate(workers):  # fixed-budget training after timing: its load cannot skew the rounds
+            if w.case.mode != "fit":
+                continue
+            progress(f"{study.name}: fit {w.case.case_id} ({w.case.steps} steps x {w.case.seeds} seeds)", 0)
+            if w.failure is None:
+                status, payload = w.call(("fit", w.case.to_dict()), w.budget)
+                if status == "ok":
+                    fits[i] = payload
+                else:
+                    w.failure = (status, payload)
+                    w.kill()
+            progress(f"{study.name}: fit {w.case.case_id}", 1)
     finally:
         for w in workers:
             w.stop()
-    records = [_record(study, w.case, w.failure, info.get(i), samples[i], opts, started)
+    records = [_record(study, w.case, w.failure, info.get(i), samples[i], opts, started, fits.get(i))
                for i, w in enumerate(workers)]
     _add_ratios(study, records)
     return records
@@ -298,12 +318,17 @@ def _safe(s: str) -> str:
 
 
 def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dict[str, Any] | None,
-            rounds: list[list[float]], opts: RunOptions, started: float) -> dict[str, Any]:
+            rounds: list[list[float]], opts: RunOptions, started: float,
+            fit: dict[str, Any] | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {"study": study.name, "case_id": case.case_id, "case": case.to_dict(),
                            "started": started, "finished": time.time()}
     if failure is not None:
         return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
     metrics, absent = dict(info["metrics"]), dict(info["absent"])
+    if fit is not None:  # convergence beside speed and memory: metrics, curves, gradient health
+        metrics.update(fit["metrics"])
+        absent.update(fit["absent"])
+        rec.update(fit=fit["fit"], curves=fit["curves"], gradients=fit["gradients"])
     for name, m in list(metrics.items()):  # e.g. a diverged loss: JSON has no NaN, and 0 would be a lie
         if isinstance(m.get("value"), float) and not math.isfinite(m["value"]):
             absent[name] = f"measured value was {m['value']} (non-finite)"
@@ -411,8 +436,8 @@ class Run:
 
     @property
     def units(self) -> int:
-        """Progress units of the remaining work: one per case setup and one per case round."""
-        return sum(len(ch) * (1 + self.opts.rounds) for _, ch in self.work)
+        """Progress units of the remaining work: one per case setup, one per case round, one per fit."""
+        return sum(len(ch) * (1 + self.opts.rounds) + sum(c.mode == "fit" for c in ch) for _, ch in self.work)
 
 
 def resolve_device(device: str) -> str:
