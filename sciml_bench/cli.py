@@ -109,8 +109,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in ("rounds", "round_time", "timeout", "threads", "max_live"):
             if getattr(args, name) is not None:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+        if args.seeds is not None and args.seeds < 1:
+            raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
         spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
-                       plugins=args.plugin)
+                       plugins=args.plugin, seeds=args.seeds)
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname)
     opts = run.opts
@@ -303,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "in chunks of this size (default: 8)")
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run (path, run id or 'latest'), "
                                                      "skipping finished cases; other selection flags are ignored")
+    run.add_argument("--seeds", type=int, metavar="N",
+                     help="training seeds per mode='fit' case (convergence: mean and CI across seeds; default: "
+                          "the suite's, 3)")
     run.add_argument("--hide-hostname", action="store_true", help="leave the hostname out of the run header")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE to register extra models (repeatable)")

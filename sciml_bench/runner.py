@@ -407,6 +407,7 @@ class RunSpec:
     set: list[str] = field(default_factory=list)  # "field=value" overrides
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)
+    seeds: int | None = None  # training seeds of every mode='fit' case (--seeds); None: the suite's
 
 
 @dataclass
@@ -466,6 +467,8 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     for study, cases in iter_cases(suite, spec.studies, overrides):
         if spec.models:
             cases = [c for c in cases if any(fnmatch(c.model, p) for p in spec.models)]
+        if spec.seeds is not None:
+            cases = [c.replace(seeds=spec.seeds) if c.mode == "fit" else c for c in cases]
         if cases:
             plan.append((study, cases))
     if not plan:
