@@ -278,6 +278,7 @@ class Suite:
     round_time: float = 0.2
     timeout: float = 300.0
     path: str = ""
+    threads: int | None = None  # torch intra-op threads per worker (None: torch's default)
 
     def study(self, name: str) -> Study:
         for s in self.studies:
@@ -286,7 +287,7 @@ class Suite:
         raise unknown(f"study in suite {self.name!r}", name, [s.name for s in self.studies])
 
 
-SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout"}
+SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout", "threads"}
 STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics"}
 
 
@@ -367,7 +368,14 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
     return Suite(_expect(head.get("name", Path(source).stem), str, "[suite] name", source),
                  _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
                  float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
-                 float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source)
+                 float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source,
+                 _threads(head.get("threads"), source))
+
+
+def _threads(value: Any, source: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"[suite] threads in {source} must be a positive integer, got {value!r}")
+    return value
 
 
 def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None

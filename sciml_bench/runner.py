@@ -488,6 +488,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     from sciml_bench.measure.peak import calibrate
 
     spec = RunSpec(**dict(asdict(spec), device=resolve_device(spec.device)))
+    threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live)
     run_id = new_run_id(suite.name)

@@ -33,6 +33,7 @@ class Section:
     figures: list[str] = field(default_factory=list)
     fits: list[dict[str, Any]] = field(default_factory=list)
     pareto: list[str] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)  # fit studies: see report/training.py
 
 
 def _fmt_time(s: float | None) -> str:
@@ -180,7 +181,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    rep, _ = collect(run_paths, title)
+    rep, records = collect(run_paths, title)
     if history_dir is not None:
         from sciml_bench.compare import history
 
@@ -204,6 +205,9 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             name, sec.pareto = figures.pareto(sec.name, ok, fig_dir)
             if name:
                 sec.figures.append(name)
+        from sciml_bench.report import training
+
+        training.attach(rep.sections, records, fig_dir)  # loss curves, cost vs benefit, gradient health
         name = figures.roofline([r for s in rep.sections for r in s.rows if r["status"] == "ok"],
                                 rep._flat_peaks, fig_dir)  # type: ignore[attr-defined]
         if name:

@@ -127,9 +127,10 @@ def render_html(rep: Report) -> str:
             p.append(f"<p>Pareto front (time vs memory): {e(', '.join(sec.pareto))}</p>")
         for fig in sec.figures:
             p.append(f'<img src="figures/{e(fig)}" alt="{e(sec.name)}: {e(fig)}">')
-        p.append("<p class='muted'>Convergence metrics (loss curves with seed bands): "
-                 + ("shown in the table." if any(r.get("quality") for r in sec.rows) else "not measured by this study.")
-                 + "</p>")
+        from sciml_bench.report.training import html_section
+
+        p.append(html_section(sec) or "<p class='muted'>Convergence (loss curves with seed bands): "
+                 "not measured by this study (no mode='fit' cases).</p>")
     p.append('<h2 id="roofline">Roofline</h2>')
     if rep.figures:
         p += [f'<img src="figures/{e(f)}" alt="roofline">' for f in rep.figures]
@@ -205,6 +206,9 @@ def render_markdown(rep: Report) -> str:
         p += [f"- {_md_cell(v)}" for v in sec.verdicts] + [""]
         head, rows = _table_rows(sec, multi)
         p += [_md_table(head, rows), ""]
+        from sciml_bench.report.training import markdown_section
+
+        p += markdown_section(sec)
         for f in sec.fits:
             ci = f" [{f['ci_low']:.2f}, {f['ci_high']:.2f}]" if f["ci_low"] is not None else " (2 points, no CI)"
             p.append(f"- scaling: {f['metric']} ∝ {f['axis']}^{f['exponent']:.2f}{ci} for {_md_cell(f['group'])}")
