@@ -191,7 +191,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return cmp.exit_code
     for w in cmp.warnings:
         err_console.print(f"[yellow]warning[/]: {w}")
-    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow"}
+    color = {"slower": "red", "larger": "red", "worse": "red", "faster": "green", "smaller": "green", "better": "green",
+             "noisy": "yellow"}
     t = Table(title=f"{cmp.new_run} vs {cmp.base_run} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")
     for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):
@@ -343,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--alpha", type=float, default=None,
                      help="significance level of the Mann-Whitney U test (default: 0.01)")
     cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
-                     help="comma-separated metric families that gate the exit code: time, memory (default: time)")
+                     help="comma-separated metric families that gate the exit code: time, memory, quality "
+                          "(final loss and task metric of mode=fit cases: converges worse) (default: time)")
     cmp.add_argument("--samples", default="raw", choices=("raw", "rounds"),
                      help="test every per-call time (raw) or the per-round medians (default: raw)")
     fmt = cmp.add_mutually_exclusive_group()
