@@ -69,6 +69,7 @@ def loss_curves(study: str, recs: list[dict[str, Any]], axes: dict[str, list[Any
     if not recs:
         return None
     fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
+    starts = []
     for r in recs:
         label = _label(r, axes)
         for ax, key in zip(axs, ("train", "val")):
@@ -77,10 +78,15 @@ def loss_curves(study: str, recs: list[dict[str, Any]], axes: dict[str, list[Any
             if not steps:
                 continue
             y = np.array([[s[k] for k in steps] for s in per_seed])
+            if key == "val":
+                starts.append(float(y[:, 0].mean()))
             line, = ax.plot(steps, y.mean(0), lw=1.3, label=label)
             ax.fill_between(steps, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
+    top = 10 * float(np.median(starts)) if starts else None  # a diverged case must not flatten the others
     for ax, name in zip(axs, ("training loss", "validation loss")):
         ax.set_yscale("log")
+        if top and ax.get_ylim()[1] > top:
+            ax.set_ylim(top=top)
         ax.set_xlabel("step")
         ax.set_ylabel(name)
         ax.set_title(f"{study}: {name} (mean, band = seed min-max)", fontsize=9)
@@ -102,7 +108,7 @@ def cost_benefit(study: str, recs: list[dict[str, Any]], axes: dict[str, list[An
     for r in pts:
         cost = r["metrics"]["time_to_target" if use_ttt else "step_time"]["value"]
         q = r["metrics"][r["fit"]["metric"]]
-        lo = q["value"] - q["ci_low"] if q.get("ci_low") is not None else 0
+        lo = q["value"] - max(q["ci_low"], 0.05 * q["value"]) if q.get("ci_low") is not None else 0  # log axis
         hi = q["ci_high"] - q["value"] if q.get("ci_high") is not None else 0
         ax.errorbar([cost], [q["value"]], yerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", capsize=3, ms=4)
         ax.annotate(_label(r, axes), (cost, q["value"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
@@ -111,9 +117,9 @@ def cost_benefit(study: str, recs: list[dict[str, Any]], axes: dict[str, list[An
     if metric in ("rel_l2", "rollout_rel_l2"):
         ax.set_yscale("log")
     ax.set_xlabel("time to target loss (s)" if use_ttt else "step time (s), timed rounds")
-    ax.set_ylabel(f"{metric} after the step budget (95% CI over seeds)"
-                  + (" — higher is better" if pts[0]["fit"]["higher_is_better"] else " — lower is better"))
-    ax.set_title(f"{study}: cost vs benefit", fontsize=10)
+    ax.set_ylabel(f"{metric} after the budget (95% CI)")
+    better = "higher" if pts[0]["fit"]["higher_is_better"] else "lower"
+    ax.set_title(f"{study}: cost vs benefit ({metric}: {better} is better)", fontsize=9)
     return _save(fig, out_dir, f"{_safe(study)}-cost-benefit.png")
 
 
