@@ -121,13 +121,11 @@ def get_task(model: str) -> Task:
     generator with fixed data seeds), scored by accuracy for cross-entropy models, PSNR for
     reconstruction and relative L2 error otherwise.
     """
-    from sciml_bench.models import cross_entropy
-
     for patterns, make in _TASKS:
         if any(fnmatch.fnmatch(model, p) for p in patterns):
             return make(model)
     spec = get_model_spec(model)
-    metric = ("accuracy" if spec.loss is cross_entropy or "cross_entropy" in spec.loss.__name__
+    metric = ("accuracy" if spec.task == "classification" or spec.loss.__name__ in ("cross_entropy", "lm_loss")
               else "psnr" if spec.task == "reconstruction" else "rel_l2")
     return Task(f"{spec.name}_batches", metric, _zoo_batch(model), description=f"{spec.name}'s generated batches")
 
@@ -207,14 +205,14 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
              ) -> dict[str, Any]:
     """Train one seed of ``case`` for its budget; return its curve, final figures and gradient health."""
     from sciml_bench.measure.gradients import gradient_health
-    from sciml_bench.workloads import build_workload
+    from sciml_bench.workloads import DTYPES, build_workload
 
     wl = build_workload(case)
     spec = get_model_spec(case.model)
     knobs = spec.merged(case.knobs)
     model = wl.model
     sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
-    val_dev = (_to(val[0], wl.device, torch.float32), _to(val[1], wl.device, torch.float32))
+    val_dev = (_to(val[0], wl.device, DTYPES[case.precision]), _to(val[1], wl.device, DTYPES[case.precision]))
     if wl.case.channels_last and isinstance(val_dev[0], torch.Tensor) and val_dev[0].dim() == 4:
         val_dev = (val_dev[0].contiguous(memory_format=torch.channels_last), val_dev[1])
     diag = (_take(val_dev[0], torch.arange(min(DIAG_BATCH, VAL_SIZE))),

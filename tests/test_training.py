@@ -73,6 +73,8 @@ def test_fit_reports_seeds_ci_target_clipping_and_json_safe_divergence():
     bad = fit(Case(model="mlp", mode="fit", depth=2, width=8, steps=20, seeds=1, lr=1e12, optimizer="sgd"))
     assert bad["metrics"]["diverged_seeds"]["value"] == 1 and "final_val_loss" in bad["absent"]
     json.dumps(bad, allow_nan=False)  # non-finite points are stored as None
+    timed = fit(Case(model="mlp", mode="fit", depth=2, width=8, steps=50, seeds=1, time_budget=1e-9))
+    assert timed["fit"]["steps_run"] == [1], "a time budget stops training at the first check past it"
 
 
 def test_fit_case_runs_in_the_runner_with_timing_beside_convergence(tmp_path):
