@@ -57,7 +57,7 @@ def test_convergence_claims_get_verdicts_with_seed_cis():
     assert he.verdict == "holds" and he.evidence[0].value < 0.25 and he.evidence[0].ci_high < 1
     assert v["Zero / constant initialization fails to train"].verdict == "holds"
     assert v["Sigmoid gradients vanish with depth"].verdict == "holds"
-    assert v["BatchNorm hurts at batch size 2 but not at 64"].verdict == "holds"
+    assert v["BatchNorm hurts at a tiny batch"].verdict == "holds"
     speed = v["Normalization gives 2-10x faster convergence"]
     assert speed.verdict == "holds" and 3 < speed.evidence[0].value < 4.5
     assert v["Residual"].verdict == "not measured" and "depth-skips" in v["Residual"].summary()

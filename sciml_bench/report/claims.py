@@ -25,9 +25,14 @@ class Evidence:
     unit: str = "x"
 
     def text(self) -> str:
-        ci = f" [{self.ci_low:.2f}-{self.ci_high:.2f}]" if self.ci_low is not None and self.ci_high is not None \
+        ci = f" [{_num(self.ci_low)}-{_num(self.ci_high)}]" if self.ci_low is not None and self.ci_high is not None \
             else ""
-        return f"{self.what}: {self.value:.2f}{self.unit}{ci}"
+        return f"{self.what}: {_num(self.value)}{self.unit}{ci}"
+
+
+def _num(v: float) -> str:
+    """Two decimals in the usual range; significant digits for vanishing or exploding ratios."""
+    return f"{v:.2f}" if v == 0 or 0.01 <= abs(v) < 1e4 else f"{v:.3g}"
 
 
 @dataclass
@@ -328,8 +333,12 @@ def _fits(records) -> list[dict[str, Any]]:
 
 
 def seed_ratio(v: dict[str, Any], b: dict[str, Any], metric: str) -> tuple[float, float | None, float | None] | None:
-    """Ratio of ``metric`` between two fit cases (geometric means over their seeds) with a 95% Welch
-    t-interval on the log values, via scipy.stats.ttest_ind; None when either side lacks the metric."""
+    """Ratio of ``metric`` between two fit cases (geometric means over their seeds) with a 95% t-interval
+    on the log values; None when either side lacks the metric.
+
+    Paired by seed (scipy.stats.ttest_rel) when both cases ran the same seeds to the end: a seed fixes
+    the minibatch order (and, for one architecture, the random draws of the init), so per-seed ratios
+    cancel that shared variation. Otherwise Welch's unpaired interval (scipy.stats.ttest_ind)."""
     from scipy import stats
 
     a = [x for x in v["metrics"].get(metric, {}).get("samples", []) if x and x > 0]
@@ -342,9 +351,14 @@ def seed_ratio(v: dict[str, Any], b: dict[str, Any], metric: str) -> tuple[float
         return ratio, None, None
     import warnings
 
+    paired = (len(a) == len(c) == len(v["metrics"][metric]["samples"]) == len(b["metrics"][metric]["samples"])
+              and (v.get("fit") or {}).get("seeds") == (b.get("fit") or {}).get("seeds") is not None)
     with warnings.catch_warnings():  # near-identical seeds (e.g. a zero init) make scipy warn, not fail
         warnings.simplefilter("ignore", RuntimeWarning)
-        ci = stats.ttest_ind(la, lc, equal_var=False).confidence_interval(0.95)
+        if paired and np.std(la - lc) > 0:
+            ci = stats.ttest_rel(la, lc).confidence_interval(0.95)
+        else:
+            ci = stats.ttest_ind(la, lc, equal_var=False).confidence_interval(0.95)
     return ratio, float(np.exp(ci.low)), float(np.exp(ci.high))
 
 
@@ -416,39 +430,42 @@ def _sigmoid_claim(records) -> Claim:
 
 
 def _bn_batch_claim(records) -> Claim:
-    c = Claim("BatchNorm hurts at batch size 2 but not at 64",
-              "norm=batch vs none at the same batch size: final validation loss ratio > 1 at batch 2 (95% CI), "
-              "and smaller at batch 64")
-    fits = _fits(records)
-    by_bs: dict[int, list] = {}
-    for v, b in pairs(fits, "norm", lambda x: x == "batch", lambda x: x in (None, "none")):
-        by_bs.setdefault(v["case"]["batch_size"], []).append((v, b))
-    if 2 in by_bs and 64 in by_bs:
-        for (v, b), (v64, b64) in zip(by_bs[2], by_bs[64]):
-            r2, r64 = seed_ratio(v, b, "final_val_loss"), seed_ratio(v64, b64, "final_val_loss")
-            if r2 is None or r64 is None:
+    c = Claim("BatchNorm hurts at a tiny batch (2) but not at a large one (32-64)",
+              "norm=batch vs none at the same batch size, per model: final validation loss ratio > 1 at the "
+              "smallest batch (< 8), and not > 1 at the largest (>= 32) (95% CI over seeds)")
+    by_model: dict[tuple, dict[int, tuple]] = {}
+    for v, b in pairs(_fits(records), "norm", lambda x: x == "batch", lambda x: x in (None, "none")):
+        by_model.setdefault((v.get("_run"), v["study"], v["case"]["model"]), {})[v["case"]["batch_size"]] = (v, b)
+    for (_, study, model), by_bs in by_model.items():
+        small, large = min(by_bs), max(by_bs)
+        if small >= 8 or large < 32:
+            continue
+        for bs, rng, tail in ((small, (1.0, math.inf), "hurts"), (large, (0.0, 1.0), "does not hurt")):
+            r = seed_ratio(*by_bs[bs], "final_val_loss")
+            if r is None:
                 continue
-            c.evidence.append(Evidence(f"batch vs none at batch 2 ({v['case']['model']})", r2[0], r2[1], r2[2],
-                                       _within(r2[0], r2[1], r2[2], (1.0, math.inf)), "x final_val_loss"))
-            c.evidence.append(Evidence(f"batch vs none at batch 64 ({v['case']['model']}), below the batch-2 ratio",
-                                       r64[0], r64[1], r64[2], r64[0] < r2[0], "x final_val_loss"))
-    return _finish(c, "needs mode='fit' norm=batch and norm=none cases at batch sizes 2 and 64")
+            holds = _within(r[0], r[1], r[2], (1.0, math.inf))
+            if bs == large:  # "does not hurt": holds unless the whole CI lies above 1
+                holds = not holds if holds is not None else True
+            c.evidence.append(Evidence(f"batch vs none at batch {bs} ({model}, {study}): {tail}?", r[0], r[1], r[2],
+                                       holds, "x final_val_loss"))
+    return _finish(c, "needs mode='fit' norm=batch and norm=none cases at a batch size below 8 and one of 32 or more")
 
 
 def _residual_claim(records) -> Claim:
     c = Claim("Residual (skip) connections keep deep networks trainable where plain ones degrade",
-              "model *_residual vs *_plain at the greatest depth of a fit study: final validation loss ratio < 1 "
+              "model *_residual vs *_plain at each depth beyond the shallowest: final validation loss ratio < 1 "
               "(95% CI), with the first/last gradient ratio at init shown")
     fits = _fits(records)
     res = pairs(fits, "model", lambda x: "residual" in str(x), lambda x: "plain" in str(x))
-    deep = max((v["case"].get("depth") or 0 for v, _ in res), default=None)
-    deepest = [(v, b) for v, b in res if (v["case"].get("depth") or 0) == deep]
-    _ratio_evidence(c, deepest, "model", "final_val_loss", (0.0, 1.0))
-    for v, b in deepest:
+    shallow = min((v["case"].get("depth") or 0 for v, _ in res), default=None)
+    deep = [(v, b) for v, b in res if (v["case"].get("depth") or 0) > shallow]
+    _ratio_evidence(c, deep, "model", "final_val_loss", (0.0, 1.0))
+    for v, b in deep:
         r = seed_ratio(v, b, "grad_ratio_init")
         if r:
-            c.evidence.append(Evidence(f"grad ratio first/last at init, residual vs plain (depth {deep})",
-                                       r[0], r[1], r[2], None, "x (context)"))
+            c.evidence.append(Evidence(f"grad ratio first/last at init, residual vs plain (depth "
+                                       f"{v['case'].get('depth')})", r[0], r[1], r[2], None, "x (context)"))
     c.evidence = [e for e in c.evidence if e.holds is not None or "context" not in e.unit] + \
                  [e for e in c.evidence if e.holds is None and "context" in e.unit]
     c.verdict = _verdict([e for e in c.evidence if "context" not in e.unit and math.isfinite(e.value)])
@@ -459,14 +476,25 @@ def _residual_claim(records) -> Claim:
 
 def _dead_relu_claim(records) -> Claim:
     c = Claim("More than 50% dead ReLU units is a warning sign (the net trains worse)",
-              "fit cases with > 50% dead units at the end vs their study's reference case: final validation loss "
-              "ratio > 1 (95% CI)")
+              "fit cases with > 50% dead units at the end vs their study's reference (or nearest healthy) case: "
+              "final validation loss ratio > 1 (95% CI)")
     fits = _fits(records)
     by_id = {(r.get("_run"), r["study"], r["case_id"]): r for r in fits}
-    dead = [r for r in fits if r["metrics"].get("dead_fraction_end", {}).get("value", 0) > 0.5]
-    for v in dead:
+    def dead(r: dict[str, Any]) -> bool:
+        return r["metrics"].get("dead_fraction_end", {}).get("value", 0) > 0.5
+
+    def nearest(v: dict[str, Any]) -> dict[str, Any] | None:
+        """The study's reference case, or else the healthy case of the study differing in fewest fields."""
         ref = by_id.get((v.get("_run"), v["study"], (v["metrics"].get("time_ratio") or {}).get("reference")))
-        if ref is None or ref is v or ref["metrics"].get("dead_fraction_end", {}).get("value", 0) > 0.5:
+        if ref is not None and ref is not v and not dead(ref):
+            return ref
+        peers = [r for r in fits if r.get("_run") == v.get("_run") and r["study"] == v["study"] and not dead(r)
+                 and r["case"]["model"] == v["case"]["model"]]
+        return min(peers, key=lambda r: sum(r["case"][k] != v["case"][k] for k in v["case"]), default=None)
+
+    for v in [r for r in fits if dead(r)]:
+        ref = nearest(v)
+        if ref is None:
             continue
         r = seed_ratio(v, ref, "final_val_loss")
         if r:
