@@ -316,8 +316,8 @@ def fit(case: Case, progress: Callable[[int], None] = lambda seed: None) -> dict
 
     Returns ``metrics`` (mean and 95% t-CI across seeds, with the per-seed samples), ``absent``
     (what could not be measured, with the reason), ``curves`` (downsampled per-seed train and
-    validation curves: [step, loss] and [step, loss, train seconds]; None where non-finite), ``gradients`` (per-layer detail of the first seed) and ``fit`` (task,
-    metric, budget). Raises what the workload raises (e.g. Unsupported: the case is skipped).
+    validation curves: [step, loss] and [step, loss, train seconds]; None where non-finite),
+    ``gradients`` (per-layer detail of the first seed) and ``fit`` (task, metric, budget). Raises what the workload raises (e.g. Unsupported: the case is skipped).
     """
     from sciml_bench.stats import mean_ci
 

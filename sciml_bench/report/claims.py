@@ -499,8 +499,8 @@ def _dead_relu_claim(records) -> Claim:
         r = seed_ratio(v, ref, "final_val_loss")
         if r:
             c.evidence.append(Evidence(f"{v['case_id']} ({v['metrics']['dead_fraction_end']['value']:.0%} dead) vs "
-                                       f"{ref['case_id']}", r[0], r[1], r[2], _within(r[0], r[1], r[2], (1.0, math.inf)),
-                                       "x final_val_loss"))
+                                       f"{ref['case_id']}", r[0], r[1], r[2],
+                                       _within(r[0], r[1], r[2], (1.0, math.inf)), "x final_val_loss"))
     most = max((r["metrics"].get("dead_fraction_end", {}).get("value", 0) for r in fits), default=None)
     return _finish(c, "no fit case ended with more than 50% dead ReLU units" +
                    (f" (most: {most:.0%})" if most is not None else " (no mode='fit' records)"))
