@@ -15,7 +15,7 @@ from typing import Any
 
 from sciml_bench.errors import UsageError, unknown
 
-MODES = ("train", "infer", "data")
+MODES = ("train", "infer", "data", "fit")  # fit: a fixed-budget training run (sciml_bench.training)
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16", "tf32")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -35,6 +35,9 @@ LOADER_FIELDS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_fa
 
 # What a study's ``metrics`` may name: the metric families its report answers with.
 METRIC_FAMILIES = ("time", "memory", "flops")
+# Fixed-budget training fields: they only mean something for mode='fit'.
+FIT_FIELDS = ("steps", "seeds", "eval_every", "target", "clip", "time_budget")
+
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class Case:
     seed: int = 0
     ddp_ranks: int = 0  # DistributedDataParallel over this many torchrun ranks; 0 = no DDP
     ddp_scaling: str = "weak"
+    steps: int = 300  # fit: optimizer steps (the budget; results do not depend on machine load)
+    seeds: int = 3  # fit: seeds seed, seed+1, ... trained one after another; mean and CI across them
+    eval_every: int = 0  # fit: steps between validation points (0: steps / 10)
+    target: float | None = None  # fit: validation loss whose first crossing gives steps/time-to-target
+    clip: float | None = None  # fit: clip the gradient norm to this (fraction of steps clipped is recorded)
+    time_budget: float | None = None  # fit: also stop after this many seconds of training (per seed)
 
     def __post_init__(self) -> None:
         from sciml_bench.models import get_model_spec
@@ -104,6 +113,7 @@ class Case:
             raise UsageError(f"lr must be positive, got {self.lr}")
         self._check_loader()
         self._check_ddp()
+        self._check_fit()
         if self.compile == "none" and self.dynamic is not None:
             raise UsageError(f"dynamic={self.dynamic} needs compile != 'none'")
         if self.mode == "train" and self.grad_mode != "no_grad":
@@ -141,6 +151,26 @@ class Case:
         if self.ddp_scaling == "strong" and self.batch_size % self.ddp_ranks:
             raise UsageError(f"ddp_scaling='strong' splits batch_size={self.batch_size} over ddp_ranks="
                              f"{self.ddp_ranks}: it must be a multiple of ddp_ranks")
+
+    def _check_fit(self) -> None:
+        """Fit fields belong to mode='fit'; a fit case trains on its task's generated data."""
+        if self.mode != "fit":
+            for name in FIT_FIELDS:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise UsageError(f"{name}={getattr(self, name)!r} applies to mode='fit' only")
+            return
+        for name in ("steps", "seeds", "eval_every"):
+            if getattr(self, name) < (0 if name == "eval_every" else 1):
+                raise UsageError(f"{name} must be {'>= 0' if name == 'eval_every' else 'a positive integer'}, "
+                                 f"got {getattr(self, name)}")
+        for name in ("clip", "time_budget", "target"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{name} must be a finite positive number, got {value}")
+        if self.dataset is not None:
+            raise UsageError("mode='fit' trains on its task's generated data; dataset does not apply")
+        if self.grad_mode != "no_grad":
+            raise UsageError(f"grad_mode={self.grad_mode!r} applies to mode='infer' only")
 
     @property
     def knobs(self) -> dict[str, Any]:
@@ -281,6 +311,7 @@ class Suite:
     path: str = ""
     warnings: tuple[str, ...] = ()  # legal but surprising choices, printed by `run`
     passes: int = 1  # timed passes per study, separated in time, each in fresh workers (rounds are per pass)
+    threads: int | None = None  # torch intra-op threads per worker (None: torch's default)
 
     def study(self, name: str) -> Study:
         for s in self.studies:
@@ -289,7 +320,7 @@ class Suite:
         raise unknown(f"study in suite {self.name!r}", name, [s.name for s in self.studies])
 
 
-SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout", "passes"}
+SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout", "passes", "threads"}
 STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics", "fail_on_nonfinite"}
 
 
@@ -391,7 +422,13 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
                  _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
                  float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
                  float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source,
-                 tuple(warnings), passes)
+                 tuple(warnings), passes, _threads(head.get("threads"), source))
+
+
+def _threads(value: Any, source: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"[suite] threads in {source} must be a positive integer, got {value!r}")
+    return value
 
 
 def iter_cases(suite: Suite, studies: Iterable[str] = (), overrides: dict[str, Any] | None = None,

@@ -196,9 +196,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in ("rounds", "round_time", "timeout", "threads", "max_live", "passes"):
             if getattr(args, name) is not None:
                 positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+        if args.seeds is not None and args.seeds < 1:
+            raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
         writable_dir(args.out, "--out")
         spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
-                       plugins=args.plugin, shard=args.shard or "")
+                       plugins=args.plugin, shard=args.shard or "", seeds=args.seeds)
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
                         phases=args.phases, profile=_profile_options(args), passes=args.passes)
@@ -380,8 +382,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return cmp.exit_code
     for w in cmp.warnings:
         err_console.print(f"[yellow]warning[/]: {txt(w)}")
-    color = {"slower": "red", "larger": "red", "faster": "green", "smaller": "green", "noisy": "yellow",
-             "unreliable": "yellow"}
+    color = {"slower": "red", "larger": "red", "worse": "red", "faster": "green", "smaller": "green", "better": "green",
+             "noisy": "yellow", "unreliable": "yellow"}
     t = Table(title=f"{txt(cmp.new_run)} vs {txt(cmp.base_run)} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")
     for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):
@@ -614,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "in chunks of this size (default: 8)")
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run (path, run id or 'latest'), "
                                                      "skipping finished cases; other selection flags are ignored")
+    run.add_argument("--seeds", type=int, metavar="N",
+                     help="training seeds per mode='fit' case (convergence: mean and CI across seeds; default: "
+                          "the suite's, 3)")
     run.add_argument("--hide-hostname", action="store_true", help="leave the hostname out of the run header")
     run.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                      help="import MODULE to register extra models (repeatable)")
@@ -669,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--alpha", type=float, default=None,
                      help="significance level of the Mann-Whitney U test (default: 0.01)")
     cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
-                     help="comma-separated metric families that gate the exit code: time, memory (default: time)")
+                     help="comma-separated metric families that gate the exit code: time, memory, quality "
+                          "(final loss and task metric of mode=fit cases: converges worse) (default: time)")
     cmp.add_argument("--samples", default="rounds", choices=("rounds", "raw"),
                      help="test the per-round medians, the independent units (default: rounds), or every "
                           "per-call time (raw: anti-conservative, calls of one round share its drift)")

@@ -17,7 +17,10 @@ from sciml_bench.stats import cliffs_delta, detect_steps, mann_whitney, ratio_of
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
 # metric families that --fail-on selects, and the record metrics that belong to each
-FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes")}
+FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes"),
+            # fixed-budget training (mode='fit'): "converges worse", as distinct from "runs slower"
+            "quality": ("final_val_loss", "rel_l2", "rollout_rel_l2", "accuracy", "psnr")}
+HIGHER_IS_BETTER = ("accuracy", "psnr")
 
 
 @dataclass
@@ -35,12 +38,12 @@ class Row:
     ci_high: float | None
     p_value: float | None
     effect: float | None  # Cliff's delta of new vs base samples
-    verdict: str  # faster | slower | unchanged | noisy | unreliable (memory: smaller | larger | unchanged)
+    verdict: str  # faster | slower | unchanged | noisy | unreliable (memory: smaller | larger; quality: better | worse)
     unit: str = ""
 
     @property
     def fails(self) -> bool:
-        return self.verdict in ("slower", "larger")
+        return self.verdict in ("slower", "larger", "worse")
 
 
 @dataclass
@@ -239,12 +242,34 @@ def _compare_case(b: dict[str, Any], n: dict[str, Any], threshold: float, alpha:
             v = "larger" if ratio > 1 + threshold else "smaller" if ratio < 1 / (1 + threshold) else "unchanged"
             rows.append(Row(b["study"], b["case_id"], name, "memory", bm[name]["value"], nm[name]["value"], ratio,
                             None, None, None, None, v, "B"))
+    rows += [_quality_row(b, n, name, threshold, alpha) for name in FAMILIES["quality"] if name in bm and name in nm]
     return rows
+
+
+def _quality_row(b: dict[str, Any], n: dict[str, Any], name: str, threshold: float, alpha: float) -> Row:
+    """Final loss or task metric after the same step budget: ratio new/base of the means over seeds,
+    Welch's t-test across seeds (seeds are the independent unit; timing noise does not enter)."""
+    from scipy import stats
+
+    mb, mn = b["metrics"][name], n["metrics"][name]
+    sb, sn = list(mb.get("samples") or [mb["value"]]), list(mn.get("samples") or [mn["value"]])
+    p = None
+    if len(sb) >= 2 and len(sn) >= 2 and (len(set(sb)) > 1 or len(set(sn)) > 1):
+        p = float(stats.ttest_ind(sn, sb, equal_var=False).pvalue)
+    elif sb == sn:
+        p = 1.0  # bit-identical seeds: the same training happened
+    ratio = mn["value"] / mb["value"] if mb["value"] else math.inf
+    worse_ratio = 1 / ratio if name in HIGHER_IS_BETTER and ratio else ratio  # > 1 means worse
+    v = verdict(worse_ratio, (None, None), p, threshold, alpha) if math.isfinite(worse_ratio) else "noisy"
+    v = {"slower": "worse", "faster": "better"}.get(v, v)
+    return Row(b["study"], b["case_id"], name, "quality", mb["value"], mn["value"], ratio, None, None, p,
+               cliffs_delta(sn, sb), v, mn.get("unit", ""))
 
 
 def to_markdown(cmp: Comparison) -> str:
     """The comparison as a GitHub-flavoured markdown table, for PR comments."""
-    icon = {"slower": "🔴 slower", "larger": "🔴 larger", "faster": "🟢 faster", "smaller": "🟢 smaller",
+    icon = {"worse": "🔴 worse", "better": "🟢 better",
+            "slower": "🔴 slower", "larger": "🔴 larger", "faster": "🟢 faster", "smaller": "🟢 smaller",
             "noisy": "🟡 noisy", "unchanged": "unchanged"}
     out = [f"### sciml-bench compare: `{cmp.new_run}` vs `{cmp.base_run}`", "",
            f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}, Mann-Whitney U on {cmp.samples} samples; "

@@ -382,3 +382,33 @@ def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike], samples
         if c not in df:
             df[c] = None
     return _dtypes(df[columns + [c for c in df.columns if c not in columns]])
+
+
+CURVE_COLUMNS = ["run_id", "study", "case_id", "seed", "split", "step", "loss", "train_time"]
+
+
+def load_curves(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Tidy DataFrame of the loss curves of fixed-budget training records (mode='fit').
+
+    One row per run x case x seed x curve point: ``split`` is "train" (training loss, downsampled)
+    or "val" (validation loss at the evaluation steps, with ``train_time``: seconds of training so
+    far, evaluation excluded). ``loss`` is NaN where the run diverged (stored as null). Case fields
+    are joined as columns, so ``df.groupby(["case_id", "step"])["loss"].agg(["mean", "min", "max"])``
+    gives a seed band. Paths as in :func:`load_results`.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    rows = []
+    for item in items:
+        for f in run_files(item):
+            header, records = read_run(f)
+            for r in records:
+                for c in r.get("curves") or []:
+                    base = {"run_id": header.get("run_id"), "study": r["study"], "case_id": r["case_id"],
+                            "seed": c["seed"], **{k: v for k, v in r["case"].items() if k != "seed"}}
+                    rows += [dict(base, split="train", step=p[0], loss=p[1], train_time=None) for p in c["train"]]
+                    rows += [dict(base, split="val", step=p[0], loss=p[1], train_time=p[2]) for p in c["val"]]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    df["loss"] = df["loss"].astype(float)
+    return df[CURVE_COLUMNS + [c for c in df.columns if c not in CURVE_COLUMNS]]

@@ -8,6 +8,9 @@ workers. A case's statistics come from its per-round medians and a variant/refer
 paired rounds within passes, with a CI over passes (``stats.pass_ratio``), so both fast drift and
 the machine's slow changes show up in the CIs instead of hiding in one contiguous block. A case
 that raises, crashes, hangs or runs out of memory becomes a record with that status; the run goes on.
+A ``mode='fit'`` case is timed like a train case, then, after the last pass's rounds, its worker
+trains it for its budget (``sciml_bench.training``, worker command ``fit``): one record holds speed,
+memory and convergence.
 """
 from __future__ import annotations
 
@@ -187,6 +190,11 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
                 case = Case(**msg[1])
                 reply = ("ok", _setup_ranks(case, RunOptions(**msg[2])) if case.ddp_ranks else
                          _setup(case, RunOptions(**msg[2]), *msg[3:]))
+            elif msg[0] == "fit":
+                from sciml_bench.training import fit
+
+                _WORKER.pop("workload", None)  # the timed workload is done; each seed builds its own
+                reply = ("ok", fit(Case(**msg[1])))
             elif msg[0] == "round":
                 wl = _WORKER["workload"]
                 reply = ("ok", wl.time_round(msg[1]) if wl.case.ddp_ranks else
@@ -449,7 +457,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     """Time one pass of a chunk in fresh workers; return one pass result per case, in ``cases`` order.
 
     Pass 0 measures everything (setup: memory, FLOPs, overhead); later passes only build, warm
-    up and time. Progress units: one per case setup and one per case round.
+    up and time. After the last pass's rounds come the phases/profile pass and fixed-budget training
+    (mode='fit'). Progress units: one per case setup and case round, one per profile and per fit.
     """
     from sciml_bench.measure.timing import machine_load
 
@@ -496,6 +505,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                 progress(desc, 1)
         if index == opts.passes - 1 and (opts.phases or opts.profile):  # after the last timed round
             _profile_pass(study, workers, info, opts, progress)
+        if index == opts.passes - 1:
+            _fit_pass(study, workers, info, progress)
     finally:
         for w in workers:
             w.stop()
@@ -543,8 +554,9 @@ def _pass_info(ps: list[dict[str, Any]]) -> dict[str, Any] | None:
     if last:
         info["metrics"].update(last["metrics"])
         info["absent"].update(last["absent"])
-        if last.get("profile"):
-            info["profile"] = last["profile"]
+        for key in ("profile", "fit"):
+            if last.get(key):
+                info[key] = last[key]
     return info
 
 
@@ -562,6 +574,22 @@ def run_chunk(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             passes.setdefault(p["case_id"], []).append(p)
     return combine(study, cases, passes, opts)
 
+
+
+def _fit_pass(study: Study, workers: list[_Worker], info: dict[int, dict[str, Any]], progress: ProgressFn) -> None:
+    """Fixed-budget training of every mode='fit' case after its timed rounds: its load cannot skew them."""
+    for i, w in enumerate(workers):
+        if w.case.mode != "fit":
+            continue
+        progress(f"{study.name}: fit {w.case.case_id} ({w.case.steps} steps x {w.case.seeds} seeds)", 0)
+        if w.failure is None and i in info:
+            status, payload = w.call(("fit", w.case.to_dict()), w.budget)
+            if status == "ok":
+                info[i]["fit"] = payload
+            else:
+                w.failure = (status, payload)
+                w.kill()
+        progress(f"{study.name}: fit {w.case.case_id}", 1)
 
 
 def _profile_pass(study: Study, workers: list[_Worker], info: dict[int, dict[str, Any]], opts: RunOptions,
@@ -598,6 +626,10 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
                            "started": started, "finished": time.time()}
     if failure is not None:
         return dict(rec, status=failure[0], reason=failure[1], metrics={}, absent={})
+    fit = info.get("fit")
+    if fit is not None:  # convergence beside speed and memory: metrics, curves, gradient health
+        info = dict(info, metrics=dict(info["metrics"], **fit["metrics"]), absent=dict(info["absent"], **fit["absent"]))
+        rec.update(fit=fit["fit"], curves=fit["curves"], gradients=fit["gradients"])
     metrics, absent = _finite_metrics(info)
     blocks = blocks or [{} for _ in rounds]
     medians = [statistics.median(t) for t in rounds]
@@ -764,6 +796,7 @@ class RunSpec:
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)
     shard: str = ""  # "K/N": this machine's whole studies of the selection (sciml_bench.shard)
+    seeds: int | None = None  # training seeds of every mode='fit' case (--seeds); None: the suite's
 
 
 @dataclass
@@ -808,13 +841,13 @@ class Run:
     @property
     def units(self) -> int:
         """Progress units of the remaining work: one per case setup and case round per pass, and one
-        per case profile pass."""
+        per case profile pass and per fit."""
         units = 0
         profiled = 1 if self.opts.phases or self.opts.profile else 0
         for s, ch in self.work:
             have = self.passes_of(s, ch)
             units += sum((self.opts.passes - len(have.get(c.case_id, []))) * (1 + self.opts.rounds) + profiled
-                         for c in ch)
+                         + (c.mode == "fit") for c in ch)
         return units
 
 
@@ -845,6 +878,8 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
             get_model_spec(pat)  # an unknown model name is an error, not an empty match
     plan = []
     for study, cases in iter_cases(suite, spec.studies, overrides, spec.models):  # select, then override
+        if spec.seeds is not None:
+            cases = [c.replace(seeds=spec.seeds) if c.mode == "fit" else c for c in cases]
         if cases:
             plan.append((study, cases))
     if not plan:
@@ -887,6 +922,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     from sciml_bench.measure.peak import calibrate
 
     spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
+    threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
                       passes=passes or suite.passes, seed=random.randrange(2**31) if seed is None else seed)

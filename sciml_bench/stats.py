@@ -253,3 +253,23 @@ def detect_steps(y: Sequence[float], penalty: float | None = None, min_step: flo
     return [{"index": int(bounds[k][0]), "before": levels[k - 1], "after": levels[k],
              "ratio": levels[k] / levels[k - 1] if levels[k - 1] else float("inf")}
             for k in range(1, len(bounds))]
+
+
+def mean_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, float | int | None]:
+    """Mean of ``samples`` (e.g. one value per training seed) with a Student-t CI via ``scipy.stats.t``.
+
+    Seeds are few (default 3), so an order-statistic CI of the median would be undefined; the t-interval
+    is the usual spread a reader expects across independent seeds. CI is None below 2 samples.
+    """
+    x = np.asarray([v for v in samples if math.isfinite(v)], dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "std": None, "n": 0}
+    mean = float(x.mean())
+    if n < 2:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "std": None, "n": n}
+    std = float(x.std(ddof=1))
+    if std == 0:
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "std": 0.0, "n": n}
+    lo, hi = stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "std": std, "n": n}

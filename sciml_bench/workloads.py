@@ -8,7 +8,9 @@ Knobs applied here, each in one place:
 - compile: ``torch.compile(model, mode=..., dynamic=...)``;
 - cudnn_benchmark: ``torch.backends.cudnn.benchmark`` (CUDA);
 - grad_mode: eval + no_grad / inference_mode / grad for inference;
-- dataset and DataLoader fields: a loader epoch (mode='data') or a train step that loads its batch.
+- dataset and DataLoader fields: a loader epoch (mode='data') or a train step that loads its batch;
+- mode='fit': a train step on the case's generated training task (``sciml_bench.training``), with
+  gradient-norm clipping when ``clip`` is set.
 
 Values this device cannot honour raise :class:`Unsupported` (recorded as ``status="skipped"``
 with the reason); nothing is silently replaced by something else.
@@ -67,10 +69,18 @@ class Workload:
     loader: torch.utils.data.DataLoader | None = None
     last_loss: torch.Tensor | None = field(default=None, repr=False)
     data_wait_s: float = 0.0  # host time spent waiting for the next batch (loaded train steps)
+    clipped: Any = field(default=0, repr=False)  # steps whose gradient norm was clipped (a tensor: no sync)
     cleanup: Any = field(default=None, repr=False)  # keeps a dataset's temporary directory alive
     # mark(name) -> context manager around each phase of a step (PHASES, plus "compile" around the
     # first compiled call); the profiling pass swaps in its own clock
     mark: Callable[[str], Any] = field(default=mark_phase, repr=False)
+
+    def load(self, inputs: Any, targets: Any) -> None:
+        """Make (inputs, targets) the next step's batch, moved and cast as the sample batch was
+        (fixed-budget training feeds its minibatches through here)."""
+        mf = torch.channels_last if self.case.channels_last else None
+        self.inputs = _to(inputs, self.device, DTYPES[self.case.precision], mf)
+        self.targets = _to(targets, self.device, DTYPES[self.case.precision])
 
     @property
     def samples_per_step(self) -> int:
@@ -206,7 +216,13 @@ def build_workload(case: Case) -> Workload:
         wl.step = fetch
         return wl
 
-    model = create_model(case.model, **case.knobs).to(device=device, dtype=dtype)
+    task = None
+    if case.mode == "fit":  # the training task fixes the data, and any input size the model must match
+        from sciml_bench.training import get_task
+
+        task = get_task(case.model)
+    model = create_model(case.model, model_args=task.model_args if task else None,
+                         **case.knobs).to(device=device, dtype=dtype)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     if case.checkpoint:
@@ -222,7 +238,10 @@ def build_workload(case: Case) -> Workload:
         from sciml_bench.distributed import wrap_ddp
 
         model = wrap_ddp(model, device)
-    inputs, targets = spec.sample_batch(case.batch_size, device, dtype, seed=case.seed, **case.knobs)
+    if task is not None:
+        inputs, targets = task.sample(case.batch_size, device, dtype, case.seed, spec.merged(case.knobs))
+    else:
+        inputs, targets = spec.sample_batch(case.batch_size, device, dtype, seed=case.seed, **case.knobs)
     inputs = _to(inputs, device, dtype, memory_format)
     eager = model
     if case.compile != "none":
@@ -235,11 +254,16 @@ def build_workload(case: Case) -> Workload:
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     wl = Workload(case, eager, lambda: None, device, inputs, targets, loader=loader, cleanup=cleanup)
 
-    if case.mode == "train":
+    if case.mode in ("train", "fit"):
         eager.train()
         wl.optimizer = opt = _make_optimizer(case, eager.parameters())
         wl.scaler = scaler = torch.amp.GradScaler(device.type) if case.precision == "fp16" else None
         batches = _batches(loader) if loader is not None else None
+
+        def clip() -> None:
+            if case.clip is not None:
+                norm = nn.utils.clip_grad_norm_(eager.parameters(), case.clip)
+                wl.clipped = wl.clipped + (norm > case.clip)  # stays on the device: no sync inside the step
 
         def step() -> None:
             mark = wl.mark
@@ -258,12 +282,16 @@ def build_workload(case: Case) -> Workload:
                 with mark("backward"):
                     scaler.scale(loss).backward()
                 with mark("optimizer"):
+                    if case.clip is not None:
+                        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+                        clip()
                     scaler.step(opt)
                     scaler.update()
             else:
                 with mark("backward"):
                     loss.backward()
                 with mark("optimizer"):
+                    clip()
                     opt.step()
             wl.last_loss = loss.detach()
     else:

@@ -15,12 +15,14 @@ def _resample_rfft(u_hat: torch.Tensor, n_from: int, n: int) -> torch.Tensor:
 
 
 def burgers_1d(batch_size: int, n: int, g: torch.Generator, nu: float = 0.1, t_end: float = 1.0,
-               modes: int = 4, n_solver: int = 256, dt: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+               modes: int = 4, n_solver: int = 256, dt: float = 1e-2, dtype: torch.dtype = torch.float32
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Viscous Burgers u_t + u u_x = nu u_xx on the periodic domain [0, 2π).
 
     Random smooth u0 (``modes`` Fourier modes, amplitude ~1) evolved to ``t_end`` by an
     integrating-factor RK4 pseudo-spectral solver with 2/3 dealiasing on ``n_solver`` points, then
-    both fields are sampled band-limited on the ``n``-point grid x_j = 2πj/n. Returns (u0, uT), each (B, n).
+    both fields are sampled band-limited on the ``n``-point grid x_j = 2πj/n. Returns (u0, uT), each (B, n),
+    in ``dtype`` (float64 keeps the solver's own accuracy, for refinement studies).
     """
     k = torch.arange(n_solver // 2 + 1, dtype=torch.float64)
     c = torch.complex(torch.randn(batch_size, modes, generator=g, dtype=torch.float64),
@@ -43,7 +45,7 @@ def burgers_1d(batch_size: int, n: int, g: torch.Generator, nu: float = 0.1, t_e
         c2 = nonlinear(e2 * u_hat + dt / 2 * b)
         d = nonlinear(e * u_hat + dt * e2 * c2)
         u_hat = e * u_hat + dt / 6 * (e * a + 2 * e2 * (b + c2) + d)
-    return (_resample_rfft(u0_hat, n_solver, n).float(), _resample_rfft(u_hat, n_solver, n).float())
+    return (_resample_rfft(u0_hat, n_solver, n).to(dtype), _resample_rfft(u_hat, n_solver, n).to(dtype))
 
 
 def heat_2d(batch_size: int, n: int, g: torch.Generator, kappa: float = 0.1, t_end: float = 1.0,

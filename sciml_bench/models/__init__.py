@@ -146,8 +146,11 @@ def get_model_spec(name: str) -> ModelSpec:
         raise unknown("model", name, list_models()) from None
 
 
-def create_model(name: str, **knobs: Any) -> nn.Module:
+def create_model(name: str, model_args: dict[str, Any] | None = None, **knobs: Any) -> nn.Module:
     """Build model ``name`` with knobs (``None`` means the model's own default).
+
+    ``model_args`` are constructor arguments fixed by a training task (e.g. ``in_features=2`` for a
+    2D function); they are not user knobs, so they bypass knob validation.
 
     Raises UsageError for an unknown name or a knob the model does not accept. The lookup
     alone is guarded: an exception inside a constructor is a bug and propagates as is.
@@ -158,7 +161,7 @@ def create_model(name: str, **knobs: Any) -> nn.Module:
     spec.check_knobs(knobs)
     merged = spec.merged(knobs)
     init = merged.pop("init", "default")
-    model = spec.fn(**{k: v for k, v in merged.items() if k not in WORKLOAD_KNOBS})
+    model = spec.fn(**{k: v for k, v in merged.items() if k not in WORKLOAD_KNOBS}, **(model_args or {}))
     init_weights(model, init)
     return model
 

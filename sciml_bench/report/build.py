@@ -302,6 +302,9 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             name, sec.pareto = figures.pareto(sec.name, ok, fig_dir)
             if name:
                 sec.figures.append(name)
+        from sciml_bench.report import training
+
+        training.attach(rep.sections, records, fig_dir)  # loss curves, cost vs benefit, gradient health
         name = figures.roofline([r for s in rep.sections for r in s.rows if r["status"] == "ok"],
                                 rep.flat_peaks, fig_dir)
         if name:

@@ -108,6 +108,7 @@ class Section:
     metrics: list[str] = field(default_factory=list)  # extra metrics its question promises
     answer: str = ""  # one line for the summary at the top
     short_answer: str = ""  # the same, as ranges over contexts, for the terminal
+    training: dict[str, Any] = field(default_factory=dict)  # fit studies: see report/training.py
 
 
 @dataclass

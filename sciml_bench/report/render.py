@@ -147,7 +147,7 @@ def summary(rep: Report) -> list[Part]:
     b.append(("muted", "How each claim is checked: see \"How claims are checked\" near the end."))
     b.append(("strong", "How far to trust these numbers"))
     b.append(("ul", rep.trust))
-    if not any(r.get("quality") for s in rep.sections for r in s.rows):
+    if not any(s.training for s in rep.sections):
         b.append(("muted", "Convergence metrics (loss curves with seed bands): not measured by these runs."))
     return [Part("summary", "On this machine", b, "summary")]
 
@@ -171,8 +171,9 @@ def studies(rep: Report) -> list[Part]:
         if sec.pareto:
             b.append(("p", f"Pareto front (time vs memory): {', '.join(sec.pareto)}"))
         b += [("img", fig, f"{sec.name}: {fig}") for fig in sec.figures]
-        if any(r.get("quality") for r in sec.rows):
-            b.append(("muted", "Convergence metrics: shown in the table."))
+        from sciml_bench.report.training import blocks as training_blocks
+
+        b += training_blocks(sec)  # convergence and gradient health of mode='fit' cases
         parts.append(Part(f"study-{i}", f"Study: {sec.name}", b))
     return parts
 

@@ -1,0 +1,394 @@
+"""Training run: a Case trained for a fixed budget over several seeds on a generated task with ground truth.
+
+What a configuration *buys*: the loss curve, the final train/validation loss, a task metric
+(relative L2 error, accuracy, PSNR, or rollout error), steps and time to a target loss, divergence,
+and gradient health at initialization and at the end. It runs inside the runner's case worker
+(command ``fit``), after the case's timing rounds, so speed, memory and convergence of the same
+configuration land in one record.
+
+The budget is a number of optimizer steps (``Case.steps``): a result does not depend on how loaded
+the machine was. ``time_budget`` adds a wall-clock limit for users who want one. The data are
+generated once per case from fixed data seeds (training pool and held-out validation set); the
+case's seeds change the initialization and the minibatch order only. On the CPU the same seed
+gives a bit-identical loss curve.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sciml_bench.cases import Case
+from sciml_bench.models import forward, get_model_spec
+
+TRAIN_SIZE = 1024  # samples in the training pool
+VAL_SIZE = 256  # held-out validation samples
+DATA_SEED, VAL_SEED = 1_000_003, 2_000_003  # fixed: every case and seed sees the same data
+DIAG_BATCH = 64  # validation samples in the gradient-health batch (fixed, so cases compare)
+CURVE_POINTS = 60  # most train-loss points kept per seed
+LORENZ_HORIZON = 10  # autoregressive rollout steps for the Lorenz forecast error
+
+Batch = tuple[Any, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A learning task with ground truth: its data generator, its metric, and model arguments it fixes.
+
+    ``make(n, generator, merged_knobs) -> (inputs, targets)`` on the CPU. ``metric`` is one of
+    ``rel_l2`` (||pred - y|| / ||y|| over the validation set), ``accuracy``, ``psnr`` (dB against the
+    validation targets' range) or ``rollout_rel_l2`` (autoregressive forecast over a horizon).
+    """
+
+    name: str
+    metric: str
+    make: Callable[[int, torch.Generator, dict[str, Any]], Batch]
+    model_args: dict[str, Any] = field(default_factory=dict)
+    grad_eval: bool = False  # the loss itself differentiates (PINN residuals): evaluate with grad on
+    description: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in ("accuracy", "psnr")
+
+    def sample(self, n: int, device, dtype: torch.dtype, seed: int, knobs: dict[str, Any]) -> Batch:
+        """A seeded batch of ``n`` samples on ``device`` (floating tensors in ``dtype``)."""
+        inputs, targets = self.make(n, torch.Generator().manual_seed(seed), knobs)
+        return _to(inputs, device, dtype), _to(targets, device, dtype)
+
+
+def _to(x: Any, device, dtype) -> Any:
+    if isinstance(x, (tuple, list)):
+        return tuple(_to(t, device, dtype) for t in x)
+    return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+
+
+def _zoo_batch(model: str) -> Callable[[int, torch.Generator, dict[str, Any]], Batch]:
+    spec = get_model_spec(model)
+    return lambda n, g, knobs: spec.batch(n, g, **knobs)
+
+
+def _function2d(n, g, knobs):
+    from sciml_bench.data.tasks import multi_frequency_2d
+
+    return multi_frequency_2d(n, g)
+
+
+def _images(channels: int | None):
+    from sciml_bench.data.tasks import pattern_images
+
+    return lambda n, g, knobs: pattern_images(n, g, channels or 3, knobs.get("resolution") or 28)
+
+
+def _topics(n, g, knobs):
+    from sciml_bench.data.tasks import token_topics
+
+    return token_topics(n, g, knobs.get("seq_len") or 32)
+
+
+# model-name globs -> task; the first match wins, the zoo's own batch is the fallback
+_TASKS: list[tuple[tuple[str, ...], Callable[[str], Task]]] = [
+    (("mlp", "mlp_*"), lambda m: Task("function2d", "rel_l2", _function2d, {"in_features": 2},
+                                      description="2D multi-frequency function on [-1, 1]^2")),
+    (("pinn_oscillator",), lambda m: Task("oscillator_pinn", "rel_l2", _zoo_batch(m), grad_eval=True,
+                                          description="PINN u'' + u = 0, error of u(t) against cos t")),
+    (("fno1d", "burgers_transformer"), lambda m: Task("burgers_operator", "rel_l2", _zoo_batch(m),
+                                                      description="1D viscous Burgers u0 -> u(T=1), nu = 0.1")),
+    (("lorenz_gpt",), lambda m: Task("lorenz_forecast", "rollout_rel_l2", _zoo_batch(m),
+                                     description=f"Lorenz-63 next state; error of a {LORENZ_HORIZON}-step "
+                                                 "autoregressive rollout")),
+    (("unet*", "conv_autoencoder"), lambda m: Task("denoise_fields", "psnr", _zoo_batch(m),
+                                                   description="denoising of generated smooth 2D fields")),
+    (("simple_cnn", "modern_cnn"), lambda m: Task("pattern_images", "accuracy", _images(1),
+                                                  description="10-class stripe patterns (1x28x28) in noise")),
+    (("transformer_encoder*", "torch_transformer_encoder"),
+     lambda m: Task("token_topics", "accuracy", _topics, description="10-class sequences of topical tokens")),
+    (("small_cnn", "vgg11", "resnet*"), lambda m: Task("pattern_images", "accuracy", _images(3),
+                                                       description="10-class stripe patterns (3xNxN) in noise")),
+]
+
+
+def get_task(model: str) -> Task:
+    """The training task of zoo or plugin model ``model``.
+
+    Families with a curated task get it; any other model trains on its zoo sample batches (their
+    generator with fixed data seeds), scored by accuracy for cross-entropy models, PSNR for
+    reconstruction and relative L2 error otherwise.
+    """
+    for patterns, make in _TASKS:
+        if any(fnmatch.fnmatch(model, p) for p in patterns):
+            return make(model)
+    spec = get_model_spec(model)
+    metric = ("accuracy" if spec.task == "classification" or spec.loss.__name__ in ("cross_entropy", "lm_loss")
+              else "psnr" if spec.task == "reconstruction" else "rel_l2")
+    return Task(f"{spec.name}_batches", metric, _zoo_batch(model), description=f"{spec.name}'s generated batches")
+
+
+# ---------------------------------------------------------------- evaluation
+
+def task_metric(task: Task, model: torch.nn.Module, inputs: Any, targets: Any, knobs: dict[str, Any]) -> float:
+    """The task metric of ``model`` on a validation set."""
+    if task.metric == "rollout_rel_l2":
+        return _rollout_error(model, inputs, targets)
+    with torch.no_grad():
+        pred = forward(model, inputs).float()
+    y = targets
+    if task.metric == "accuracy":
+        cls = pred.argmax(-1) if pred.shape[:-1] == y.shape else pred.argmax(1)
+        return (cls == y).float().mean().item()
+    y = y.float()
+    if task.metric == "psnr":
+        mse = torch.mean((pred - y) ** 2).item()
+        rng = (y.max() - y.min()).item()
+        return 10 * math.log10(rng * rng / mse) if mse > 0 else math.inf
+    return (torch.linalg.vector_norm(pred - y) / torch.linalg.vector_norm(y)).item()
+
+
+def _rollout_error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """From the first T - H states of each validation window, feed the model its own next-state
+    predictions for H = ``LORENZ_HORIZON`` steps; relative L2 error against the true next H states."""
+    t = inputs.shape[1]
+    if t <= LORENZ_HORIZON:
+        raise ValueError(f"rollout needs windows longer than the horizon {LORENZ_HORIZON}, got seq_len={t}")
+    window = inputs[:, :t - LORENZ_HORIZON]
+    preds = []
+    with torch.no_grad():
+        for _ in range(LORENZ_HORIZON):
+            nxt = forward(model, window)[:, -1:]
+            preds.append(nxt.float())
+            window = torch.cat((window, nxt.to(window.dtype)), 1)
+    pred = torch.cat(preds, 1)
+    ref = targets[:, t - LORENZ_HORIZON - 1:t - 1].float()  # the states after the context
+    return (torch.linalg.vector_norm(pred - ref) / torch.linalg.vector_norm(ref)).item()
+
+
+def burgers_solver_error(n: int, samples: int = 16, seed: int = VAL_SEED) -> float:
+    """Discretisation error of the data's own Burgers solver (256 points, dt 1e-2) against a refined
+    solve (512 points, dt 2.5e-3) of the same initial conditions: relative L2 on the ``n``-point grid,
+    in float64 (the training data are then stored in float32, a further ~1e-7 relative rounding)."""
+    from sciml_bench.data.fields import burgers_1d
+
+    f64 = torch.float64
+    _, coarse = burgers_1d(samples, n, torch.Generator().manual_seed(seed), dtype=f64)
+    _, fine = burgers_1d(samples, n, torch.Generator().manual_seed(seed), n_solver=512, dt=2.5e-3, dtype=f64)
+    return (torch.linalg.vector_norm(coarse - fine) / torch.linalg.vector_norm(fine)).item()
+
+
+# ---------------------------------------------------------------- one seed
+
+def _batches(n: int, batch_size: int, g: torch.Generator):
+    """Endless minibatch indices: a fresh permutation of the pool each epoch."""
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def _take(x: Any, idx: torch.Tensor) -> Any:
+    return tuple(t[idx] for t in x) if isinstance(x, (tuple, list)) else x[idx]
+
+
+def _autocast(case: Case):
+    from sciml_bench.workloads import AUTOCAST
+
+    dtype = AUTOCAST.get(case.precision)
+    return torch.autocast(case.device, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[], float] = time.perf_counter
+             ) -> dict[str, Any]:
+    """Train one seed of ``case`` for its budget; return its curve, final figures and gradient health."""
+    from sciml_bench.measure.gradients import gradient_health
+    from sciml_bench.workloads import DTYPES, build_workload
+
+    wl = build_workload(case)
+    spec = get_model_spec(case.model)
+    knobs = spec.merged(case.knobs)
+    model = wl.model
+    sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
+    val_dev = (_to(val[0], wl.device, DTYPES[case.precision]), _to(val[1], wl.device, DTYPES[case.precision]))
+    if wl.case.channels_last and isinstance(val_dev[0], torch.Tensor) and val_dev[0].dim() == 4:
+        val_dev = (val_dev[0].contiguous(memory_format=torch.channels_last), val_dev[1])
+    diag = (_take(val_dev[0], torch.arange(min(DIAG_BATCH, VAL_SIZE))),
+            _take(val_dev[1], torch.arange(min(DIAG_BATCH, VAL_SIZE))))
+
+    def diag_loss() -> torch.Tensor:
+        with _autocast(case):
+            return spec.loss(model, *diag)
+
+    def evaluate() -> float:
+        model.eval()
+        with torch.enable_grad() if task.grad_eval else torch.no_grad(), _autocast(case):
+            loss = spec.loss(model, *val_dev).item()
+        model.train()
+        return loss
+
+    health_init = gradient_health(model, diag_loss)
+    every = case.eval_every or max(1, case.steps // 10)
+    log_every = max(1, case.steps // CURVE_POINTS)
+    g = torch.Generator().manual_seed(case.seed)
+    batches = _batches(TRAIN_SIZE, case.batch_size, g)
+    train_curve: list[tuple[int, float]] = []
+    pending: list[tuple[int, torch.Tensor]] = []
+    val_curve: list[tuple[int, float, float]] = [(0, evaluate(), 0.0)]
+    train_time, diverged, reached = 0.0, None, None
+    step = 0
+    if case.target is not None and val_curve[0][1] <= case.target:
+        reached = (0, 0.0)
+    while step < case.steps:
+        sync()
+        t0 = clock()
+        idx = next(batches)
+        wl.load(_take(train[0], idx), _take(train[1], idx))
+        wl.step()
+        step += 1
+        if step % log_every == 0 or step == case.steps:
+            pending.append((step, wl.last_loss))
+        at_eval = step % every == 0 or step == case.steps
+        if at_eval:
+            sync()
+        train_time += clock() - t0
+        if at_eval or (case.time_budget is not None and train_time >= case.time_budget):
+            for s, loss in pending:  # losses are read here, not inside the step: no per-step sync
+                value = float(loss)
+                if not math.isfinite(value) and diverged is None:
+                    diverged = s
+                train_curve.append((s, value))
+            pending.clear()
+            if diverged is not None:
+                break
+            vloss = evaluate()
+            val_curve.append((step, vloss, train_time))
+            if not math.isfinite(vloss):
+                diverged = step
+                break
+            if reached is None and case.target is not None and vloss <= case.target:
+                reached = (step, train_time)
+            if case.time_budget is not None and train_time >= case.time_budget:
+                break
+    tail = [v for s, v in train_curve if s > step - max(case.steps // 10, log_every)]
+    out: dict[str, Any] = {
+        "seed": case.seed, "steps_run": step, "train_time": train_time, "diverged_step": diverged,
+        "final_train_loss": sum(tail) / len(tail) if tail and diverged is None else math.nan,
+        "final_val_loss": val_curve[-1][1] if diverged is None else math.nan,
+        "reached": reached, "train_curve": train_curve, "val_curve": val_curve,
+        "health_init": health_init,
+    }
+    if diverged is None:
+        model.eval()
+        with _autocast(case):
+            out["metric"] = task_metric(task, model, *val_dev, knobs)
+        model.train()
+        out["health_end"] = gradient_health(model, diag_loss)
+    if case.clip is not None:
+        out["clipped_fraction"] = float(wl.clipped) / max(step, 1)
+    return out
+
+
+# ---------------------------------------------------------------- a case: all its seeds
+
+def _json_safe(x: Any) -> Any:
+    """Non-finite floats (a diverged loss, an exploded gradient) become None: JSON has no NaN."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    return x
+
+
+def _downsample(points: list, n: int) -> list:
+    if len(points) <= n:
+        return points
+    keep = sorted({round(i * (len(points) - 1) / (n - 1)) for i in range(n)})
+    return [points[i] for i in keep]
+
+
+def fit(case: Case, progress: Callable[[int], None] = lambda seed: None) -> dict[str, Any]:
+    """Train ``case`` for ``case.seeds`` seeds (``case.seed``, ``case.seed + 1``, ...) one after another.
+
+    Returns ``metrics`` (mean and 95% t-CI across seeds, with the per-seed samples), ``absent``
+    (what could not be measured, with the reason), ``curves`` (downsampled per-seed train and
+    validation curves: [step, loss] and [step, loss, train seconds]; None where non-finite),
+    ``gradients`` (per-layer detail of the first seed) and ``fit`` (task, metric, budget). Raises what the workload raises (e.g. Unsupported: the case is skipped).
+    """
+    from sciml_bench.stats import mean_ci
+
+    task = get_task(case.model)
+    knobs = get_model_spec(case.model).merged(case.knobs)
+    train = task.make(TRAIN_SIZE, torch.Generator().manual_seed(DATA_SEED), knobs)
+    val = task.make(VAL_SIZE, torch.Generator().manual_seed(VAL_SEED), knobs)
+    runs = []
+    for i in range(case.seeds):
+        progress(case.seed + i)
+        runs.append(fit_seed(case.replace(seed=case.seed + i), task, train, val))
+
+    metrics: dict[str, dict[str, Any]] = {}
+    absent: dict[str, str] = {}
+
+    def put(name: str, values: list[float], unit: str, why_missing: str, **extra: Any) -> None:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        if not finite:
+            absent[name] = why_missing
+            return
+        s = mean_ci(finite)
+        metrics[name] = {"value": s["mean"], "unit": unit, "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                         "n": s["n"], "samples": finite, "over": "seeds", **extra}
+
+    div = [r["diverged_step"] for r in runs if r["diverged_step"] is not None]
+    why_div = f"diverged (NaN/Inf) in {len(div)} of {len(runs)} seeds, at steps {div}"
+    metrics["diverged_seeds"] = {"value": len(div), "unit": "count", "steps": div, "n": len(runs)}
+    put("final_train_loss", [r["final_train_loss"] for r in runs], "loss", why_div,
+        note="mean training loss over the last 10% of the steps")
+    put("final_val_loss", [r["final_val_loss"] for r in runs], "loss", why_div)
+    put(task.metric, [r.get("metric", math.nan) for r in runs], task.metric, why_div,
+        task=task.name, higher_is_better=task.higher_is_better)
+    put("fit_time", [r["train_time"] for r in runs], "s", "no seed trained",
+        note="training wall time per seed (evaluation excluded); under machine load, see step_time")
+    if case.target is None:
+        absent["steps_to_target"] = absent["time_to_target"] = "no target set (Case.target)"
+    else:
+        hit = [r["reached"] for r in runs if r["reached"] is not None]
+        why = f"validation loss never reached target {case.target:g} within {case.steps} steps in any seed"
+        put("steps_to_target", [float(h[0]) for h in hit], "steps", why, reached=len(hit), n_seeds=len(runs))
+        put("time_to_target", [h[1] for h in hit], "s", why, reached=len(hit), n_seeds=len(runs))
+    for when in ("init", "end"):
+        hs = [r.get(f"health_{when}") for r in runs]
+        hs = [h for h in hs if h is not None]
+        why = "diverged before the end" if when == "end" else "no seed ran"
+        put(f"grad_ratio_{when}", [h["grad_ratio"] for h in hs if h["grad_ratio"] is not None], "x",
+            f"{why}, or fewer than two layers received gradients" if hs else why,
+            note="first / last layer gradient norm")
+        for key, family in (("dead_fraction", "ReLU-family"), ("saturation_fraction", "tanh/sigmoid")):
+            vals = [h[key] for h in hs if h[key] is not None]
+            put(f"{key}_{when}", vals, "fraction", why if not hs else f"model has no {family} activation")
+        metrics[f"nonfinite_{when}"] = {"value": sum(bool(h["nonfinite"]) for h in hs), "unit": "count",
+                                        "n": len(hs)}
+    if case.clip is None:
+        absent["clipped_fraction"] = "clipping off (Case.clip not set)"
+    else:
+        put("clipped_fraction", [r["clipped_fraction"] for r in runs], "fraction", "no seed ran")
+    if task.name == "burgers_operator":
+        metrics["solver_error"] = {"value": burgers_solver_error(knobs.get("resolution") or 64), "unit": "rel_l2",
+                                   "note": "the data's own solver (256 pts, dt 1e-2) vs a refined solve "
+                                           "(512 pts, dt 2.5e-3): the floor under the model's error"}
+
+    curves = [{"seed": r["seed"], "train": _downsample(r["train_curve"], CURVE_POINTS),
+               "val": [list(v) for v in r["val_curve"]]} for r in runs]
+    first = runs[0]
+    gradients = {w: {k: v for k, v in first[f"health_{w}"].items()} for w in ("init", "end")
+                 if first.get(f"health_{w}") is not None}
+    info = {"task": task.name, "description": task.description, "metric": task.metric,
+            "higher_is_better": task.higher_is_better, "steps": case.steps,
+            "seeds": [r["seed"] for r in runs], "steps_run": [r["steps_run"] for r in runs],
+            "train_size": TRAIN_SIZE, "val_size": VAL_SIZE, "data_seeds": [DATA_SEED, VAL_SEED],
+            "target": case.target, "time_budget": case.time_budget}
+    return {"metrics": metrics, "absent": absent, "curves": _json_safe(curves), "gradients": _json_safe(gradients),
+            "fit": info}

@@ -1,0 +1,105 @@
+"""Fit records downstream: convergence claims with seed CIs, compare's quality family, load_curves, report view."""
+import numpy as np
+
+from sciml_bench.cases import make_case
+from sciml_bench.compare import compare_runs
+from sciml_bench.report.claims import convergence_claims
+from sciml_bench.results import RunWriter, load_curves
+
+
+def fit_record(study, case, val_losses, metric=None, steps_to_target=None, grad_ratio=None, dead_end=None,
+               step_time=1e-3, reference=None):
+    c = make_case(dict(case, mode="fit"))
+
+    def m(samples, unit="loss"):
+        return {"value": float(np.mean(samples)), "unit": unit, "samples": list(samples), "n": len(samples),
+                "ci_low": float(np.min(samples)), "ci_high": float(np.max(samples))}
+
+    metrics = {"final_val_loss": m(val_losses), "rel_l2": m(metric or [v ** 0.5 for v in val_losses], "rel_l2"),
+               "step_time": {"value": step_time, "unit": "s", "samples": [step_time] * 3},
+               "diverged_seeds": {"value": 0, "unit": "count", "n": 3}}
+    if steps_to_target:
+        metrics["steps_to_target"] = m(steps_to_target, "steps")
+    if grad_ratio:
+        metrics["grad_ratio_init"] = m(grad_ratio, "x")
+    if dead_end is not None:
+        metrics["dead_fraction_end"] = {"value": dead_end, "unit": "fraction"}
+    if reference:
+        metrics["time_ratio"] = {"value": 1.0, "reference": reference}
+    curves = [{"seed": s, "train": [[1, 1.0], [2, 0.5 + s]], "val": [[0, 1.0, 0.0], [2, v, 0.01]]}
+              for s, v in enumerate(val_losses)]
+    return {"study": study, "case_id": c.case_id, "case": c.to_dict(), "status": "ok", "reason": None,
+            "metrics": metrics, "absent": {}, "curves": curves, "gradients": {},
+            "fit": {"task": "function2d", "metric": "rel_l2", "higher_is_better": False, "steps": c.steps,
+                    "seeds": [0, 1, 2], "target": 0.1 if steps_to_target else None}}
+
+
+def _verdicts(records):
+    return {c.claim.split(" (")[0]: c for c in convergence_claims([dict(r, _run="r") for r in records])}
+
+
+def test_convergence_claims_get_verdicts_with_seed_cis():
+    base = {"model": "mlp", "depth": 8}
+    recs = [fit_record("init", dict(base, init="default"), [0.10, 0.11, 0.12]),
+            fit_record("init", dict(base, init="kaiming_normal"), [0.020, 0.021, 0.022]),
+            fit_record("init", dict(base, init="zeros"), [0.50, 0.50, 0.51]),
+            fit_record("act", dict(base, activation="sigmoid", depth=4), [0.1] * 3, grad_ratio=[0.1, 0.11, 0.12]),
+            fit_record("act", dict(base, activation="sigmoid", depth=16), [0.4, 0.41, 0.42],
+                       grad_ratio=[1e-5, 2e-5, 3e-5]),
+            fit_record("act", dict(base, activation="relu", depth=16), [0.05, 0.051, 0.052]),
+            fit_record("norm", dict(base, norm="none", batch_size=2), [0.2, 0.21, 0.22]),
+            fit_record("norm", dict(base, norm="batch", batch_size=2), [0.8, 0.82, 0.84]),
+            fit_record("norm", dict(base, norm="none", batch_size=64), [0.1, 0.11, 0.12], steps_to_target=[200] * 3),
+            fit_record("norm", dict(base, norm="batch", batch_size=64), [0.05, 0.051, 0.052],
+                       steps_to_target=[50, 55, 60])]
+    v = _verdicts(recs)
+    he = v["Xavier / He"]
+    assert he.verdict == "holds" and he.evidence[0].value < 0.25 and he.evidence[0].ci_high < 1
+    assert v["Zero / constant initialization fails to train"].verdict == "holds"
+    assert v["Sigmoid gradients vanish with depth"].verdict == "holds"
+    assert v["BatchNorm hurts at a tiny batch"].verdict == "holds"
+    speed = v["Normalization gives 2-10x faster convergence"]
+    assert speed.verdict == "holds" and 3 < speed.evidence[0].value < 4.5
+    assert v["Residual"].verdict == "not measured" and "depth-skips" in v["Residual"].summary()
+
+
+def test_compare_quality_tells_converges_worse_from_runs_slower(tmp_path):
+    case = {"model": "mlp", "depth": 4}
+    header = {"run_id": "x", "environment": {}}
+    paths = []
+    for name, losses, t in (("base", [0.10, 0.11, 0.12], 1e-3), ("new", [0.30, 0.31, 0.33], 1e-3)):
+        p = tmp_path / f"{name}.jsonl"
+        with RunWriter(p, dict(header, run_id=name)) as w:
+            w.append(fit_record("s", case, losses, step_time=t))
+        paths.append(p)
+    cmp = compare_runs(*paths, fail_on=("quality",))
+    rows = {r.metric: r for r in cmp.rows}
+    assert rows["final_val_loss"].verdict == "worse" and rows["final_val_loss"].family == "quality"
+    assert rows["step_time"].verdict == "unchanged", "same step time: it converges worse, it does not run slower"
+    assert cmp.exit_code == 1
+    assert compare_runs(*paths, fail_on=("time",)).exit_code == 0
+    same = compare_runs(paths[0], paths[0], fail_on=("quality",))
+    assert {r.verdict for r in same.rows if r.family == "quality"} == {"unchanged"}
+
+    df = load_curves(paths)
+    assert set(df["split"]) == {"train", "val"} and df["seed"].nunique() == 3
+    band = df[df.split == "val"].groupby(["run_id", "step"])["loss"].agg(["min", "max"])
+    assert band.loc[("new", 2), "min"] == 0.30 and band.loc[("new", 2), "max"] == 0.33
+
+
+def test_report_shows_curves_cost_benefit_and_gradient_table(tmp_path):
+    from sciml_bench.report.build import build_report
+
+    p = tmp_path / "run.jsonl"
+    header = {"run_id": "r", "suite": "train", "environment": {},
+              "studies": {"init": {"question": "q", "axes": {"init": ["default", "xavier_uniform"]},
+                                   "reference": {"init": "default"}}}}
+    with RunWriter(p, header) as w:
+        w.append(fit_record("init", {"init": "default"}, [0.10, 0.11, 0.12], grad_ratio=[0.5, 0.5, 0.5]))
+        w.append(fit_record("init", {"init": "xavier_uniform"}, [0.05, 0.06, 0.07], step_time=2e-3))
+    out = build_report([p], tmp_path / "rep")
+    figs = {f.name for f in (out / "figures").iterdir()}
+    assert {"init-loss-curves.png", "init-cost-benefit.png"} <= figs
+    md = (out / "report.md").read_text()
+    assert "grad ratio first/last" in md and "function2d" in md
+    assert "Xavier / He (Kaiming) initialization converges better" in md
