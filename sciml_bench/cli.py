@@ -62,17 +62,6 @@ def writable_dir(path: str | os.PathLike, flag: str) -> None:
         raise UsageError(f"{flag} {p}: {parent} is not writable by this user (read-only or permissions)")
 
 
-def nonfinite_notes(records: list[dict[str, Any]]) -> list[str]:
-    """One line per case whose training loss went NaN/inf (the record's flag, or its numerics count)."""
-    notes = []
-    for r in records:
-        bad = r.get("metrics", {}).get("nonfinite_loss_steps", {})
-        why = r.get("nonfinite_loss") or (f"{bad['value']} of {bad.get('steps', '?')} numerics steps non-finite"
-                                          if bad.get("value") else None)
-        if why:
-            notes.append(f"{plain(r['study'])}/{plain(r['case_id'])}: non-finite loss ({plain(why)})")
-    return notes
-
 def fmt_ci(m: dict[str, Any], fmt) -> str:
     if m.get("ci_low") is None or m.get("ci_high") is None:
         return fmt(m["value"])
@@ -86,7 +75,7 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
     from sciml_bench.compare import fmt_value
     from sciml_bench.report.content import METRIC_LABELS, fmt_metric, study_metrics
     from sciml_bench.report.words import ratio_words
-    from sciml_bench.results import peak_memory
+    from sciml_bench.results import nonfinite_loss, peak_memory
 
     studies = header.get("studies") if isinstance(header.get("studies"), dict) else {}
     extra = {name: study_metrics(st.get("axes") or {}, st.get("metrics")) for name, st in studies.items()
@@ -117,7 +106,7 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
         absent = r.get("absent") or {}
         shown = "; ".join(f"{METRIC_LABELS.get(k, (k,))[0]} {fmt_metric(k, m.get(k), absent.get(k))}"
                           for k in extra.get(r["study"], []) if k in m or k in absent)
-        table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_notes([r]) else ""),
+        table.add_row(study, case, "ok" + (" [yellow](NaN loss)[/]" if nonfinite_loss(r) else ""),
                       fmt_ci(m["step_time"], lambda x: fmt_value(x, "s")) if "step_time" in m else "-",
                       ratio_s, f"{m['throughput']['value']:.4g}/s" if "throughput" in m else "-",
                       fmt_value(mem[1] if mem else None, "B"),
@@ -236,8 +225,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"full table: sciml-bench show {txt(run.run_id)}"
                   + ("" if run.path.parent == Path("results") else f" --dir {txt(run.path.parent)}"))
     print_trust_warnings(records)  # after the 80-column summary: they name cases and can be long
-    for note in nonfinite_notes(records):
-        console.print(f"[yellow]warning[/]: {txt(note)}")
     if not args.no_report:
         from sciml_bench.report import build_report
 
@@ -258,8 +245,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     header, records = read_run(path)
     console.print(results_table(header, records))
     print_trust_warnings(records)
-    for note in nonfinite_notes(records):
-        console.print(f"[yellow]warning[/]: {txt(note)}")
     if any("phase_step_time" in r.get("metrics", {}) for r in records):
         console.print(phase_table(records))
     console.print(f"[dim]{txt(path)}[/]")

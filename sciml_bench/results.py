@@ -264,19 +264,28 @@ def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
     return None
 
 
+def nonfinite_loss(rec: dict[str, Any]) -> str | None:
+    """Why a case's training loss went NaN/inf (the runner's flag, or its numerics count), else None."""
+    bad = (rec.get("metrics") or {}).get("nonfinite_loss_steps") or {}
+    return rec.get("nonfinite_loss") or (f"{bad['value']} of {bad.get('steps', '?')} numerics steps non-finite"
+                                         if bad.get("value") else None)
+
+
 def trust_warnings(records: Iterable[dict[str, Any]], most: int = 5) -> list[str]:
-    """Lines about ok cases whose numbers deserve less trust: starved timed blocks (the machine was
-    busy), or a step so small that the timing harness's fixed cost dominates it. Beyond ``most``
-    cases of a kind, the rest are summed up in one line."""
+    """Lines about cases whose numbers deserve less trust: starved timed blocks (the machine was busy),
+    a step so small that the timing harness's fixed cost dominates it, or a training loss that went
+    NaN/inf. Beyond ``most`` cases of a kind, the rest are summed up in one line."""
+    records = list(records)
     ok = [r for r in records if r.get("status") == "ok"]
     kinds = (("was starved", [r for r in ok if r.get("starved")], lambda r: r["starved"].get("message")),
              ("is overhead-dominated", [r for r in ok if (r.get("overhead") or {}).get("dominated")],
-              lambda r: r["overhead"].get("reason")))
+              lambda r: r["overhead"].get("reason")),
+             ("has a non-finite loss", [r for r in records if nonfinite_loss(r)], nonfinite_loss))
     out = []
     for what, rs, why in kinds:
         out += [f"case {r['study']}/{r['case_id']} {what}: {why(r)}" for r in rs[:most]]
         if len(rs) > most:
-            out.append(f"... and {len(rs) - most} more cases {what.split()[-1]}: "
+            out.append(f"... and {len(rs) - most} more such cases ({what.split(' ', 1)[1]}): "
                        + ", ".join(f"{r['study']}/{r['case_id']}" for r in rs[most:]))
     return out
 

@@ -633,7 +633,9 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     metrics, absent = _finite_metrics(info)
     blocks = blocks or [{} for _ in rounds]
     medians = [statistics.median(t) for t in rounds]
-    starved = [bool(b.get("starved")) for b in blocks]
+    # A case's own DataLoader workers compete with it for the cores: waiting for a CPU is then part of
+    # the workload being measured, not a sign of a busy machine.
+    starved = [bool(b.get("starved")) and not case.num_workers for b in blocks]
     kept = [m for m, st in zip(medians, starved) if not st]
     excluded = any(starved) and len(kept) >= max(2, len(medians) / 2)
     s = summarize(kept if excluded else medians)
