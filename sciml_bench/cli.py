@@ -398,14 +398,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    """Per-case trends on one machine, with step detection and a list of regressions."""
+    """Per-case trends on one machine, with step detection and a list of regressions.
+
+    Exit 1 with ``--fail-on-change`` when the newest run starts a slower level in any series."""
     import json
 
-    from sciml_bench.compare import fmt_value, history, history_figures
+    from sciml_bench.compare import fmt_value
+    from sciml_bench.history import describe_point, history, history_figures
 
     if not Path(args.dir).is_dir():
         raise UsageError(f"--dir {args.dir}: not a directory")
     hist = history([args.dir], args.case, args.metric, args.machine, args.order, args.threshold / 100)
+    newest = hist.newest_regressions
+    code = 1 if args.fail_on_change and newest else 0
     if args.out:
         writable_dir(args.out, "--out")
         out = Path(args.out)
@@ -414,23 +419,44 @@ def cmd_history(args: argparse.Namespace) -> int:
         console.print(f"history: {txt(out / 'history.json')} and {len(names)} figures in {txt(out / 'figures')}")
     if args.json:
         print(json.dumps(hist.to_dict(), indent=1, default=str))
-        return 0
-    unit = "s" if args.metric.endswith("time") else ""
+        return code
     t = Table(title=f"history · machine {txt(hist.machine)} · {len(hist.runs)} runs · {len(hist.series)} cases",
               title_justify="left")
-    for col in ("study", "case", "runs", "latest", "steps", "regression (first run · commit · torch)"):
+    for col in ("study", "case", "runs", "basis", "latest", "steps", "regression (first run · commit · torch)"):
         t.add_column(col, overflow="fold")
     for s in hist.series:
         regs = [st for st in s.steps if st["ratio"] > 1 + hist.threshold]
-        t.add_row(txt(s.study), txt(s.case_id), str(len(s.points)), fmt_value(s.points[-1]["value"], unit),
+        basis = "anchored" if s.normalised else "raw"
+        if not s.normalised and s.metric == "step_time":
+            lacking = sum(p["anchor"] is None for p in s.points)
+            basis += f" ({lacking}/{len(s.points)} runs lack the anchor)" if lacking else ""
+        t.add_row(txt(s.study), txt(s.case_id), str(len(s.points)), basis, txt(describe_point(s, s.points[-1])),
                   ", ".join(f"{st['ratio']:.2f}x@{st['index']}" for st in s.steps) or "-",
                   "; ".join(f"[red]{st['ratio']:.2f}x[/] from {txt(st['run_id'])} · {txt(str(st['commit'] or '-')[:10])}"
                             f" · torch {txt(st['torch'])}" for st in regs) or "-")
     console.print(t)
+    n_norm = sum(s.normalised for s in hist.series)
+    console.print(f"[dim]basis: {n_norm} series anchor-normalised (case time in anchor times, machine-wide speed "
+                  f"changes cancel), {len(hist.series) - n_norm} raw[/]")
+    change = hist.anchor_change
+    timed = sum(a["value"] is not None for a in hist.anchor)
+    if change:
+        first, last, ratio = change
+        console.print(f"anchor (machine speed): {fmt_value(first['value'], 's')} ({txt(first['run_id'])}) → "
+                      f"{fmt_value(last['value'], 's')} ({txt(last['run_id'])}), {ratio:.2f}x; "
+                      f"{timed} of {len(hist.anchor)} runs timed it")
+    else:
+        console.print(f"[dim]anchor (machine speed): {timed} of {len(hist.anchor)} runs timed it[/]")
     if hist.other_machines:
         console.print(f"[dim]left out: runs of other machines {txt(hist.other_machines)} (use --machine)[/]")
     console.print(f"{len(hist.regressions)} regressions beyond {hist.threshold:.0%}")
-    return 0
+    if args.fail_on_change:
+        for r in newest:
+            console.print(f"[red]slower in the newest run[/]: {txt(r['study'])}/{txt(r['case_id'])} "
+                          f"{r['ratio']:.2f}x ({'anchored' if r['normalised'] else 'raw'})")
+        console.print(f"--fail-on-change: {len(newest)} series start a slower level in the newest run "
+                      f"{txt(hist.runs[-1]['run_id'])} (exit {code})")
+    return code
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -672,7 +698,10 @@ def build_parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="per-case trends over runs of one machine, with change points",
                           description="Order the runs of one machine by time (or commit), fit each case's "
                                       "series piecewise-constant and list the steps up (regressions) with "
-                                      "the first run, commit and torch version at which each appeared.")
+                                      "the first run, commit and torch version at which each appeared. "
+                                      "step_time series whose every run timed the anchor (a fixed numpy "
+                                      "workload timed in the same rounds) are tracked in anchor times, so "
+                                      "machine-wide speed changes cancel; the others stay in raw seconds.")
     hist.add_argument("--dir", default="results", help="directory of run files (default: results/)")
     hist.add_argument("--case", default="*", metavar="PATTERN", help="glob on case id or study/case id")
     hist.add_argument("--metric", default="step_time", help="metric to track (default: step_time)")
@@ -682,6 +711,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="smallest step that counts as a regression, in percent (default: 5)")
     hist.add_argument("--out", metavar="DIR", help="also write trend figures and history.json here")
     hist.add_argument("--json", action="store_true", help="print JSON")
+    hist.add_argument("--fail-on-change", action="store_true",
+                      help="exit 1 when the newest run starts a slower level (a step up beyond --threshold) in "
+                           "any series, and name them; an older step, already reported, does not fail again. "
+                           "For nightly CI: append a run to --dir, then gate on this")
     hist.set_defaults(fn=cmd_history)
 
     mg = sub.add_parser("merge", help="merge shard runs (run --shard K/N) into one run and report",

@@ -1,18 +1,17 @@
-"""Compare two runs case by case (ratio, CI, Mann-Whitney p, verdict, CI exit code) and track history."""
+"""Compare two runs case by case (ratio, CI, Mann-Whitney p, verdict, CI exit code)."""
 from __future__ import annotations
 
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
-from sciml_bench.results import machine_id, read_run, run_files
-from sciml_bench.stats import cliffs_delta, detect_steps, mann_whitney, ratio_of_medians
+from sciml_bench.results import read_run
+from sciml_bench.stats import cliffs_delta, mann_whitney, ratio_of_medians
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
@@ -325,153 +324,3 @@ def fmt_p(p: float | None) -> str:
 
 def to_json(cmp: Comparison) -> str:
     return json.dumps(cmp.to_dict(), indent=2, default=str)
-
-
-# ---------------------------------------------------------------- history
-
-@dataclass
-class Series:
-    """One case's metric over runs of one machine, with the steps found in it."""
-
-    study: str
-    case_id: str
-    metric: str
-    points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, ci_low, ci_high, ci_level}
-    steps: list[dict[str, Any]]
-
-
-@dataclass
-class History:
-    """Every case's series on one machine and the regressions found."""
-
-    machine: str
-    runs: list[dict[str, Any]]  # {run_id, created, commit, torch, path}
-    series: list[Series]
-    other_machines: dict[str, int]  # machine id -> number of runs left out
-    threshold: float
-
-    @property
-    def regressions(self) -> list[dict[str, Any]]:
-        out = []
-        for s in self.series:
-            for st in s.steps:
-                if st["ratio"] > 1 + self.threshold:
-                    out.append(dict(st, study=s.study, case_id=s.case_id, metric=s.metric))
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"machine": self.machine, "runs": self.runs, "threshold": self.threshold,
-                "other_machines": self.other_machines, "regressions": self.regressions,
-                "series": [asdict(s) for s in self.series]}
-
-
-def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: str = "*",
-            metric: str = "step_time", machine: str | None = None, order: str = "time",
-            threshold: float = DEFAULT_THRESHOLD) -> History:
-    """Per-case history of ``metric`` over the runs of one machine, with step detection.
-
-    Runs are grouped by hardware identity (``machine_id``: CPU model, cores, GPU, hostname),
-    so software upgrades (torch, CUDA) stay inside one history and show up as steps. By default
-    the machine of the newest run is used. Runs are ordered by creation time (``order="time"``)
-    or by commit then time (``order="commit"``, the commit order as first seen). Each case's
-    series is fitted piecewise-constant (``stats.detect_steps``, on log values) and every step up
-    by more than ``threshold`` is a regression, reported with its first run, commit and torch
-    version.
-
-    Raises UsageError when there are no runs, or no case matches.
-    """
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    files = [f for p in items for f in run_files(p)]
-    if not files:
-        raise UsageError(f"no run files (*.jsonl) in {', '.join(map(str, items))}")
-    runs = []
-    for f in files:
-        h, recs = read_run(f)
-        env = h.get("environment", {})
-        runs.append({"run_id": h.get("run_id"), "created": h.get("created") or "", "path": str(f),
-                     "commit": (env.get("git") or {}).get("commit"), "torch": env.get("torch"),
-                     "machine": machine_id(env), "records": recs})
-    runs.sort(key=lambda r: (r["created"], r["run_id"] or ""))
-    if order == "commit":
-        first_seen: dict[Any, int] = {}
-        for r in runs:
-            first_seen.setdefault(r["commit"], len(first_seen))
-        runs.sort(key=lambda r: first_seen[r["commit"]])
-    elif order != "time":
-        raise UsageError(f"--order must be time or commit, got {order!r}")
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r["machine"]] = counts.get(r["machine"], 0) + 1
-    if machine is None:
-        machine = max(runs, key=lambda r: r["created"])["machine"]
-    elif not any(m.startswith(machine) for m in counts):
-        raise UsageError(f"no runs of machine {machine!r}; machines here: {', '.join(counts)}")
-    mine = [r for r in runs if r["machine"].startswith(machine)]
-    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in mine:
-        for rec in r["records"]:
-            if rec["status"] != "ok" or metric not in rec.get("metrics", {}):
-                continue
-            if not fnmatch(rec["case_id"], case_pattern) and not fnmatch(f"{rec['study']}/{rec['case_id']}",
-                                                                         case_pattern):
-                continue
-            m = rec["metrics"][metric]
-            series.setdefault((rec["study"], rec["case_id"]), []).append(
-                {"run_id": r["run_id"], "created": r["created"], "commit": r["commit"], "torch": r["torch"],
-                 "value": m["value"], "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
-                 "ci_level": m.get("ci_level", 0.95)})  # asv imports carry 99% intervals
-    if not series:
-        raise UsageError(f"no ok case matching {case_pattern!r} with metric {metric!r} in {len(mine)} runs")
-    out = []
-    for (study, case_id), pts in series.items():
-        values = [p["value"] for p in pts]
-        steps = detect_steps(values, min_step=threshold / 2) if all(v > 0 for v in values) else []
-        for st in steps:
-            p = pts[st["index"]]
-            st.update(run_id=p["run_id"], commit=p["commit"], torch=p["torch"], created=p["created"],
-                      previous_torch=pts[st["index"] - 1]["torch"], previous_commit=pts[st["index"] - 1]["commit"])
-        out.append(Series(study, case_id, metric, pts, steps))
-    run_list = [{k: r[k] for k in ("run_id", "created", "commit", "torch", "path")} for r in mine]
-    return History(machine[:12], run_list, out, {m: c for m, c in counts.items() if not m.startswith(machine)},
-                   threshold)
-
-
-def history_figures(hist: History, out_dir: str | os.PathLike, limit: int = 40) -> list[str]:
-    """One trend PNG per case (values with CIs, fitted levels, regressions marked); file names returned."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    ranked = sorted(hist.series, key=lambda s: -max([st["ratio"] for st in s.steps] + [0]))
-    for s in ranked[:limit]:
-        fig, ax = plt.subplots(figsize=(6.4, 3.0))
-        x = np.arange(len(s.points))
-        y = np.array([p["value"] for p in s.points])
-        lo = np.array([p["ci_low"] if p["ci_low"] is not None else p["value"] for p in s.points])
-        hi = np.array([p["ci_high"] if p["ci_high"] is not None else p["value"] for p in s.points])
-        levels = sorted({p["ci_level"] for p in s.points if p["ci_low"] is not None}) or [0.95]
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2,
-                    label=f"median [{' / '.join(f'{v:.0%}' for v in levels)} CI]")
-        bounds = [0] + [st["index"] for st in s.steps] + [len(y)]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            ax.hlines(np.median(y[a:b]), a - 0.4, b - 0.6, colors="tab:orange", lw=2)
-        for st in s.steps:
-            color = "tab:red" if st["ratio"] > 1 + hist.threshold else "tab:green"
-            ax.axvline(st["index"] - 0.5, color=color, ls="--", lw=1)
-            ax.annotate(f"{st['ratio']:.2f}x", (st["index"] - 0.5, ax.get_ylim()[1]), color=color,
-                        ha="center", va="top", fontsize=8)
-        ax.set_title(f"{s.study} / {s.case_id}"[:90], fontsize=9)
-        ax.set_xlabel("run (oldest → newest)")
-        ax.set_ylabel(s.metric + (" (s)" if s.metric == "step_time" else ""))
-        fig.tight_layout()
-        name = "history-" + "".join(ch if ch.isalnum() or ch in "-_=." else "_"
-                                    for ch in f"{s.study}--{s.case_id}")[:120] + ".png"
-        fig.savefig(out_dir / name, dpi=90)
-        plt.close(fig)
-        names.append(name)
-    return names

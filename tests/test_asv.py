@@ -144,7 +144,7 @@ def test_asv_compare_reads_a_faster_commit_as_improved(two_commits):
 
 def test_history_shows_asvs_graph_series(two_commits, tmp_path):
     """`asv publish` writes the series asv's graphs draw; import-asv + history must show the same."""
-    from sciml_bench.compare import history
+    from sciml_bench.history import history
     from sciml_bench.imports import import_asv
 
     proc = asv(two_commits, "publish")

@@ -1,13 +1,12 @@
-"""compare (ratio, CI, Mann-Whitney, verdict, exit code) and history (step detection) on seeded run files."""
+"""compare (ratio, CI, Mann-Whitney, verdict, exit code) on seeded run files."""
 import json
 
-import numpy as np
 import pytest
 
 from sciml_bench.cli import main
-from sciml_bench.compare import compare_runs, history, to_markdown
+from sciml_bench.compare import compare_runs, to_markdown
 from sciml_bench.errors import UsageError
-from tests._runs import ENV, study_run
+from tests._runs import study_run
 
 
 def test_identical_copy_passes(tmp_path):
@@ -67,47 +66,6 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
         assert err.startswith("sciml-bench: error:") and "\n" not in err, err
     with pytest.raises(UsageError):
         compare_runs(a, a, threshold=-1)
-
-
-def _history_dir(tmp_path, n=12, step_at=7, factor=1.25):
-    d = tmp_path / "hist"
-    d.mkdir()
-    for i in range(n):
-        scale = factor if i >= step_at else 1.0
-        env = {"git": {"commit": f"{i:040x}", "dirty": False}, "torch": "2.15.0" if i >= step_at else "2.14.1"}
-        study_run(d / f"run{i:02d}.jsonl", seed=100 + i, scale=scale, run_id=f"run{i:02d}",
-                  created=f"2026-01-{i + 1:02d}T00:00:00+0000", env=env)
-    # a run from another machine must stay out of this history
-    study_run(d / "other.jsonl", seed=999, scale=3.0, run_id="other", created="2025-12-01T00:00:00+0000",
-              env={"cpu_model": "Other CPU"})
-    return d
-
-
-def test_history_finds_planted_step(tmp_path):
-    d = _history_dir(tmp_path)
-    h = history([d])
-    assert len(h.runs) == 12 and sum(h.other_machines.values()) == 1
-    regs = h.regressions
-    assert {(r["study"], r["case_id"]) for r in regs} == {(s.study, s.case_id) for s in h.series}, \
-        f"every case got 25% slower at run 7; found {regs}"
-    for r in regs:
-        assert r["index"] == 7 and r["run_id"] == "run07" and r["torch"] == "2.15.0", r
-        assert r["commit"] == f"{7:040x}" and r["previous_torch"] == "2.14.1"
-        assert 1.15 < r["ratio"] < 1.35
-
-
-def test_history_flat_series_has_no_regressions(tmp_path):
-    d = _history_dir(tmp_path, factor=1.0)
-    assert history([d]).regressions == []
-
-
-def test_history_cli_with_figures(tmp_path, capsys):
-    d = _history_dir(tmp_path, n=8, step_at=5)
-    out = tmp_path / "hout"
-    assert main(["history", "--dir", str(d), "--case", "batch/mlp", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "run05" in text and "1 regressions" in text, text
-    assert (out / "history.json").is_file() and list((out / "figures").glob("*.png"))
 
 
 def test_markdown_escapes_names(tmp_path):

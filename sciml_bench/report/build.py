@@ -280,7 +280,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
         raise UsageError(f"--out {out} exists and is not a directory")
     rep, records = collect(run_paths, title)
     if history_dir is not None:
-        from sciml_bench.compare import history
+        from sciml_bench.history import history
 
         try:
             rep.history = history([history_dir])
@@ -313,7 +313,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
 
         rep.profiles = profiles.collect(records, tmp, fig_dir)  # copies profile dirs into the report
         if rep.history is not None and not isinstance(rep.history, str):
-            from sciml_bench.compare import history_figures
+            from sciml_bench.history import history_figures
 
             rep.history_figures = history_figures(rep.history, fig_dir, limit=12)
         (tmp / "index.html").write_text(render_html(rep), encoding="utf-8")

@@ -120,7 +120,10 @@ def _claim_class(verdict: str) -> str:
 
 
 def _history_regressions(rep: Report) -> list[list[str]]:
-    return [[r["study"], r["case_id"], ratio_words(r["ratio"], ci=False), fmt_time(r["before"]), fmt_time(r["after"]),
+    def level(r: dict, v: float) -> str:  # anchor-normalised levels are in anchor times, not seconds
+        return f"{v:.3g}× anchor" if r.get("normalised") else fmt_time(v)
+
+    return [[r["study"], r["case_id"], ratio_words(r["ratio"], ci=False), level(r, r["before"]), level(r, r["after"]),
              str(r["run_id"]), str(r.get("commit") or "-")[:12], str(r.get("torch") or "-"),
              str(r.get("previous_torch") or "-")] for r in rep.history.regressions]
 
@@ -198,6 +201,12 @@ def history_part(rep: Report) -> list[Part]:
     h = rep.history
     b: list[Block] = [("p", f"{len(h.runs)} runs of machine {h.machine}; {len(h.regressions)} regressions (steps up "
                             f"by more than {h.threshold:.0%}).")]
+    normalised = sum(s.normalised for s in h.series)
+    change = h.anchor_change
+    b.append(("p", f"{normalised} of {len(h.series)} series are anchor-normalised (case time in anchor times, a fixed "
+                   "numpy workload timed in the same rounds, so machine-wide speed changes cancel); the rest are raw."
+                   + (f" The anchor itself (machine speed) moved {change[2]:.2f}× from the first to the last run "
+                      "that timed it." if change else "")))
     if h.regressions:
         b.append(("table", HIST_HEAD, _history_regressions(rep), None, -1))
     b += [("img", f, "history") for f in rep.history_figures]
