@@ -6,6 +6,22 @@ from typing import Any
 
 from sciml_bench.compare import fmt_value
 
+# A block of a report part, shared by every renderer: ("p"|"muted"|"warn"|"strong", text) · ("ul", [text])
+# · ("img", file in figures/, alt) · ("file_img", path relative to the report, alt)
+# · ("links", label, [(text, relative href)]) · ("table", head, rows, classes_or_None, column_the_classes_apply_to)
+Block = tuple
+
+
+@dataclass
+class Part:
+    """One headed part of the page: an anchor, a title and its blocks (built by ``render.SECTIONS``)."""
+
+    anchor: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    css_class: str = ""
+
+
 # Metrics every study shows (its table's fixed columns); the study TOML's ``metrics = [...]`` adds more.
 BASE_METRICS = ("time", "memory", "flops")
 # Metrics a study shows by default when it varies an axis, because its question is about them.

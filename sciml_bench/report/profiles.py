@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sciml_bench.report.content import Block, Part
 from sciml_bench.report.figures import _safe, _save, plt
 
 COLORS = {"data": "#8c6d31", "h2d": "#e7ba52", "forward": "#3182bd", "loss": "#9ecae1", "backward": "#e6550d",
@@ -155,14 +156,12 @@ def _memory_line(cp: CaseProfile) -> str:
             f"{mem.get('peak_phase')}, {mem.get('peak_ms', 0):.1f} ms into the profiled steps")
 
 
-def profiles_part(rep) -> list:
+def profiles_part(rep) -> list[Part]:
     """The report's "Profiles" part (a builder of render.SECTIONS): phase split, then each profiled case."""
-    from sciml_bench.report.render import Part
-
     views: ProfileViews | None = rep.profiles
     if views is None or (not views.phase_rows and not views.cases):
         return []
-    b: list[tuple] = []
+    b: list[Block] = []
     if views.phase_rows:
         b.append(("p", "Phase split of a step, timed in its own pass after the timed rounds (the rounds in the "
                        "study tables are unaffected)."))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from sciml_bench.report.content import (METRIC_LABELS, Report, Section, fmt_bytes, fmt_metric, fmt_peak_frac,
-                                        fmt_time, skip_reason_kind)
+from sciml_bench.report.content import (METRIC_LABELS, Block, Part, Report, Section, fmt_bytes, fmt_metric,
+                                        fmt_peak_frac, fmt_time, skip_reason_kind)
+from sciml_bench.report.profiles import profiles_part
 from sciml_bench.report.words import ratio_words
 
 CSS = """
@@ -25,22 +25,6 @@ text-align:left;vertical-align:top}th{background:#f4f4f4}td.num{text-align:right
 .bad{color:#b00020}.good{color:#107020}.muted{color:#777}img{width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 code{background:#f4f4f4;padding:0 .2em}section.summary h2{margin-top:.5em}section.summary{background:#f7f9fc;border:1px solid #dde4ee;padding:0 1em .6em}
 """
-
-# A block is a tuple: ("p"|"muted"|"warn"|"strong", text) · ("ul", [text]) · ("img", file in figures/, alt)
-# · ("file_img", path relative to the report, alt) · ("links", label, [(text, relative href)])
-# · ("table", head, rows, classes_or_None, column_the_classes_apply_to)
-Block = tuple
-
-
-@dataclass
-class Part:
-    """One headed part of the page: an anchor, a title and its blocks."""
-
-    anchor: str
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-    css_class: str = ""
-
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -235,14 +219,8 @@ def environment(rep: Report) -> list[Part]:
 
 
 # The page, top to bottom. Other views plug in here (e.g. insert a builder before `roofline`).
-def _profiles(rep: Report) -> list[Part]:
-    from sciml_bench.report.profiles import profiles_part
-
-    return profiles_part(rep)
-
-
-SECTIONS: list[Callable[[Report], list[Part]]] = [summary, studies, _profiles, roofline, machine_peak, history_part,
-                                                  failed, claim_tests, environment]
+SECTIONS: list[Callable[[Report], list[Part]]] = [summary, studies, profiles_part, roofline, machine_peak,
+                                                  history_part, failed, claim_tests, environment]
 
 
 def parts(rep: Report) -> list[Part]:
