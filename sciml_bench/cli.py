@@ -75,7 +75,7 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
     from sciml_bench.compare import fmt_value
     from sciml_bench.report.content import METRIC_LABELS, fmt_metric, study_metrics
     from sciml_bench.report.words import ratio_words
-    from sciml_bench.results import nonfinite_loss, peak_memory
+    from sciml_bench.results import nonfinite_loss, peak_memory, starved_unreliable
 
     studies = header.get("studies") if isinstance(header.get("studies"), dict) else {}
     extra = {name: study_metrics(st.get("axes") or {}, st.get("metrics")) for name, st in studies.items()
@@ -100,8 +100,8 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
             txt(ratio_words(ratio["value"], ratio.get("ci_low"), ratio.get("ci_high"))) if ratio else "-")
         if ratio and ratio.get("passes", 1) > 1:  # how sure: the passes' own ratios beside the rerun interval
             ratio_s += f"\n[dim]passes {', '.join(f'{x:.2f}' for x in ratio['pass_ratios'])}[/]"
-        if r.get("starved") or (r.get("overhead") or {}).get("dominated"):
-            ratio_s += "\n[yellow]" + ("starved" if r.get("starved") else "overhead-dominated") + "[/]"
+        if starved_unreliable(r) or (r.get("overhead") or {}).get("dominated"):
+            ratio_s += "\n[yellow]" + ("starved" if starved_unreliable(r) else "overhead-dominated") + "[/]"
         mem = peak_memory(r)
         absent = r.get("absent") or {}
         shown = "; ".join(f"{METRIC_LABELS.get(k, (k,))[0]} {fmt_metric(k, m.get(k), absent.get(k))}"
@@ -171,20 +171,47 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run a suite and write results/<run_id>.jsonl (the orchestration lives in runner.py)."""
+def execute_with_progress(run) -> bool:
+    """``runner.execute`` under a progress bar with ETA; False when Ctrl-C stopped it (records kept)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    from sciml_bench.runner import execute
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    written = [0]
+    try:
+        with Progress(*columns, console=err_console, transient=False) as progress:
+            task = progress.add_task("starting", total=run.units)
+
+            def tick(desc: str, n: int) -> None:
+                progress.update(task, description=txt(plain(desc)[:70]), advance=n)
+
+            execute(run, tick, on_record=lambda rec: written.__setitem__(0, written[0] + 1))
+    except KeyboardInterrupt:
+        err_console.print(f"[yellow]interrupted[/]: {written[0]} new records kept in {txt(run.path)} (the study "
+                          f"chunk in progress is discarded)")
+        return False
+    return True
+
+
+def timing_options(args: argparse.Namespace) -> None:
+    """UsageError for a non-positive timing option (shared by run and ab)."""
+    for name in ("rounds", "round_time", "timeout", "threads", "max_live", "passes"):
+        if getattr(args, name, None) is not None:
+            positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a suite and write results/<run_id>.jsonl (the orchestration lives in runner.py)."""
     from sciml_bench.results import read_run, resolve_run
-    from sciml_bench.runner import RunSpec, execute, resume_run, start_run
+    from sciml_bench.runner import RunSpec, resume_run, start_run
 
     if args.resume:
         run = resume_run(resolve_run(args.resume, args.out))
     else:
-        for name in ("rounds", "round_time", "timeout", "threads", "max_live", "passes"):
-            if getattr(args, name) is not None:
-                positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+        timing_options(args)
         if args.seeds is not None and args.seeds < 1:
             raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
         writable_dir(args.out, "--out")
@@ -202,20 +229,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for w in load_suite(run.spec.suite).warnings:
         err_console.print(f"[yellow]warning[/]: {txt(w)}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    written = [0]
-    try:
-        with Progress(*columns, console=err_console, transient=False) as progress:
-            task = progress.add_task("starting", total=run.units)
-
-            def tick(desc: str, n: int) -> None:
-                progress.update(task, description=txt(plain(desc)[:70]), advance=n)
-
-            execute(run, tick, on_record=lambda rec: written.__setitem__(0, written[0] + 1))
-    except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: {written[0]} new records kept in {txt(run.path)} (the study "
-                          f"chunk in progress is discarded); continue with: sciml-bench run --resume {txt(run.path)}")
+    if not execute_with_progress(run):
+        err_console.print(f"continue with: sciml-bench run --resume {txt(run.path)}")
         return 130
     header, records = read_run(run.path)
     out = Console(width=80) if not sys.stdout.isatty() else console  # the summary fits 80 columns
@@ -352,13 +367,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two runs; exit 1 when a gated metric got significantly worse beyond the threshold."""
-    from sciml_bench.compare import DEFAULT_ALPHA, compare_runs, fmt_p, fmt_ratio, fmt_value, to_json, to_markdown
-    from sciml_bench.results import resolve_run
+    from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_ab,
+                                     compare_runs)
+    from sciml_bench.results import read_run, resolve_run
 
     fail_on = tuple(f.strip() for f in args.fail_on.split(",") if f.strip())
-    cmp = compare_runs(resolve_run(args.base, args.dir), resolve_run(args.new, args.dir),
-                       threshold=args.threshold / 100, alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha,
-                       fail_on=fail_on, samples=args.samples)
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    base = resolve_run(args.base, args.dir)
+    if args.new is None:  # one run: the two arms of an A/B run
+        if not read_run(base)[0].get("ab"):
+            raise UsageError(f"compare needs BASE and NEW runs; {base} is one ordinary run (only an A/B run from "
+                             f"`sciml-bench ab` holds both sides)")
+        threshold = DEFAULT_AB_THRESHOLD if args.threshold is None else args.threshold / 100
+        cmp = compare_ab(base, threshold=threshold, alpha=alpha, fail_on=fail_on)
+    else:
+        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold / 100
+        cmp = compare_runs(base, resolve_run(args.new, args.dir), threshold=threshold, alpha=alpha,
+                           fail_on=fail_on, samples=args.samples)
+    return print_comparison(cmp, args)
+
+
+def print_comparison(cmp, args: argparse.Namespace) -> int:
+    """A comparison (two runs, or the arms of an A/B run) as a table, JSON or markdown; its exit code."""
+    from sciml_bench.compare import fmt_p, fmt_ratio, fmt_value, to_json, to_markdown
+
     if args.json:
         print(to_json(cmp))
         return cmp.exit_code
@@ -367,6 +399,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return cmp.exit_code
     for w in cmp.warnings:
         err_console.print(f"[yellow]warning[/]: {txt(w)}")
+    console.print(f"time compared: {txt(cmp.method)}")
     color = {"slower": "red", "larger": "red", "worse": "red", "faster": "green", "smaller": "green", "better": "green",
              "noisy": "yellow", "unreliable": "yellow"}
     t = Table(title=f"{txt(cmp.new_run)} vs {txt(cmp.base_run)} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
@@ -395,6 +428,45 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%}"
                   + ("" if cmp.broke else " (exit 0)"))
     return cmp.exit_code
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    """Time two code versions in one interleaved run, then compare the arms like `compare`."""
+    from sciml_bench.ab import arms
+    from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, compare_ab
+    from sciml_bench.runner import RunSpec, start_run
+
+    timing_options(args)
+    fail_on = tuple(f.strip() for f in args.fail_on.split(",") if f.strip())
+    threshold = DEFAULT_AB_THRESHOLD if args.threshold is None else args.threshold / 100
+    writable_dir(args.out, "--out")
+    spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
+                   plugins=args.plugin, seeds=args.seeds)
+    with arms(args.base, args.new, args.repo) as (base, new):
+        run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
+                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
+                        passes=args.passes, arms=[base, new])
+        opts = run.opts
+        err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "
+                          f"pass(es) x {opts.rounds} rounds x {opts.round_time} s, arms interleaved in a random "
+                          f"order per round (seed {opts.seed}) → {txt(run.path)}")
+        for arm in (base, new):
+            err_console.print(f"  {arm.name}: {txt(arm.describe())}")
+        if not execute_with_progress(run):
+            return 130
+    (err_console if args.json or args.markdown else console).print(f"results: {txt(run.path)}")  # stdout: JSON only
+    cmp = compare_ab(run.path, threshold=threshold, alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha,
+                     fail_on=fail_on)
+    code = print_comparison(cmp, args)
+    if not args.no_report and not (args.json or args.markdown):
+        from sciml_bench.report import build_report
+
+        report_dir = run.path.resolve().parent.parent / "reports" / run.run_id
+        try:
+            console.print(f"report: {txt(build_report([run.path], report_dir) / 'index.html')}")
+        except Exception as e:  # noqa: BLE001  (the results file is the product)
+            err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {txt(e)}")
+    return code
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -676,12 +748,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare two runs case by case; exit 1 on a significant slowdown",
                          description="Compare NEW against BASE: ratio new/base with a 95%% CI, Mann-Whitney U "
                                      "p-value and a verdict per case and metric. Exit code 1 when any case is "
-                                     "significantly slower (or larger) beyond the threshold.")
-    cmp.add_argument("base", help="baseline run (file, run id or 'latest')")
-    cmp.add_argument("new", help="new run (file, run id or 'latest')")
+                                     "significantly slower (or larger) beyond the threshold. When both runs timed "
+                                     "the anchor, each round is divided by the anchor of its round first. Given "
+                                     "one A/B run (sciml-bench ab), compares its arms, paired by round.")
+    cmp.add_argument("base", help="baseline run (file, run id or 'latest'); alone: an A/B run, its arms compared")
+    cmp.add_argument("new", nargs="?", help="new run (file, run id or 'latest')")
     cmp.add_argument("--dir", default="results", help="results directory for ids and 'latest'")
-    cmp.add_argument("--threshold", type=float, default=5.0, metavar="PERCENT",
-                     help="smallest change that counts, in percent (default: 5)")
+    cmp.add_argument("--threshold", type=float, default=None, metavar="PERCENT",
+                     help="smallest change that counts, in percent (default: 5 across runs, 2 for an A/B run)")
     cmp.add_argument("--alpha", type=float, default=None,
                      help="significance level of the Mann-Whitney U test (default: 0.01)")
     cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
@@ -694,6 +768,34 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--markdown", action="store_true", help="print a markdown table (for PR comments)")
     cmp.set_defaults(fn=cmd_compare)
+
+    ab = sub.add_parser("ab", help="time two code versions (interpreters or git revisions) in one interleaved run; "
+                                   "exit 1 on a regression",
+                        description="A/B: every selected case runs in a worker of each arm, and the arms' blocks "
+                                    "are interleaved in a random order every round, so both see the same machine. "
+                                    "An ARM is a Python interpreter (another venv, e.g. another torch release; it "
+                                    "runs this checkout's code) or a git revision of --repo (checked out into a "
+                                    "temporary worktree, first on that arm's import path). Writes one run file "
+                                    "with both arms, prints the comparison (as `compare`) and exits 1 when a case "
+                                    "is significantly slower beyond --threshold.")
+    ab.add_argument("--base", required=True, metavar="ARM", help="baseline: interpreter path or git revision")
+    ab.add_argument("--new", required=True, metavar="ARM", help="new version: interpreter path or git revision")
+    ab.add_argument("--repo", metavar="PATH",
+                    help="repository whose revisions the ARMs name, e.g. a plugin package's (default: the "
+                         "current directory's repository)")
+    for action in run._actions:  # the selection and timing options of `run`, defined once
+        if action.dest not in ("help", "resume", "profile", "phases", "schedule", "profile_stack", "profile_gzip",
+                               "shard", "profile_out"):
+            ab._add_action(action)
+    ab.add_argument("--threshold", type=float, default=None, metavar="PERCENT",
+                    help="smallest change that counts, in percent (default: 2; rounds are paired within one run)")
+    ab.add_argument("--alpha", type=float, default=None, help="significance level of the paired test (default: 0.01)")
+    ab.add_argument("--fail-on", default="time", metavar="FAMILIES",
+                    help="metric families that gate the exit code: time, memory, quality (default: time)")
+    abfmt = ab.add_mutually_exclusive_group()
+    abfmt.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    abfmt.add_argument("--markdown", action="store_true", help="print a markdown table (for PR comments)")
+    ab.set_defaults(fn=cmd_ab)
 
     hist = sub.add_parser("history", help="per-case trends over runs of one machine, with change points",
                           description="Order the runs of one machine by time (or commit), fit each case's "

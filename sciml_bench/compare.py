@@ -10,10 +10,13 @@ from typing import Any
 
 from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
-from sciml_bench.results import read_run
-from sciml_bench.stats import cliffs_delta, mann_whitney, ratio_of_medians
+from sciml_bench.results import anchored_samples, pass_pairs, read_run, starved_unreliable
+from sciml_bench.stats import cliffs_delta, mann_whitney, pass_ratio, ratio_of_medians
 
 DEFAULT_THRESHOLD = 0.05
+# A/B rounds are paired within one run, so far smaller changes are resolvable than across runs
+# (the README's detection-quality figures were measured with this threshold).
+DEFAULT_AB_THRESHOLD = 0.02
 DEFAULT_ALPHA = 0.01
 # metric families that --fail-on selects, and the record metrics that belong to each
 FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes"),
@@ -65,6 +68,23 @@ class Comparison:
     unreliable: list[str] = field(default_factory=list)  # starved timed blocks in either run: time verdict withheld
     env_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     operators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # key -> operator_changes
+    paired: bool = False  # A/B: both arms timed in the same rounds of one run (compare_ab)
+    anchored: int = 0  # time rows compared on anchor-normalised samples (both runs timed the anchor)
+    unanchored: int = 0  # time rows compared on raw seconds
+
+    @property
+    def method(self) -> str:
+        """How the time rows were compared, in words (printed above every comparison)."""
+        if self.paired:
+            return ("paired by round within one interleaved run: CI of the mean ratio over passes and "
+                    "t-test (random effects over passes, pooled across cases)")
+        if self.anchored and not self.unanchored:
+            return (f"anchor-normalised: each round's time divided by the anchor timed in the same round "
+                    f"(machine speed cancels); Mann-Whitney U on {self.samples} samples")
+        if self.anchored:
+            return (f"{self.anchored} case(s) anchor-normalised, {self.unanchored} raw (a run without anchor "
+                    f"times); Mann-Whitney U on {self.samples} samples")
+        return f"raw seconds (no anchor in both runs); Mann-Whitney U on {self.samples} samples"
 
     @property
     def failures(self) -> list[Row]:
@@ -152,6 +172,41 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
 
     Raises UsageError for unreadable runs, bad options, or runs with no case in common.
     """
+    _check_options(threshold, alpha, fail_on, samples)
+    hb, rb = read_run(base)
+    hn, rn = read_run(new)
+    if hb.get("ab") or hn.get("ab"):
+        raise UsageError(f"{base if hb.get('ab') else new} is an A/B run (both arms in one file): compare its "
+                         f"arms with `sciml-bench compare RUN` (one run)")
+    cmp = Comparison(str(base), str(new), hb.get("run_id", "?"), hn.get("run_id", "?"), threshold, alpha,
+                     samples, tuple(fail_on))
+    cmp.env_differences = differences(hb.get("environment", {}), hn.get("environment", {}))
+    return _fill(cmp, rb, rn)
+
+
+def compare_ab(path: str | os.PathLike, threshold: float = DEFAULT_AB_THRESHOLD, alpha: float = DEFAULT_ALPHA,
+               fail_on: tuple[str, ...] = ("time",)) -> Comparison:
+    """Compare the two arms of an A/B run (``sciml-bench ab``): new/base per case, paired by round.
+
+    Both arms ran in the same interleaved rounds, so a round's ratio cancels the machine's state;
+    the CI is that of the mean ratio over passes (fresh processes each, which re-draw per-process
+    effects such as memory layout), moderated by the pooled pass variance of the run's other cases,
+    and the p-value its t-test. Same rows, verdicts and exit code as ``compare_runs``.
+    """
+    _check_options(threshold, alpha, fail_on, "rounds")
+    header, records = read_run(path)
+    arms = (header.get("ab") or {}).get("arms")
+    if not arms:
+        raise UsageError(f"{path} is not an A/B run (no arms in its header); compare two runs with "
+                         f"`sciml-bench compare BASE NEW`")
+    run_id = header.get("run_id", "?")
+    cmp = Comparison(str(path), str(path), f"{run_id} [base]", f"{run_id} [new]", threshold, alpha, "rounds",
+                     tuple(fail_on), paired=True)
+    cmp.env_differences = differences(arms["base"].get("environment", {}), arms["new"].get("environment", {}))
+    return _fill(cmp, [r for r in records if r.get("arm") == "base"], [r for r in records if r.get("arm") == "new"])
+
+
+def _check_options(threshold: float, alpha: float, fail_on: tuple[str, ...], samples: str) -> None:
     if not 0 < threshold < 10:
         raise UsageError(f"--threshold must be a fraction between 0 and 10 (0.05 = 5%), got {threshold}")
     if not 0 < alpha < 1:
@@ -161,17 +216,18 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
         raise UsageError(f"--fail-on: unknown metric family {bad[0]!r}; expected any of: {', '.join(FAMILIES)}")
     if samples not in ("raw", "rounds"):
         raise UsageError(f"--samples must be raw or rounds, got {samples!r}")
-    hb, rb = read_run(base)
-    hn, rn = read_run(new)
-    cmp = Comparison(str(base), str(new), hb.get("run_id", "?"), hn.get("run_id", "?"), threshold, alpha,
-                     samples, tuple(fail_on))
-    cmp.env_differences = differences(hb.get("environment", {}), hn.get("environment", {}))
+
+
+def _fill(cmp: Comparison, rb: list[dict[str, Any]], rn: list[dict[str, Any]]) -> Comparison:
+    """The comparison core shared by ``compare_runs`` and ``compare_ab``: match cases, then one row per
+    case x metric, with failures, starved cases and operator changes."""
     bmap, nmap = {_key(r): r for r in rb}, {_key(r): r for r in rn}
     cmp.only_base = [k for k in bmap if k not in nmap]
     cmp.only_new = [k for k in nmap if k not in bmap]
     if not any(k in nmap for k in bmap):
         raise UsageError(f"runs {cmp.base_run} and {cmp.new_run} have no case in common (study/case id); "
                          f"nothing to compare")
+    pool = _pass_variances(bmap, nmap) if cmp.paired else {}
     for k, b in bmap.items():
         n = nmap.get(k)
         if n is None or b["status"] == n["status"] == "skipped":  # skipped in both: not a change
@@ -181,8 +237,8 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
             if b["status"] == "ok" and n["status"] in ("error", "crashed", "timeout", "oom"):
                 cmp.broke.append(f"{k}: {n['status']}")
             continue
-        rows = _compare_case(b, n, threshold, alpha, samples)
-        starved = [f"{side}: {r['starved'].get('message')}" for side, r in (("base", b), ("new", n)) if r.get("starved")]
+        rows = _compare_case(b, n, cmp, [v for key, v in pool.items() if key != k])
+        starved = [f"{side}: {starved_unreliable(r)}" for side, r in (("base", b), ("new", n)) if starved_unreliable(r)]
         if starved:  # a starved block measures the neighbours, not the code: never gate on it
             for row in rows:
                 if row.family == "time":
@@ -221,20 +277,51 @@ def operator_changes(base: dict[str, Any], new: dict[str, Any], top: int = 5) ->
     return rows[:top]
 
 
-def _compare_case(b: dict[str, Any], n: dict[str, Any], threshold: float, alpha: float,
-                  samples: str) -> list[Row]:
+def _pass_variances(bmap: dict[str, dict[str, Any]], nmap: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """{case: between-pass variance of its paired log ratio} over the A/B cases that were not starved:
+    each case's interval borrows the others' (as the runner's ratios do), so two passes suffice."""
+    out = {}
+    for k, b in bmap.items():
+        n = nmap.get(k)
+        if (n is None or b["status"] != "ok" or n["status"] != "ok" or starved_unreliable(b) or starved_unreliable(n)
+                or "step_time" not in b["metrics"] or "step_time" not in n["metrics"]):
+            continue
+        v = pass_ratio(*pass_pairs(n, b))["pass_var"]
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _time_row(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: list[float]) -> Row:
+    """The step-time row: paired rounds (A/B), anchor-normalised rounds, or raw rounds across runs."""
+    bt, nt = b["metrics"]["step_time"], n["metrics"]["step_time"]
+    if cmp.paired:
+        pp = pass_pairs(n, b)
+        pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None,
+                        prior_df=len(prior) * max(len(pp[0]) - 1, 1), predict=False)
+        ratio, lo, hi, p = pr["ratio"], pr["ci_low"], pr["ci_high"], pr["p_value"]
+        sb, sn = time_samples(bt), time_samples(nt)
+    else:
+        b_anch, n_anch = anchored_samples(bt), anchored_samples(nt)
+        anchored = b_anch is not None and n_anch is not None and cmp.samples == "rounds"
+        cmp.anchored += anchored
+        cmp.unanchored += not anchored
+        sb, sn = (b_anch, n_anch) if anchored else (time_samples(bt, cmp.samples), time_samples(nt, cmp.samples))
+        # the CI resamples rounds, the independent unit (calls within a round share its drift)
+        rr = ratio_of_medians(n_anch, b_anch) if anchored else ratio_of_medians(time_samples(nt), time_samples(bt))
+        # raw: the ratio of the stored medians (per-round medians' median); anchored: of the normalised ones
+        ratio = rr["ratio"] if anchored else nt["value"] / bt["value"]
+        lo, hi, p = rr["ci_low"], rr["ci_high"], mann_whitney(sn, sb)
+    return Row(b["study"], b["case_id"], "step_time", "time", bt["value"], nt["value"], ratio, lo, hi, p,
+               cliffs_delta(sn, sb), verdict(ratio, (lo, hi), p, cmp.threshold, cmp.alpha), "s")
+
+
+def _compare_case(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: list[float]) -> list[Row]:
     rows = []
+    threshold, alpha = cmp.threshold, cmp.alpha
     bm, nm = b["metrics"], n["metrics"]
     if "step_time" in bm and "step_time" in nm:
-        sb, sn = time_samples(bm["step_time"], samples), time_samples(nm["step_time"], samples)
-        # the CI resamples rounds, the independent unit (calls within a round share its drift)
-        rr = ratio_of_medians(time_samples(nm["step_time"], "rounds"), time_samples(bm["step_time"], "rounds"))
-        # the ratio estimate is always the ratio of the stored medians (per-round medians' median)
-        ratio = nm["step_time"]["value"] / bm["step_time"]["value"]
-        p = mann_whitney(sn, sb)
-        rows.append(Row(b["study"], b["case_id"], "step_time", "time", bm["step_time"]["value"],
-                        nm["step_time"]["value"], ratio, rr["ci_low"], rr["ci_high"], p, cliffs_delta(sn, sb),
-                        verdict(ratio, (rr["ci_low"], rr["ci_high"]), p, threshold, alpha), "s"))
+        rows.append(_time_row(b, n, cmp, prior))
     for name in FAMILIES["memory"]:
         if name in bm and name in nm and bm[name]["value"]:
             ratio = nm[name]["value"] / bm[name]["value"]
@@ -272,7 +359,8 @@ def to_markdown(cmp: Comparison) -> str:
             "noisy": "🟡 noisy", "unchanged": "unchanged"}
     out = [f"### sciml-bench compare: `{cmp.new_run}` vs `{cmp.base_run}`", "",
            f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}, Mann-Whitney U on {cmp.samples} samples; "
-           f"fails on: {', '.join(cmp.fail_on)}. **{len(cmp.failures)} failing**.", ""]
+           f"fails on: {', '.join(cmp.fail_on)}. **{len(cmp.failures)} failing**.", "",
+           f"time compared: {cmp.method}.", ""]
     if cmp.env_differences:
         out += ["> ⚠️ environments differ: " + "; ".join(f"{k}: {a} → {b}" for k, (a, b) in
                                                          cmp.env_differences.items()), ""]

@@ -256,6 +256,44 @@ def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
     raise UsageError(f"no such run {ref!r}: not a file, nor {candidate}; use a path, a run id, or 'latest'")
 
 
+def pass_pairs(rec: dict[str, Any], ref: dict[str, Any]) -> tuple[list[list[float]], list[list[float]]]:
+    """Per pass, the (variant, reference) per-round medians of rounds where neither block was starved
+    (all rounds of a pass where that would leave fewer than two)."""
+    a, b = rec["metrics"]["step_time"], ref["metrics"]["step_time"]
+    n = min(len(a["samples"]), len(b["samples"]))
+    va, vb = [], []
+    for p in sorted(set(a.get("pass", [0] * n)[:n])):
+        idx = [i for i in range(n) if a.get("pass", [0] * n)[i] == p and b.get("pass", [0] * n)[i] == p]
+        clean = [i for i in idx if not (a.get("starved", [False] * n)[i] or b.get("starved", [False] * n)[i])]
+        idx = clean if len(clean) >= 2 else idx
+        va.append([a["samples"][i] for i in idx])
+        vb.append([b["samples"][i] for i in idx])
+    return va, vb
+
+
+def starved_unreliable(rec: dict[str, Any]) -> str | None:
+    """The starved-blocks message of a case whose statistics still contain starved blocks (too few
+    clean ones to leave them out), else None. A case whose few starved blocks were left out of its
+    statistics is measured cleanly: its verdicts stand (the record still says what was dropped)."""
+    st = rec.get("starved")
+    if not st or st.get("excluded"):
+        return None
+    return st.get("message") or "starved timed blocks"
+
+
+def anchored_samples(metric: dict[str, Any]) -> list[float] | None:
+    """A time metric's per-round samples divided by the anchor time of the same round.
+
+    The anchor (``measure.anchor``) is a fixed numpy workload the run times beside every case, in
+    the same rounds: machine-wide speed changes (frequency, load, a neighbour) move both, so the
+    quotient is comparable across runs where raw seconds are not. None when the run timed no anchor
+    (older runs, imports) or a round lacks one."""
+    anchor, samples = metric.get("anchor"), metric.get("samples")
+    if not anchor or not samples or len(anchor) != len(samples) or not all(a and a > 0 for a in anchor):
+        return None
+    return [s / a for s, a in zip(samples, anchor)]
+
+
 def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
     """(metric name, bytes) of a record's peak tensor memory on its device."""
     for name in ("peak_cuda_bytes", "peak_cpu_tensor_bytes"):

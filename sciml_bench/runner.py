@@ -33,7 +33,7 @@ from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_
 from sciml_bench.distributed import add_scaling, rank_metrics
 from sciml_bench.errors import Unsupported, UsageError
 from sciml_bench.results import (RunWriter, done_keys, finite_record, is_locked, new_run_id,  # noqa: F401
-                                 peak_memory, read_run, safe_filename)  # peak_memory: re-exported
+                                 pass_pairs, peak_memory, read_run, safe_filename)  # peak_memory: re-exported
 from sciml_bench.stats import pass_ratio, summarize
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
@@ -54,6 +54,7 @@ class RunOptions:
     profile: dict[str, Any] | None = None  # after the timed rounds: a trace (profiling.ProfileOptions fields)
     passes: int = 1  # timed passes per study, each in fresh workers; a run times all studies' pass 1, then pass 2, ...
     seed: int = 0  # seeds the random case order of every round (RMIT), per study and pass
+    anchor: bool = True  # time the fixed numpy anchor (measure.anchor) once per round, in the round's random order
 
 
 # ---------------------------------------------------------------- worker side
@@ -453,22 +454,37 @@ def round_orders(seed: str, n: int, rounds: int) -> list[list[int]]:
 
 
 def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
-             progress: ProgressFn = lambda d, n: None, index: int = 0) -> list[dict[str, Any]]:
+             progress: ProgressFn = lambda d, n: None, index: int = 0,
+             arms: list[Any] | None = None) -> list[dict[str, Any]]:
     """Time one pass of a chunk in fresh workers; return one pass result per case, in ``cases`` order.
+
+    ``arms`` (A/B, ``sciml_bench.ab``): every case once per arm, each worker started by its arm's
+    interpreter, all of them shuffled together in every round; results are per case x arm, arm-major.
 
     Pass 0 measures everything (setup: memory, FLOPs, overhead); later passes only build, warm
     up and time. After the last pass's rounds come the phases/profile pass and fixed-budget training
     (mode='fit'). Progress units: one per case setup and case round, one per profile and per fit.
     """
+    from sciml_bench.measure import anchor
     from sciml_bench.measure.timing import machine_load
 
-    ctx = _context()
     log_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"--pass{index + 1}" if index else ""
-    workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{suffix}", ".log"), opts)
-               for c in cases]
+    if arms:
+        from sciml_bench.ab import ArmContext
+
+        slots = [(c, ArmContext(a), f"--{a.name}", a.name) for a in arms for c in cases]
+    else:
+        ctx = _context()
+        slots = [(c, ctx, "", None) for c in cases]
+    cases = [c for c, *_ in slots]
+    workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{tag}{suffix}", ".log"), opts)
+               for c, ctx, tag, _ in slots]
     seed = f"{opts.seed}:{study.name}:{index}"
-    orders = round_orders(seed, len(cases), opts.rounds)
+    # the anchor takes a slot of its own (index len(cases)) in every round's random order
+    orders = round_orders(seed, len(cases) + opts.anchor, opts.rounds)
+    anchor_step = anchor.make_step() if opts.anchor else None
+    anchors: list[float | None] = []
     load = {"start": machine_load()}
     started = time.time()
     info: dict[int, dict[str, Any]] = {}
@@ -490,7 +506,11 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                     w.kill()
             progress(f"{study.name}: setup {w.case.case_id}", 1)
         for r, order in enumerate(orders):
+            anchors.append(None)
             for i in order:
+                if i == len(cases):  # timed here, in the parent: it shares the round's machine, not a worker's code
+                    anchors[r] = anchor.time_block(anchor_step)
+                    continue
                 w = workers[i]
                 desc = f"{study.name}: {f'pass {index + 1}/{opts.passes} ' if opts.passes > 1 else ''}" \
                        f"round {r + 1}/{opts.rounds} {w.case.case_id}"
@@ -512,8 +532,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             w.stop()
     load["end"] = machine_load()
     finished = time.time()
-    return [{"study": study.name, "case_id": w.case.case_id, "pass": index, "failure": w.failure,
-             "info": info.get(i), "blocks": blocks[i], "order_seed": seed,
+    return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][3], "pass": index, "failure": w.failure,
+             "info": info.get(i), "blocks": blocks[i], "order_seed": seed, "anchor": anchors[:len(blocks[i])],
              "position": [o.index(i) for o in orders[:len(blocks[i])]], "load": load, "started": started,
              "finished": finished} for i, w in enumerate(workers)]
 
@@ -534,7 +554,8 @@ def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, An
             failure = (failed["failure"][0], failed["failure"][1] + later)
         elif not ps:
             failure = ("error", "no timed pass recorded")
-        blocks = [dict(b, **{"pass": p["pass"]}) for p in ps for b in p["blocks"]]
+        blocks = [dict(b, **{"pass": p["pass"], "anchor": (p.get("anchor") or [None] * len(p["blocks"]))[k]})
+                  for p in ps for k, b in enumerate(p["blocks"])]
         rec = _record(study, c, failure, _pass_info(ps), [b["times"] for b in blocks], opts,
                       ps[0]["started"] if ps else time.time(), blocks)
         rec["timing"] = {"passes": [{k: p[k] for k in ("pass", "order_seed", "position", "load", "started",
@@ -642,6 +663,9 @@ def _record(study: Study, case: Case, failure: tuple[str, str] | None, info: dic
     metrics["step_time"] = {"value": s["median"], "unit": "s", "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                             "iqr": s["iqr"], "n": s["n"], "samples": medians, "raw": rounds,
                             "pass": [b.get("pass", 0) for b in blocks], "starved": starved}
+    anchor = [b.get("anchor") for b in blocks]
+    if anchor and all(anchor):  # the anchor's time in each of the case's rounds (results.anchored_samples)
+        metrics["step_time"]["anchor"] = anchor
     if s["ci_low"] is None:
         absent["step_time_ci"] = f"{s['n']} rounds are too few for a 95% CI of the median (need >= 6)"
     bs = case.batch_size
@@ -710,21 +734,6 @@ def _flag_nonfinite(study: Study, measured: dict[str, dict[str, Any]], rec: dict
     return rec
 
 
-def _pass_pairs(rec: dict[str, Any], ref: dict[str, Any]) -> tuple[list[list[float]], list[list[float]]]:
-    """Per pass, the (variant, reference) per-round medians of rounds where neither block was starved
-    (all rounds of a pass where that would leave fewer than two)."""
-    a, b = rec["metrics"]["step_time"], ref["metrics"]["step_time"]
-    n = min(len(a["samples"]), len(b["samples"]))
-    va, vb = [], []
-    for p in sorted(set(a.get("pass", [0] * n)[:n])):
-        idx = [i for i in range(n) if a.get("pass", [0] * n)[i] == p and b.get("pass", [0] * n)[i] == p]
-        clean = [i for i in idx if not (a.get("starved", [False] * n)[i] or b.get("starved", [False] * n)[i])]
-        idx = clean if len(clean) >= 2 else idx
-        va.append([a["samples"][i] for i in idx])
-        vb.append([b["samples"][i] for i in idx])
-    return va, vb
-
-
 def _add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] | None = None) -> None:
     """Attach time and memory ratios against each case's reference case, from paired rounds.
 
@@ -745,7 +754,7 @@ def _add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] |
                    "session of a resumed run)") if ref is None else f"reference case {ref['status']}"
             rec["absent"]["time_ratio"] = f"reference {ref_case.case_id}: {why}"
             continue
-        pairs.append((rec, ref, _pass_pairs(rec, ref)))
+        pairs.append((rec, ref, pass_pairs(rec, ref)))
     # a ratio whose blocks were starved measures the neighbours: it does not teach the pool anything
     own = {id(rec): pass_ratio(*pp)["pass_var"] for rec, ref, pp in pairs
            if ref is not rec and not rec.get("starved") and not ref.get("starved")}
@@ -813,13 +822,14 @@ class Run:
     done: set[tuple[str, str]]
     partial: list[dict[str, Any]] = field(default_factory=list)  # pass results of unfinished cases
     pool: list[float] = field(default_factory=list)  # between-pass variances of the run's ratios so far
+    arms: list[Any] | None = None  # A/B (sciml_bench.ab): every case timed once per arm
 
-    def passes_of(self, study: Study, chunk: list[Case]) -> dict[str, list[dict[str, Any]]]:
-        """{case id: its recorded pass results, the latest per pass} for a chunk."""
+    def passes_of(self, study: Study, chunk: list[Case], arm: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """{case id: its recorded pass results, the latest per pass} for a chunk (of one A/B arm)."""
         ids = {c.case_id for c in chunk}
         latest: dict[tuple[str, int], dict[str, Any]] = {}
         for p in self.partial:
-            if p["study"] == study.name and p["case_id"] in ids:
+            if p["study"] == study.name and p["case_id"] in ids and p.get("arm") == arm:
                 latest[(p["case_id"], p["pass"])] = p
         out: dict[str, list[dict[str, Any]]] = {}
         for (cid, _), p in sorted(latest.items()):
@@ -850,7 +860,7 @@ class Run:
             have = self.passes_of(s, ch)
             units += sum((self.opts.passes - len(have.get(c.case_id, []))) * (1 + self.opts.rounds) + profiled
                          + (c.mode == "fit") for c in ch)
-        return units
+        return units * (len(self.arms) if self.arms else 1)
 
 
 def resolve_device(device: str) -> str:
@@ -911,14 +921,16 @@ def run_label(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec)
 def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
               max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
-              profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None) -> Run:
+              profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None,
+              arms: list[Any] | None = None) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's. Bad input raises
     UsageError before any file exists.
 
     ``phases`` adds a phase-breakdown pass per case after its timed rounds; ``profile``
     (ProfileOptions fields) also a torch.profiler trace, under ``profile["out"]`` (default
-    ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up)."""
+    ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up). ``arms``
+    (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
@@ -928,7 +940,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
                       passes=passes or suite.passes, seed=random.randrange(2**31) if seed is None else seed)
-    run_id = new_run_id(run_label(suite, plan, spec))
+    run_id = new_run_id(("ab-" if arms else "") + run_label(suite, plan, spec))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions
 
@@ -943,14 +955,23 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
                           for s, _ in plan},
               "environment": collect(hide_hostname=hide_hostname, threads=threads),
               "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~1-2 s
+    if opts.anchor:
+        from sciml_bench.measure import anchor
+
+        header["anchor"] = anchor.header()
+    if arms:  # each arm's interpreter, code and environment; the round orders' seed is in options
+        header["ab"] = {"arms": {a.name: a.header() for a in arms}}
     path = Path(out) / f"{run_id}.jsonl"
     RunWriter(path, header).close()
-    return Run(path, header, spec, opts, plan, set())
+    return Run(path, header, spec, opts, plan, set(), arms=arms)
 
 
 def resume_run(path: str | os.PathLike) -> Run:
     """Reopen an interrupted run: same spec and options, finished cases skipped."""
     header, records = read_run(path)
+    if header.get("ab"):
+        raise UsageError(f"{path} is an A/B run: its arms' worktrees are gone, so it cannot be resumed; "
+                         f"run sciml-bench ab again")
     if is_locked(path):
         raise UsageError(f"{path} is being written by another sciml-bench process; wait for it to finish "
                          f"(or stop it) before resuming")
@@ -986,16 +1007,22 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
         for index in range(run.opts.passes):
             last = index == run.opts.passes - 1
             for study, chunk in work:
-                have = run.passes_of(study, chunk)
-                alive = [c for c in chunk if not any(p["failure"] for p in have.get(c.case_id, []))]
+                names = [a.name for a in run.arms] if run.arms else [None]
+                haves = [run.passes_of(study, chunk, arm) for arm in names]
+                # a case that failed in any arm is dropped from later passes in all of them
+                alive = [c for c in chunk if not any(p["failure"] for have in haves for p in have.get(c.case_id, []))]
                 # a pass is paired across the chunk: rerun it whole unless every live case has it
-                todo = [] if all(any(p["pass"] == index for p in have.get(c.case_id, [])) for c in alive) else alive
-                for p in run_pass(study, todo, run.opts, log_dir, progress, index) if todo else []:
+                todo = [] if all(any(p["pass"] == index for p in have.get(c.case_id, []))
+                                 for have in haves for c in alive) else alive
+                for p in run_pass(study, todo, run.opts, log_dir, progress, index, run.arms) if todo else []:
                     if not last:
                         writer.append(p, kind="pass")
                     run.partial.append(p)
                 if last:
-                    for rec in combine(study, chunk, run.passes_of(study, chunk), run.opts, run.pool):
-                        writer.append(rec)
-                        run.done.add((rec["study"], rec["case_id"]))
-                        on_record(rec)
+                    for arm in names:
+                        for rec in combine(study, chunk, run.passes_of(study, chunk, arm), run.opts, run.pool):
+                            if arm is not None:
+                                rec = {"arm": arm, **rec}
+                            writer.append(rec)
+                            run.done.add((rec["study"], rec["case_id"]))
+                            on_record(rec)

@@ -71,7 +71,7 @@ def _pass_log_ratio(v: np.ndarray, r: np.ndarray, rng: np.random.Generator, n_bo
 
 def pass_ratio(variant: Sequence[Sequence[float]], reference: Sequence[Sequence[float]],
                prior_var: float | None = None, prior_df: float = 0.0, confidence: float = CONFIDENCE,
-               seed: int = 0) -> dict[str, object]:
+               seed: int = 0, predict: bool = True) -> dict[str, object]:
     """Ratio variant/reference over passes, with an interval meant to cover a rerun's ratio.
 
     ``variant[p]`` / ``reference[p]`` are the per-round medians of pass ``p``, paired by round
@@ -88,7 +88,10 @@ def pass_ratio(variant: Sequence[Sequence[float]], reference: Sequence[Sequence[
       within-pass sampling variance (from a bootstrap over rounds);
     * interval: a prediction interval for the ratio a rerun of the same protocol would report,
       ``mean(y) +- t(df) * sqrt(2 * s2 / P)`` (two independent estimates of ``P`` passes each),
-      because the user reads a CI as "what I would see if I ran it again".
+      because the user reads a CI as "what I would see if I ran it again". With ``predict=False``
+      (A/B: is this ratio itself different from 1?) the CI of the mean, ``t(df) * sqrt(s2 / P)``;
+    * ``p_value``: two-sided t-test of ratio = 1 under the same model (None without between-pass
+      information).
 
     With one pass and no prior there is no between-pass information: the interval is the
     within-run paired bootstrap (``paired_ratio``), and ``ci_method`` says so.
@@ -112,7 +115,8 @@ def pass_ratio(variant: Sequence[Sequence[float]], reference: Sequence[Sequence[
     P = y.size
     out: dict[str, object] = {"ratio": float(math.exp(y.mean())), "n": int(allv.size), "passes": P,
                               "pass_ratios": [float(math.exp(x)) for x in y], "pass_var": None,
-                              "sd_between": None, "df": None, "ci_within": [within["ci_low"], within["ci_high"]]}
+                              "sd_between": None, "df": None, "ci_within": [within["ci_low"], within["ci_high"]],
+                              "p_value": None}
     s2, df = (float(y.var(ddof=1)), float(P - 1)) if P >= 2 else (0.0, 0.0)
     if P >= 2:
         out["pass_var"] = s2
@@ -123,10 +127,12 @@ def pass_ratio(variant: Sequence[Sequence[float]], reference: Sequence[Sequence[
                    ci_method="within-run: paired bootstrap over rounds of one pass (no between-run variance)")
         return out
     var = max((k * prior_var + df * s2) / (k + df) if k else s2, w)  # type: ignore[operator]
-    half = float(stats.t.ppf(0.5 + confidence / 2, df + k)) * math.sqrt(2 * var / P)
+    se = math.sqrt(var / P)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df + k)) * se * (math.sqrt(2) if predict else 1.0)
     mid = y.mean()
+    out["p_value"] = float(2 * stats.t.sf(abs(mid) / se, df + k)) if se > 0 else (1.0 if mid == 0 else 0.0)
     out.update(ci_low=_finite(math.exp(mid - half)), ci_high=_finite(math.exp(mid + half)), df=df + k,
-               ci_method=f"rerun interval: random effects over {P} pass(es)"
+               ci_method=("rerun interval" if predict else "CI of the mean ratio") + f": random effects over {P} pass(es)"
                          + (f", moderated by the run's pooled pass variance ({k:g} df)" if k else "")
                          + f", t with {df + k:g} df")
     return out

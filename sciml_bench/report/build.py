@@ -18,7 +18,7 @@ from sciml_bench.report.content import (METRIC_LABELS, PEAK_FLAG, Report, Sectio
                                         study_metrics)
 from sciml_bench.report.render import render_html, render_markdown
 from sciml_bench.report.words import ratio_words, significant
-from sciml_bench.results import peak_memory, read_run
+from sciml_bench.results import peak_memory, read_run, starved_unreliable
 
 __all__ = ["Report", "Section", "build_report", "collect"]
 
@@ -52,7 +52,7 @@ def _row(rec: dict[str, Any], sec: Section, run_id: str, peaks: dict[str, float]
         row.update(ratio=tr["value"], ratio_lo=tr.get("ci_low"), ratio_hi=tr.get("ci_high"),
                    is_reference=tr.get("reference") == rec["case_id"], ratio_passes=tr.get("pass_ratios"),
                    ratio_within=tr.get("ci_within"), ratio_method=tr.get("ci_method"))
-    row["trust"] = [w for w in ("starved" if rec.get("starved") else None,
+    row["trust"] = [w for w in ("starved" if starved_unreliable(rec) else None,
                                 "overhead-dominated" if (rec.get("overhead") or {}).get("dominated") else None) if w]
     pm = peak_memory(rec)
     if pm:
@@ -197,7 +197,7 @@ def _trust(headers: list[dict[str, Any]], records: list[dict[str, Any]], warning
         out.append(f"95% CIs of ratios: {'; '.join(sorted(methods))}"
                    + (f" ({'/'.join(map(str, rounds))} rounds per case)." if rounds else "."))
     busy = [h.get("run_id") for h in headers for w in (h.get("warnings") or [])] + \
-        [r["case_id"] for r in records if r.get("starved") or (r.get("warnings"))]
+        [r["case_id"] for r in records if starved_unreliable(r) or (r.get("warnings"))]
     if busy:
         out.append(f"⚠ busy machine: {len(busy)} run(s)/case(s) flagged while measuring "
                    f"({', '.join(map(str, busy[:5]))}{', ...' if len(busy) > 5 else ''}); their numbers are noisier.")

@@ -117,7 +117,9 @@ def memory_ratio(v: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def _untrusted(*records: dict[str, Any]) -> str:
     """Why a pair's timing cannot carry a verdict ("" when it can): starved blocks, or overhead-dominated steps."""
-    why = {"starved" for r in records if r.get("starved")}
+    from sciml_bench.results import starved_unreliable
+
+    why = {"starved" for r in records if starved_unreliable(r)}
     why |= {"overhead-dominated" for r in records if (r.get("overhead") or {}).get("dominated")}
     return ", ".join(sorted(why))
 

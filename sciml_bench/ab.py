@@ -1,0 +1,196 @@
+"""A/B: two code versions timed in one interleaved run (``sciml-bench ab``).
+
+An *arm* is a Python interpreter (another venv, e.g. another torch release, running this checkout's
+code) or a git revision of a source tree (checked out into a temporary worktree, put first on the
+arm's import path). Every selected case gets a worker per arm, started by that arm's interpreter;
+the runner's rounds shuffle all workers of a chunk together (RMIT, e.g. ``B N N B | N B B N``), so
+both arms share each round's machine and a ratio new/base is paired by round. Nothing here times or
+compares anything: the runner times (``runner.execute`` with ``arms``) and ``compare.compare_ab``
+compares, with the same verdicts and table as ``compare``.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sciml_bench.errors import UsageError
+
+ARM_NAMES = ("base", "new")
+# What a worker of another interpreter runs: the runner's own worker loop, over an inherited pipe.
+_WORKER_CODE = ("import sys\n"
+                "from multiprocessing.connection import Connection\n"
+                "from sciml_bench.runner import _worker_main\n"
+                "_worker_main(Connection(int(sys.argv[1])), sys.argv[2], int(sys.argv[3]) or None)\n")
+
+
+@dataclass
+class Arm:
+    """One side of an A/B run: the interpreter its workers run and what goes first on their import path."""
+
+    name: str  # base | new
+    spec: str  # as the user gave it: an interpreter path or a revision
+    python: str
+    path: list[str] = field(default_factory=list)  # PYTHONPATH entries, first
+    revision: str | None = None  # full commit, for a revision arm
+    repo: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # torch / python versions, environment fingerprint
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(self.path + [p for p in [env.get("PYTHONPATH", "")] if p])
+        return env
+
+    def describe(self) -> str:
+        what = f"{self.spec} = {self.revision[:12]} of {self.repo}" if self.revision else f"interpreter {self.python}"
+        return f"{what} (torch {self.info.get('torch', '?')}, Python {self.info.get('python', '?')})"
+
+    def header(self) -> dict[str, Any]:
+        return {"spec": self.spec, "python": self.python, "path": self.path, "revision": self.revision,
+                "repo": self.repo, "torch": self.info.get("torch"), "python_version": self.info.get("python"),
+                "environment": self.info.get("environment", {})}
+
+
+class _ArmProcess:
+    """A worker process of another interpreter, with the ``multiprocessing.Process`` surface that
+    ``runner._Worker`` uses (start, pid, exitcode, is_alive, kill, join)."""
+
+    def __init__(self, arm: Arm, conn, log_path: str, threads: int | None):
+        self.arm, self.conn, self.log_path, self.threads = arm, conn, log_path, threads
+        self.popen: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        fd = self.conn.fileno()
+        with open(self.log_path, "ab") as log:  # import errors before the worker redirects itself land here
+            self.popen = subprocess.Popen([self.arm.python, "-c", _WORKER_CODE, str(fd), self.log_path,
+                                           str(self.threads or 0)], pass_fds=(fd,), env=self.arm.env(),
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()  # like multiprocessing: -N for a death by signal N
+
+    def is_alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        if self.is_alive():
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class ArmContext:
+    """What ``runner._Worker`` asks of a multiprocessing context (``Pipe``, ``Process``), for one arm."""
+
+    def __init__(self, arm: Arm):
+        from sciml_bench.lifetime import mark_run
+
+        mark_run()  # the arm's workers die with this process (PR_SET_PDEATHSIG in the worker loop)
+        self.arm = arm
+
+    @staticmethod
+    def Pipe():  # noqa: N802  (the multiprocessing name)
+        return mp.Pipe()
+
+    def Process(self, target, args, daemon=True):  # noqa: N802, ARG002  (target: always the worker loop)
+        conn, log_path, threads = args
+        return _ArmProcess(self.arm, conn, log_path, threads)
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+
+
+def _probe(arm: Arm, flag: str) -> None:
+    """Check the arm's interpreter can import torch and the runner's worker; fill ``arm.info``."""
+    code = ("import json, sys, torch\n"
+            "from sciml_bench.measure.environment import collect\n"
+            "import sciml_bench.runner\n"
+            "print(json.dumps({'torch': torch.__version__, 'python': sys.version.split()[0],"
+            " 'environment': collect()}))\n")
+    try:
+        p = subprocess.run([arm.python, "-c", code], capture_output=True, text=True, env=arm.env(), timeout=300)
+    except OSError as e:
+        raise UsageError(f"{flag} {arm.spec}: cannot run {arm.python}: {e.strerror}") from None
+    if p.returncode != 0:
+        last = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        if "No module named 'torch'" in p.stderr:
+            raise UsageError(f"{flag} {arm.spec}: interpreter {arm.python} has no torch installed")
+        raise UsageError(f"{flag} {arm.spec}: the arm cannot import sciml_bench's worker: {last[0][:300]}")
+    arm.info = json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def source_root() -> str:
+    """The directory holding this checkout's ``sciml_bench`` package: an interpreter arm runs this code."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+@contextmanager
+def arms(base: str, new: str, repo: str | os.PathLike | None = None):
+    """Resolve the two ARM strings into ``Arm``s (worktrees checked out for revisions), yield them,
+    then remove the worktrees. UsageError, before anything is written, for an ARM that is neither an
+    executable interpreter nor a revision of ``repo``, a missing or dirty repository, or an
+    interpreter without torch."""
+    with ExitStack() as stack:
+        out = []
+        for name, spec, flag in (("base", base, "--base"), ("new", new, "--new")):
+            arm = _resolve(name, spec, flag, repo, stack)
+            _probe(arm, flag)
+            out.append(arm)
+        # The run validates the selected cases here, in this process, against the zoo: a plugin that
+        # exists only in the revisions' trees must be importable here too (the new arm's).
+        tree = out[1].path[0] if out[1].revision else None
+        if tree:
+            sys.path.insert(0, tree)
+            stack.callback(lambda: tree in sys.path and sys.path.remove(tree))
+        yield out
+
+
+def _resolve(name: str, spec: str, flag: str, repo: str | os.PathLike | None, stack: ExitStack) -> Arm:
+    candidate = Path(spec).expanduser()
+    if candidate.exists() or os.sep in spec:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return Arm(name, spec, str(candidate.absolute()), [source_root()])
+        raise UsageError(f"{flag} {spec}: not an executable Python interpreter (an ARM is an interpreter path "
+                         f"or a git revision of --repo)")
+    root = Path(repo) if repo is not None else Path.cwd()
+    if shutil.which("git") is None:
+        raise UsageError(f"{flag} {spec}: git is not installed, so a revision cannot be checked out")
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if not root.is_dir() or top.returncode != 0:
+        raise UsageError(f"--repo {root}: not a git repository (needed to check out revision {spec!r} of {flag})")
+    root = Path(top.stdout.strip())
+    commit = _git(root, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+    if commit.returncode != 0:
+        raise UsageError(f"{flag} {spec}: neither an executable Python interpreter nor a revision of {root}")
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip()
+    if dirty:
+        raise UsageError(f"--repo {root} has uncommitted changes ({len(dirty.splitlines())} file(s)); a revision "
+                         f"arm would not include them: commit or stash them first")
+    sha = commit.stdout.strip()
+    tree = Path(tempfile.mkdtemp(prefix=f"sciml-bench-ab-{name}-"))
+    shutil.rmtree(tree)  # git worktree add wants to create it
+    add = _git(root, "worktree", "add", "--detach", "--quiet", str(tree), sha)
+    if add.returncode != 0:
+        raise UsageError(f"{flag} {spec}: git worktree add failed: {add.stderr.strip()[:300]}")
+    stack.callback(lambda: (_git(root, "worktree", "remove", "--force", str(tree)),
+                            shutil.rmtree(tree, ignore_errors=True)))
+    # this checkout's code after the worktree's: a plugin repository's revision changes only the plugin
+    return Arm(name, spec, sys.executable, [str(tree), source_root()], revision=sha, repo=str(root))

@@ -1,0 +1,150 @@
+"""A/B: two revisions of a plugin repository, or two interpreters, timed in one interleaved run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sciml_bench.cli import main
+from sciml_bench.results import read_run
+from tests.conftest import run_cli
+
+PLUGIN = '''\
+import torch
+from torch import nn
+
+from sciml_bench.models import mse, register_model
+
+LAYERS = {layers}
+
+
+def _batch(batch_size, g, **_):
+    return torch.randn(batch_size, 128, generator=g), torch.randn(batch_size, 128, generator=g)
+
+
+@register_model("ab_net", family="test", task="regression", batch=_batch, loss=mse, hidden=True)
+def ab_net():
+    return nn.Sequential(*[m for _ in range(LAYERS) for m in (nn.Linear(128, 128), nn.ReLU())])
+'''
+
+SUITE = '''\
+[suite]
+name = "abtest"
+rounds = 3
+round_time = 0.03
+passes = 2
+timeout = 120
+
+[[study]]
+name = "ab"
+question = "Did the new revision of ab_net get slower?"
+base = { model = "ab_net", mode = "infer", batch_size = 32 }
+axes = { seed = [0, 1] }
+'''
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def plugin_repo(tmp_path):
+    """A git repository whose HEAD doubles the layers of HEAD~1's model: a real extra op."""
+    repo = tmp_path / "plug"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    for layers in (4, 8):
+        (repo / "abplug.py").write_text(PLUGIN.format(layers=layers))
+        _git(repo, "add", "abplug.py")
+        _git(repo, "commit", "-q", "-m", f"{layers} layers")
+    (tmp_path / "suite.toml").write_text(SUITE)
+    return repo
+
+
+def _ab(tmp_path, *args):
+    return run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "abplug", "--device", "cpu",
+                   "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", *args, timeout=400)
+
+
+def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
+    p = _ab(tmp_path, "--base", "HEAD~1", "--new", "HEAD", "--repo", str(plugin_repo), "--json")
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
+    cmp = json.loads(p.stdout)
+    times = [r for r in cmp["rows"] if r["metric"] == "step_time"]
+    assert len(times) == 2 and all(r["verdict"] == "slower" for r in times), times
+    assert all(r["ratio"] > 1.3 and r["ci_low"] > 1 for r in times), times  # twice the layers
+    assert cmp["paired"] is True
+    # one file holds both arms, each arm's revision and environment in the header
+    (run,) = (tmp_path / "results").glob("*.jsonl")
+    header, records = read_run(run)
+    arms = header["ab"]["arms"]
+    assert arms["base"]["revision"] != arms["new"]["revision"] and arms["new"]["environment"]["torch"]
+    assert sorted(r["arm"] for r in records) == ["base", "base", "new", "new"]
+    # the arms' blocks were interleaved in the same rounds: positions span both arms' workers
+    positions = {pos for r in records for p in r["timing"]["passes"] for pos in p["position"]}
+    assert positions - {0, 1}, f"4 workers + anchor shuffled per round, got positions {positions}"
+    # the worktrees are gone and the repository is left as it was
+    listed = subprocess.run(["git", "-C", str(plugin_repo), "worktree", "list"], capture_output=True, text=True)
+    assert len(listed.stdout.strip().splitlines()) == 1, listed.stdout
+    # compare of the A/B file alone gives the same verdicts, with the same exit code
+    again = run_cli("compare", str(run), "--json")
+    assert again.returncode == 1 and [r["verdict"] for r in json.loads(again.stdout)["rows"]
+                                      if r["metric"] == "step_time"] == ["slower", "slower"]
+
+
+def test_interpreter_arms_a_a_exit_0(tmp_path, plugin_repo):
+    """Both arms the test venv's interpreter (this checkout's code): the interpreter path is exercised,
+    and an A/A comparison does not fail (threshold 10%: far beyond A/A noise)."""
+    p = run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "abplug", "--device", "cpu",
+                "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", "--base", sys.executable,
+                "--new", sys.executable, "--threshold", "10", cwd=plugin_repo, timeout=400)  # abplug from the cwd
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "interpreter" in p.stderr and "paired by round" in p.stdout
+    (run,) = (tmp_path / "results").glob("*.jsonl")
+    header, records = read_run(run)
+    assert {a["python"] for a in header["ab"]["arms"].values()} == {sys.executable}
+    assert all(r["status"] == "ok" for r in records) and len(records) == 4
+
+
+def _bad(tmp_path, capsys, *args):
+    out = tmp_path / "out"
+    code = main(["ab", "--suite", "smoke", "--study", "models", "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("sciml-bench: error: "), err
+    assert not out.exists(), "bad input must not leave a results file"
+    return err
+
+
+def test_bad_arms_one_line_exit_2_nothing_written(tmp_path, capsys, plugin_repo):
+    assert "neither an executable Python interpreter nor a revision" in _bad(
+        tmp_path, capsys, "--base", "no-such-rev", "--new", "HEAD", "--repo", str(plugin_repo))
+    assert "not a git repository" in _bad(tmp_path, capsys, "--base", "HEAD~1", "--new", "HEAD",
+                                          "--repo", str(tmp_path / "missing"))
+    (plugin_repo / "abplug.py").write_text("# edited\n")
+    assert "uncommitted changes" in _bad(tmp_path, capsys, "--base", "HEAD~1", "--new", "HEAD",
+                                         "--repo", str(plugin_repo))
+    assert "not an executable Python interpreter" in _bad(tmp_path, capsys, "--base", str(tmp_path / "suite.toml"),
+                                                          "--new", sys.executable)
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    assert "has no torch installed" in _bad(tmp_path, capsys, "--base", str(bare / "bin" / "python"),
+                                            "--new", sys.executable)
+
+
+def test_compare_of_one_plain_run_is_refused(tmp_path, capsys):
+    from sciml_bench.results import RunWriter
+
+    base = tmp_path / "a.jsonl"
+    RunWriter(base, {"run_id": "a"}).close()
+    assert main(["compare", str(base)]) == 2
+    assert "needs BASE and NEW" in capsys.readouterr().err
+
+
+def test_ab_help_explains_arms(capsys):
+    with pytest.raises(SystemExit):
+        main(["ab", "--help"])
+    out = capsys.readouterr().out
+    assert "interpreter" in out and "git revision" in out and "--repo" in out and "--threshold" in out
