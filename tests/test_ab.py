@@ -92,6 +92,13 @@ def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
     again = run_cli("compare", str(run), "--json")
     assert again.returncode == 1 and [r["verdict"] for r in json.loads(again.stdout)["rows"]
                                       if r["metric"] == "step_time"] == ["slower", "slower"]
+    # the report renders the A/B run as its own section, arms labelled like runs
+    from sciml_bench.report import build_report
+
+    md = (build_report([run], tmp_path / "report") / "report.md").read_text()
+    ab_part = md.split("## A/B: new vs base")[1].split("\n## ")[0]
+    assert "HEAD~1 =" in ab_part and ab_part.count("| slower |") == 2, ab_part
+    assert "[base]" in md and "[new]" in md
 
 
 def test_interpreter_arms_a_a_exit_0(tmp_path, plugin_repo):

@@ -220,9 +220,9 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
         h, recs = read_run(p)
         h = dict(h, path=str(p))
         headers.append(h)
-        for r in recs:
-            all_records.append(dict(r, _run=h.get("run_id")))
-    multi = len(headers) > 1
+        for r in recs:  # an A/B run's arms are told apart like runs: "<run id> [base]"
+            all_records.append(dict(r, _run=h.get("run_id") + (f" [{r['arm']}]" if r.get("arm") else "")))
+    multi = len(headers) > 1 or any(r.get("arm") for r in all_records)
     env0 = headers[0].get("environment", {})
     warnings = []
     for h in headers[1:]:
@@ -259,8 +259,13 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
               for r in all_records if r["status"] in FAILED]
     title = title or ("sciml-bench report: " + ", ".join(str(h.get("run_id")) for h in headers))
     rows = [r for s in sections.values() for r in s.rows]
+    ab = None
+    if len(headers) == 1 and headers[0].get("ab"):
+        from sciml_bench.compare import compare_ab
+
+        ab = compare_ab(run_paths[0])
     rep = Report(title, headers, list(sections.values()), check_claims(all_records), failed, peaks, warnings, [],
-                 flat_peaks=flat_peaks, trust=_trust(headers, all_records, warnings, rows))
+                 flat_peaks=flat_peaks, trust=_trust(headers, all_records, warnings, rows), ab=ab)
     return rep, all_records
 
 

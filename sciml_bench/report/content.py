@@ -144,7 +144,8 @@ class Report:
     flat_peaks: dict[str, float] = field(default_factory=dict)  # dtype -> FLOP/s (first run's)
     trust: list[str] = field(default_factory=list)  # lines saying how far to trust the numbers
     profiles: Any = None  # report.profiles.ProfileViews
+    ab: Any = None  # compare.Comparison of an A/B run's arms (sciml-bench ab)
 
     @property
     def multi_run(self) -> bool:
-        return len(self.runs) > 1
+        return len(self.runs) > 1 or self.ab is not None  # an A/B run's arms are labelled like runs

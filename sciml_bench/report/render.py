@@ -219,7 +219,34 @@ def environment(rep: Report) -> list[Part]:
 
 
 # The page, top to bottom. Other views plug in here (e.g. insert a builder before `roofline`).
-SECTIONS: list[Callable[[Report], list[Part]]] = [summary, studies, profiles_part, roofline, machine_peak,
+def ab_part(rep: Report) -> list[Part]:
+    """An A/B run: each arm, then new/base per case in the words and columns of ``compare``."""
+    if rep.ab is None:
+        return []
+    from sciml_bench.compare import fmt_p, fmt_ratio, fmt_value
+
+    cmp = rep.ab
+    b: list[Block] = []
+    for h in rep.runs:
+        for name, arm in ((h.get("ab") or {}).get("arms") or {}).items():
+            what = f"{arm.get('spec')} = {str(arm.get('revision'))[:12]} of {arm.get('repo')}" if arm.get("revision") \
+                else f"interpreter {arm.get('python')}"
+            b.append(("p", f"{name}: {what} (torch {arm.get('torch')}, Python {arm.get('python_version')})"))
+    b.append(("muted", f"Both arms timed in the same rounds, in a random order per round; time compared: {cmp.method}; "
+                       f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}."))
+    n = len(cmp.failures)
+    b.append(("strong", f"{n} case(s) significantly worse beyond {cmp.threshold:.0%}" if n else
+              f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%}"))
+    b += [("warn", w) for w in cmp.warnings]
+    rows = [[r.study, r.case_id, r.metric, fmt_value(r.base, r.unit), fmt_value(r.new, r.unit), fmt_ratio(r),
+             fmt_p(r.p_value), r.verdict] for r in cmp.rows]
+    classes = ["bad" if r.fails else "good" if r.verdict in ("faster", "smaller", "better") else "" for r in cmp.rows]
+    b.append(("table", ["study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"], rows,
+              classes, 7))
+    return [Part("ab", "A/B: new vs base", b)]
+
+
+SECTIONS: list[Callable[[Report], list[Part]]] = [summary, ab_part, studies, profiles_part, roofline, machine_peak,
                                                   history_part, failed, claim_tests, environment]
 
 
