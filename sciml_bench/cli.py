@@ -571,17 +571,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UsageError(f"submit needs submitit ({e}); install it with: pip install 'sciml-bench[cluster]'") from None
 
-    for name in ("shards", "rounds", "round_time", "timeout", "threads", "time"):
+    for name in ("shards", "rounds", "round_time", "timeout", "threads", "time", "passes"):
         if getattr(args, name) is not None:
             positive_number(getattr(args, name), f"--{name.replace('_', '-')}")
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
     spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
-                   plugins=args.plugin)
+                   plugins=args.plugin, seeds=args.seeds)
     out = Path(args.out) / new_run_id(f"submit-{Path(args.suite).stem}")
     executor = make_executor(args.executor, out / "submitit", partition=args.partition,
                              gpus_per_node=args.gpus_per_node, time_min=args.time, account=args.account,
                              cpus_per_task=args.cpus_per_task)
     options = {k: v for k, v in (("rounds", args.rounds), ("round_time", args.round_time), ("timeout", args.timeout),
-                                 ("threads", args.threads), ("hide_hostname", args.hide_hostname)) if v}
+                                 ("threads", args.threads), ("passes", args.passes),
+                                 ("hide_hostname", args.hide_hostname)) if v}
     shards = submit_shards(spec, args.shards, out, executor, options)
     merge_cmd = f"sciml-bench merge {out}/shard-*/*.jsonl --out {args.out}"
     err_console.print(f"[bold]sciml-bench[/] submitted {args.shards} shards of suite {args.suite} "
@@ -857,6 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--round-time", type=float, metavar="SECONDS", help="seconds per case per round")
     sm.add_argument("--timeout", type=float, metavar="SECONDS", help="per-case limit (default: the suite's)")
     sm.add_argument("--threads", type=int, help="torch intra-op threads in workers")
+    sm.add_argument("--passes", type=int, help="timed passes per study, each in fresh workers (default: the suite's)")
+    sm.add_argument("--seeds", type=int, metavar="N",
+                    help="training seeds per mode='fit' case (default: the suite's, 3)")
     sm.add_argument("--hide-hostname", action="store_true", help="leave hostnames out of the run headers")
     sm.add_argument("--out", default="results", metavar="DIR",
                     help="results directory: shard runs go to DIR/submit-<id>/, the merged run to DIR")

@@ -17,6 +17,10 @@ from sciml_bench.results import RunWriter, new_run_id, read_run
 
 SETUP_S = 5.0  # estimated seconds to build, warm up and measure one case once
 TORCHRUN_S = 10.0  # estimated extra seconds to start a DDP case's torchrun ranks
+FIT_SEED_S = 0.5  # estimated seconds to start one seed of a mode='fit' case (model, generated task)
+FIT_STEP_S = 0.005  # estimated seconds per training step of a fit case, evaluations included (small MLP, 2 CPU cores)
+# Timing options that must agree between merged shards, with the value a header without the key meant.
+MERGE_OPTIONS = {"rounds": None, "round_time": None, "threads": None, "passes": 1, "anchor": None}
 # Fields that must agree between the runs merged into one: (where in the header, name).
 SOFTWARE = ("torch", "cuda", "cudnn", "python")
 HARDWARE = ("cpu_model", "cpu_cores_logical", "gpu_name", "gpu_count")
@@ -30,15 +34,30 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(k), int(n)
 
 
-def study_cost(cases: list[Case], rounds: int, round_time: float) -> float:
-    """Estimated seconds a study's cases take: setup (plus torchrun start) and their rounds."""
-    return sum(SETUP_S + (TORCHRUN_S if c.ddp_ranks else 0.0) + rounds * round_time * max(1, c.ddp_ranks)
+def fit_cost(case: Case) -> float:
+    """Estimated seconds of a mode='fit' case's training after its timed rounds: seeds x steps (each
+    seed capped by ``time_budget``); 0 for other modes."""
+    if case.mode != "fit":
+        return 0.0
+    per_seed = case.steps * FIT_STEP_S
+    if case.time_budget:
+        per_seed = min(per_seed, case.time_budget)
+    return case.seeds * (FIT_SEED_S + per_seed) * max(1, case.ddp_ranks)
+
+
+def study_cost(cases: list[Case], rounds: int, round_time: float, passes: int = 1) -> float:
+    """Estimated seconds a study's cases take: per pass (each in fresh workers) setup, torchrun start and
+    the rounds, then once the fixed-budget training of its fit cases."""
+    return sum(max(1, passes) * (SETUP_S + (TORCHRUN_S if c.ddp_ranks else 0.0)
+                                 + rounds * round_time * max(1, c.ddp_ranks)) + fit_cost(c)
                for c in cases)
 
 
-def assign(plan: list[tuple[Study, list[Case]]], n: int, rounds: int, round_time: float) -> list[list[str]]:
+def assign(plan: list[tuple[Study, list[Case]]], n: int, rounds: int, round_time: float, passes: int = 1
+           ) -> list[list[str]]:
     """Study names of each of ``n`` shards: longest estimated study first, to the least loaded shard."""
-    costs = sorted(((study_cost(cases, rounds, round_time), s.name) for s, cases in plan), key=lambda t: (-t[0], t[1]))
+    costs = sorted(((study_cost(cases, rounds, round_time, passes), s.name) for s, cases in plan),
+                   key=lambda t: (-t[0], t[1]))
     shards: list[list[str]] = [[] for _ in range(n)]
     load = [0.0] * n
     for cost, name in costs:
@@ -48,14 +67,17 @@ def assign(plan: list[tuple[Study, list[Case]]], n: int, rounds: int, round_time
     return shards
 
 
-def select_shard(plan: list[tuple[Study, list[Case]]], shard: str, rounds: int, round_time: float
-                 ) -> list[tuple[Study, list[Case]]]:
-    """The part of ``plan`` that shard ``"K/N"`` runs (whole studies, in plan order)."""
+def select_shard(plan: list[tuple[Study, list[Case]]], shard: str, rounds: int, round_time: float,
+                 passes: int = 1) -> list[tuple[Study, list[Case]]]:
+    """The part of ``plan`` that shard ``"K/N"`` runs (whole studies, in plan order).
+
+    The split must come out the same on every machine, so pass the suite's own timing options
+    (not command-line overrides that one shard might lack)."""
     k, n = parse_shard(shard)
     if n > len(plan):
         raise UsageError(f"--shard {shard}: the selection has {len(plan)} studies and studies are never split, "
                          f"so use at most {len(plan)} shards")
-    mine = set(assign(plan, n, rounds, round_time)[k - 1])
+    mine = set(assign(plan, n, rounds, round_time, passes)[k - 1])
     return [(s, cases) for s, cases in plan if s.name in mine]
 
 
@@ -65,8 +87,9 @@ def _identity(header: dict[str, Any]) -> dict[str, Any]:
     """What must agree between merged runs: suite, selection, timing options, code, software, hardware."""
     env = header.get("environment", {})
     spec = {k: v for k, v in (header.get("spec") or {}).items() if k != "shard"}
-    opts = {k: v for k, v in (header.get("options") or {}).items() if k in ("rounds", "round_time", "threads")}
-    return {"suite": header.get("suite"), "selection": spec, "options": opts,
+    given = header.get("options") or {}
+    opts = {k: given.get(k, default) for k, default in MERGE_OPTIONS.items()}
+    return {"suite": header.get("suite"), "selection": spec, **{f"option {k}": v for k, v in opts.items()},
             "code commit": (env.get("git") or {}).get("commit"), "code dirty": (env.get("git") or {}).get("dirty"),
             **{k: env.get(k) for k in SOFTWARE + HARDWARE}}
 

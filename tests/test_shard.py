@@ -40,12 +40,36 @@ def test_bad_shard_specs_are_refused():
     assert assign(plan, 1, 3, 0.1) == [["models"]]
 
 
-def _shard_run(path, shard, study, env=None, run_id=None, cases=((8,), (16,))):
+def test_cost_grows_with_passes_and_with_fit_steps_times_seeds():
+    from sciml_bench.cases import Case, Study
+    from sciml_bench.shard import fit_cost
+
+    train = [Case(model="mlp", mode="train")]
+    assert study_cost(train, 4, 0.2, passes=2) == pytest.approx(2 * study_cost(train, 4, 0.2)), \
+        "each pass sets up and times every case again"
+    fit = Case(model="mlp_plain", mode="fit", steps=200, seeds=3)
+    assert fit_cost(train[0]) == 0 and fit_cost(fit) > 0
+    assert study_cost([fit], 4, 0.2) == pytest.approx(study_cost(train, 4, 0.2) + fit_cost(fit)), \
+        "a fit case costs its timed rounds plus its training"
+    assert study_cost([fit], 4, 0.2, passes=2) == pytest.approx(study_cost(train, 4, 0.2, passes=2) + fit_cost(fit)), \
+        "training runs once, after the last pass"
+    assert fit_cost(fit.replace(seeds=6)) == pytest.approx(2 * fit_cost(fit)), "training scales with seeds"
+    step = fit_cost(fit.replace(steps=400)) - fit_cost(fit)
+    assert step > 0 and fit_cost(fit.replace(steps=600)) - fit_cost(fit.replace(steps=400)) == pytest.approx(step), \
+        "training grows linearly with steps"
+    assert fit_cost(fit.replace(steps=100_000, time_budget=1.0)) < fit_cost(fit.replace(steps=100_000)), \
+        "time_budget caps a seed's training"
+    # a study of one long fit case outweighs three timed cases and gets a shard of its own
+    plan = [(Study("timed", "", {}, {}), train * 3), (Study("fit", "", {}, {}), [fit.replace(steps=5000)])]
+    assert assign(plan, 2, 4, 0.2) == [["fit"], ["timed"]]
+
+
+def _shard_run(path, shard, study, env=None, run_id=None, cases=((8,), (16,)), options=None):
     rng = np.random.default_rng(0)
     recs = [record(study, {"model": "mlp", "batch_size": bs}, samples(0.01, rng)) for (bs,) in cases]
     header = {"run_id": run_id or path.stem, "created": "2026-01-01T00:00:00+0000", "suite": "test",
               "spec": {"suite": "test", "studies": [], "models": [], "set": [], "device": "cpu", "plugins": [],
-                       "shard": shard}, "options": {"rounds": 8, "round_time": 0.1},
+                       "shard": shard}, "options": {"rounds": 8, "round_time": 0.1, **(options or {})},
               "studies": {study: {"question": "q", "axes": {"batch_size": [8, 32]}, "reference": {"batch_size": 8}}},
               "environment": dict(ENV, hostname=f"node-{shard[0]}", **(env or {}))}
     with RunWriter(path, header) as w:
@@ -72,8 +96,12 @@ def test_merge_refuses_mismatches_and_duplicates(tmp_path, capsys):
     other_commit = _shard_run(tmp_path / "c.jsonl", "2/2", "s2", env={"git": {"commit": "b" * 40, "dirty": False}})
     same_shard = _shard_run(tmp_path / "d.jsonl", "1/2", "s2")
     same_case = _shard_run(tmp_path / "e.jsonl", "2/2", "s1")
+    other_passes = _shard_run(tmp_path / "p.jsonl", "2/2", "s2", options={"passes": 2})
+    no_anchor = _shard_run(tmp_path / "n.jsonl", "2/2", "s2", options={"anchor": False})
     out = tmp_path / "out"
     for other, match in ((other_torch, "torch: '2.14.1'"), (other_commit, "code commit"),
+                         (other_passes, "option passes: 1 in a.jsonl vs 2 in p.jsonl"),
+                         (no_anchor, "option anchor: None in a.jsonl vs False in n.jsonl"),
                          (same_shard, "shard 1/2 given twice"), (same_case, "is in two runs"), (a, "given twice")):
         with pytest.raises(UsageError, match=match):
             merge_runs([a, other], out)

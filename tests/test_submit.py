@@ -71,3 +71,36 @@ def test_slurm_options_become_sbatch_parameters(tmp_path, monkeypatch):
         {"partition": "gpu", "account": "proj", "gpus_per_node": 8, "time": 240, "nodes": 1, "ntasks_per_node": 1}
     with pytest.raises(UsageError, match="slurm only"):
         make_executor("local", tmp_path / "jobs", partition="gpu")
+
+
+def test_passes_and_seeds_reach_every_shard_run(tmp_path, monkeypatch, capsys):
+    """--passes and --seeds travel to each shard's job, as start_run's options and the RunSpec it runs."""
+    import inspect
+
+    import sciml_bench.submit as submit
+    from sciml_bench.runner import RunSpec, start_run
+
+    submitted = []
+
+    class Job:
+        def __init__(self, n):
+            self.job_id, self.state = str(n), "PENDING"
+
+    class Executor:
+        def submit(self, fn, spec, shard_dir, options):
+            submitted.append((fn, spec, shard_dir, options))
+            return Job(len(submitted))
+
+    (tmp_path / "tiny.toml").write_text(SUITE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(submit, "make_executor", lambda *a, **kw: Executor())
+    assert main(["submit", "--suite", "tiny.toml", "--shards", "2", "--executor", "local", "--device", "cpu",
+                 "--passes", "3", "--seeds", "2", "--rounds", "4", "--no-wait"]) == 0, capsys.readouterr().err
+    assert len(submitted) == 2
+    for k, (fn, spec, shard_dir, options) in enumerate(submitted, 1):
+        assert isinstance(fn, submit.ShardJob) and shard_dir.endswith(f"shard-{k}-of-2")
+        assert options == {"passes": 3, "rounds": 4}
+        assert spec["seeds"] == 2 and spec["shard"] == f"{k}/2"
+        inspect.signature(start_run).bind(RunSpec(**spec), shard_dir, **options)  # what run_shard calls
+    assert main(["submit", "--suite", "tiny.toml", "--shards", "2", "--executor", "local", "--seeds", "0"]) == 2
+    assert "--seeds must be a positive integer" in capsys.readouterr().err
