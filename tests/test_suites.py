@@ -33,6 +33,16 @@ def test_smoke_keeps_studies_small():
         assert len(study.cases()) <= 6, f"smoke/{study.name} has {len(study.cases())} cases"
 
 
+def test_smoke_leaves_out_only_the_references_it_means_to():
+    """A reference outside the axes warns on every run; smoke leaves out only these (one cheap case each),
+    and its fit study keeps its reference, so CI sees a convergence ratio."""
+    deliberate = {"precision", "checkpointing", "compile-recompile", "dataloader", "channels-last", "cudnn-benchmark",
+                  "inference-modes"}
+    warned = {w.split("'")[1] for w in load_suite("smoke").warnings}
+    assert warned <= deliberate, f"new smoke studies without their reference: {sorted(warned - deliberate)}"
+    assert "fit" not in warned
+
+
 def test_quick_exercises_every_dataset_and_compile_mode():
     cases = [c for s in load_suite("quick").studies for c in s.cases()]
     assert {c.dataset for c in cases} >= {"images", "memmap", "timeseries"}
