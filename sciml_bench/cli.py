@@ -498,10 +498,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         t.add_column(col, overflow="fold")
     for s in hist.series:
         regs = [st for st in s.steps if st["ratio"] > 1 + hist.threshold]
-        basis = "anchored" if s.normalised else "raw"
-        if not s.normalised and s.metric == "step_time":
-            lacking = sum(p["anchor"] is None for p in s.points)
-            basis += f" ({lacking}/{len(s.points)} runs lack the anchor)" if lacking else ""
+        basis = "anchored" if s.normalised else "raw" + (f" ({s.raw_reason})" if s.raw_reason else "")
         t.add_row(txt(s.study), txt(s.case_id), str(len(s.points)), basis, txt(describe_point(s, s.points[-1])),
                   ", ".join(f"{st['ratio']:.2f}x@{st['index']}" for st in s.steps) or "-",
                   "; ".join(f"[red]{st['ratio']:.2f}x[/] from {txt(st['run_id'])} · {txt(str(st['commit'] or '-')[:10])}"

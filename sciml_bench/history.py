@@ -19,8 +19,10 @@ class Series:
     """One case's metric over runs of one machine, with the steps found in it.
 
     ``normalised``: the values are anchor-normalised (the case's time in anchor times, unitless),
-    which every point must support; otherwise they are the metric's own raw values. Each point
-    keeps the raw value as ``raw`` and the record's median anchor time as ``anchor`` (None without).
+    which every point must support, all with the same anchor version; otherwise they are the
+    metric's own raw values and ``raw_reason`` says why (for step_time). Each point keeps the raw
+    value as ``raw``, the record's median anchor time as ``anchor`` (None without) and its run's
+    ``anchor_version`` (None where the header records none).
     """
 
     study: str
@@ -29,6 +31,7 @@ class Series:
     points: list[dict[str, Any]]  # {run_id, created, commit, torch, value, raw, anchor, ci_low, ci_high, ci_level}
     steps: list[dict[str, Any]]
     normalised: bool = False
+    raw_reason: str = ""  # why a step_time series stayed raw: runs lacking the anchor, or differing anchor versions
 
     @property
     def unit(self) -> str:
@@ -45,7 +48,7 @@ class History:
     series: list[Series]
     other_machines: dict[str, int]  # machine id -> number of runs left out
     threshold: float
-    anchor: list[dict[str, Any]]  # per run, in run order: {run_id, created, value (median anchor s or None), n}
+    anchor: list[dict[str, Any]]  # per run, in run order: {run_id, created, value (median anchor s or None), n, version}
 
     @property
     def regressions(self) -> list[dict[str, Any]]:
@@ -64,8 +67,10 @@ class History:
 
     @property
     def anchor_change(self) -> tuple[dict[str, Any], dict[str, Any], float] | None:
-        """(first, last, last/first) of the runs that timed the anchor; None with fewer than two."""
+        """(first, last, last/first) of the runs that timed the anchor in the newest run's anchor version
+        (another version is another workload); None with fewer than two."""
         timed = [a for a in self.anchor if a["value"]]
+        timed = [a for a in timed if a.get("version") == timed[-1].get("version")] if timed else []
         if len(timed) < 2:
             return None
         return timed[0], timed[-1], timed[-1]["value"] / timed[0]["value"]
@@ -96,10 +101,12 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
     version; ``newest`` marks the steps whose new level starts at the newest run.
 
     For ``step_time``, a case whose every point timed the anchor (a fixed numpy workload timed in
-    the same rounds, ``results.anchored_samples``) is tracked anchor-normalised: per run the median
+    the same rounds, ``results.anchored_samples``) with the same anchor version (the run header's
+    ``anchor.version``: another version is another workload) is tracked anchor-normalised: per run the median
     of the per-round case/anchor quotients, with its order-statistic CI, so a machine-wide speed
     change (clock, thermal state, a noisy neighbour) moves both and cancels. A case with any point
-    lacking the anchor stays in raw seconds (``Series.normalised`` False). ``History.anchor`` is
+    lacking the anchor, or with points of different anchor versions, stays in raw seconds
+    (``Series.normalised`` False, ``Series.raw_reason`` says which). ``History.anchor`` is
     the anchor's own raw series: per run the median of all its ok records' anchor times.
 
     Raises UsageError when there are no runs, or no case matches.
@@ -114,7 +121,8 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
         env = h.get("environment", {})
         runs.append({"run_id": h.get("run_id"), "created": h.get("created") or "", "path": str(f),
                      "commit": (env.get("git") or {}).get("commit"), "torch": env.get("torch"),
-                     "machine": machine_id(env), "records": recs})
+                     "machine": machine_id(env), "records": recs,
+                     "anchor_version": (h.get("anchor") or {}).get("version")})
     runs.sort(key=lambda r: (r["created"], r["run_id"] or ""))
     if order == "commit":
         first_seen: dict[Any, int] = {}
@@ -137,7 +145,8 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
                  for a in ((rec.get("metrics") or {}).get("step_time") or {}).get("anchor") or []
                  if isinstance(a, (int, float)) and a > 0]
         anchor.append({"run_id": r["run_id"], "created": r["created"],
-                       "value": float(statistics.median(times)) if times else None, "n": len(times)})
+                       "value": float(statistics.median(times)) if times else None, "n": len(times),
+                       "version": r["anchor_version"]})
     # per case: its points, and for each point the run it came from and its anchored samples
     series: dict[tuple[str, str], list[tuple[int, dict[str, Any], list[float] | None]]] = {}
     for ri, r in enumerate(mine):
@@ -151,6 +160,7 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
             timed = metric == "step_time"
             point = {"run_id": r["run_id"], "created": r["created"], "commit": r["commit"], "torch": r["torch"],
                      "value": m["value"], "raw": m["value"], "anchor": _median_anchor(m) if timed else None,
+                     "anchor_version": r["anchor_version"],
                      "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high"),
                      "ci_level": m.get("ci_level", CONFIDENCE)}  # asv imports carry 99% intervals
             series.setdefault((rec["study"], rec["case_id"]), []).append(
@@ -160,7 +170,16 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
     out = []
     for (study, case_id), entries in series.items():
         pts = [p for _, p, _ in entries]
-        normalised = all(q for _, _, q in entries)
+        lacking = sum(not q for _, _, q in entries)
+        versions = list(dict.fromkeys(p["anchor_version"] for p in pts))  # in run order
+        normalised = metric == "step_time" and not lacking and len(versions) == 1
+        raw_reason = ""
+        if metric == "step_time" and lacking:
+            raw_reason = f"{lacking}/{len(pts)} runs lack the anchor"
+        elif metric == "step_time" and not normalised:
+            per_version = [(v, sum(p["anchor_version"] == v for p in pts)) for v in versions]
+            raw_reason = "anchor versions differ: " + ", ".join(
+                f"{'unrecorded' if v is None else f'v{v}'} in {n}/{len(pts)} runs" for v, n in per_version)
         if normalised:
             for _, p, q in entries:
                 lo, hi = median_ci(q)
@@ -172,7 +191,7 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
             st.update(run_id=p["run_id"], commit=p["commit"], torch=p["torch"], created=p["created"],
                       previous_torch=pts[st["index"] - 1]["torch"], previous_commit=pts[st["index"] - 1]["commit"],
                       newest=st["index"] == len(pts) - 1 and entries[-1][0] == len(mine) - 1)
-        out.append(Series(study, case_id, metric, pts, steps, normalised))
+        out.append(Series(study, case_id, metric, pts, steps, normalised, raw_reason))
     run_list = [{k: r[k] for k in ("run_id", "created", "commit", "torch", "path")} for r in mine]
     return History(machine[:12], run_list, out, {m: c for m, c in counts.items() if not m.startswith(machine)},
                    threshold, anchor)

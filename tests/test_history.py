@@ -188,3 +188,56 @@ def test_history_cli_with_figures(tmp_path, capsys):
     assert (out / "history.json").is_file() and list((out / "figures").glob("*.png"))
 
 
+
+
+def _set_anchor_version(path, version):
+    """Give run file ``path`` the header a real run writes (``measure.anchor.header()``) with ``version``."""
+    lines = path.read_text().splitlines()
+    head = json.loads(lines[0])
+    head["anchor"] = {"description": f"test anchor v{version}", "version": version, "block_time": 0.05}
+    path.write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n")
+
+
+def test_anchor_versions_must_agree_to_normalise(tmp_path, capsys):
+    # from run 3 on the anchor is a new workload (v2): 1.3x slower by itself, the cases unchanged
+    d = tmp_path / "versions"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        path = _anchored_run(d, i, rng)
+        _set_anchor_version(path, 1 if i < 3 else 2)
+        if i >= 3:
+            lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+            for rec in lines[1:]:
+                st = rec["metrics"]["step_time"]
+                st["anchor"] = [a * 1.3 for a in st["anchor"]]
+            path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    h = history([d])
+    assert h.series and all(not s.normalised and s.unit == "s" for s in h.series), \
+        "values in anchor times of two different anchors do not compare"
+    assert all(s.raw_reason == "anchor versions differ: v1 in 3/6 runs, v2 in 3/6 runs" for s in h.series)
+    assert all(s.steps == [] for s in h.series), "raw, the unchanged cases show no step (the v2 anchor's 1.3x is not theirs)"
+    assert [p["anchor_version"] for p in h.series[0].points] == [1, 1, 1, 2, 2, 2]
+    assert [a["version"] for a in h.anchor] == [1, 1, 1, 2, 2, 2]
+    first, last, ratio = h.anchor_change
+    assert (first["run_id"], last["run_id"]) == ("run03", "run05") and abs(ratio - 1) < 0.1, \
+        "the anchor's own change compares runs of the newest version only"
+    assert main(["history", "--dir", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "anchor versions differ" in out and "0 series anchor-normalised" in out, out
+    assert main(["history", "--dir", str(d), "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert {s["raw_reason"] for s in js["series"]} == {"anchor versions differ: v1 in 3/6 runs, v2 in 3/6 runs"}
+    # the same version everywhere normalises again; a header without the anchor block differs from v1
+    for path in sorted(d.glob("*.jsonl")):
+        _set_anchor_version(path, 1)
+    same = history([d]).series
+    assert all(s.normalised and s.raw_reason == "" for s in same)
+    assert all([st["index"] for st in s.steps] == [3] and abs(s.steps[0]["ratio"] * 1.3 - 1) < 0.05 for s in same), \
+        "what mixing versions would have shown: a step that is the anchor's, not the cases'"
+    lines = sorted(d.glob("*.jsonl"))[0].read_text().splitlines()
+    head = json.loads(lines[0])
+    del head["anchor"]
+    sorted(d.glob("*.jsonl"))[0].write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n")
+    assert all(not s.normalised and "unrecorded in 1/6 runs, v1 in 5/6 runs" in s.raw_reason
+               for s in history([d]).series)
