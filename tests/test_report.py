@@ -73,6 +73,27 @@ def test_claims_not_measured_without_data(tmp_path):
     assert claims and all(c.verdict == "not measured" for c in claims)
 
 
+def test_summary_shows_measured_claims_and_the_full_table_every_claim(tmp_path):
+    run = study_run(tmp_path / "a.jsonl")  # varies batch size and mode only: 2 claims measured
+    out = build_report([run], tmp_path / "r")
+    claims = check_claims([])
+    html = (out / "index.html").read_text()
+    summary = html[html.index('id="summary"'):html.index('id="study-0"')]
+    table = summary[summary.index("<table>"):summary.index("</table>")]
+    assert "Larger batches raise throughput" in table and "A training step costs about 3x" in table
+    assert table.count("<tr>") == 1 + 2 and "not measured" not in table, "the summary table lists measured claims only"
+    line = next(p for p in re.findall(r"<p class='muted'>([^<]*)</p>", summary) if "not measured" in p)
+    assert line.startswith(f"{len(claims) - 2} of {len(claims)} claims not measured in these runs (")
+    assert "GRU is faster than LSTM" in line and "How claims are checked" in line, line
+    full = html[html.index('id="claim-tests"'):]
+    full = full[full.index("<table>"):full.index("</table>")]
+    assert full.count("<tr>") == 1 + len(claims), "the full claims table lists every claim"
+    assert full.count(">not measured</td>") == len(claims) - 2 and full.count(">holds</td>") == 2
+    md = (out / "report.md").read_text()
+    md_summary = md[md.index("## On this machine"):md.index("## Study:")]
+    assert "| GRU is faster than LSTM |" not in md_summary and "| GRU is faster than LSTM | not measured |" in md
+
+
 STORED_RUN = Path(__file__).parent / "data" / "smoke_run.jsonl"  # a real smoke run recorded on a 2-core CPU
 
 
@@ -157,7 +178,9 @@ def test_browser_shows_summary_with_claims_first(tmp_path):
         f"the claims table must sit inside the summary, above the first study: {pos}"
     html = (out / "index.html").read_text()
     summary = html[html.index('id="summary"'):html.index('id="study-0"')]
-    assert "On this machine" in summary and "GRU is faster than LSTM" in summary, "claims table not in the summary"
+    assert "On this machine" in summary and "Larger batches raise throughput" in summary, \
+        "claims table not in the summary"
+    assert "<td class=\"muted\">not measured</td>" not in summary, "unmeasured claims belong to the full claims table"
     assert "5 cases: 4 ok, 0 skipped, 1 failed" in summary, "the summary must count cases, skips apart from failures"
 
 

@@ -10,6 +10,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
+from sciml_bench.report.claims import NOT_MEASURED
 from sciml_bench.report.content import (METRIC_LABELS, Block, Part, Report, Section, fmt_bytes, fmt_metric,
                                         fmt_peak_frac, fmt_time, skip_reason_kind)
 from sciml_bench.report.profiles import profiles_part
@@ -100,7 +101,22 @@ def _claim_class(verdict: str) -> str:
         return "good"
     if verdict == "does not hold":
         return "bad"
-    return "muted" if verdict == "not measured" else ""
+    return "muted" if verdict == NOT_MEASURED else ""
+
+
+def _brief(text: str, width: int = 36) -> str:
+    """``text`` cut at a word boundary to about ``width`` characters, with an ellipsis when cut."""
+    if len(text) <= width:
+        return text
+    return text[:width].rsplit(" ", 1)[0].rstrip(" ,;:/(") + "…"
+
+
+def _unmeasured_line(unmeasured: list[Any], total: int, shown: int = 6) -> str:
+    """One line: how many claims these runs did not measure, which (briefly), and where all of them are."""
+    names = "; ".join(_brief(c.claim) for c in unmeasured[:shown])
+    more = f"; and {len(unmeasured) - shown} more" if len(unmeasured) > shown else ""
+    return (f"{len(unmeasured)} of {total} claims not measured in these runs ({names}{more}). Every claim with its "
+            f"verdict: see \"How claims are checked\" near the end.")
 
 
 def _history_regressions(rep: Report) -> list[list[str]]:
@@ -128,10 +144,16 @@ def summary(rep: Report) -> list[Part]:
     b.append(("strong", "Answers, one line per study (ratios are case time / reference time)"))
     b.append(("ul", [f"{s.name}: {s.answer}" for s in rep.sections]))
     b.append(("strong", "Claims checked on this hardware"))
-    b.append(("table", ["claim", "verdict", "evidence (this hardware)"],
-              [[c.claim, c.verdict, c.summary()] for c in rep.claims],
-              [_claim_class(c.verdict) for c in rep.claims], 1))
-    b.append(("muted", "How each claim is checked: see \"How claims are checked\" near the end."))
+    measured = [c for c in rep.claims if c.verdict != NOT_MEASURED]  # the answer; the rest would bury it
+    unmeasured = [c for c in rep.claims if c.verdict == NOT_MEASURED]
+    if measured:
+        b.append(("table", ["claim", "verdict", "evidence (this hardware)"],
+                  [[c.claim, c.verdict, c.summary()] for c in measured],
+                  [_claim_class(c.verdict) for c in measured], 1))
+    else:
+        b.append(("p", "No claim was measured by these runs."))
+    b.append(("muted", _unmeasured_line(unmeasured, len(rep.claims)) if unmeasured else
+              "How each claim is checked: see \"How claims are checked\" near the end."))
     b.append(("strong", "How far to trust these numbers"))
     b.append(("ul", rep.trust))
     if not any(s.training for s in rep.sections):
@@ -198,9 +220,12 @@ def history_part(rep: Report) -> list[Part]:
 
 
 def claim_tests(rep: Report) -> list[Part]:
-    """How each claim of the summary's table is checked, in words."""
+    """Every claim, measured or not, with its verdict, its evidence (or why it has none) and how it is checked."""
     return [Part("claim-tests", "How claims are checked",
-                 [("table", ["claim", "how checked"], [[c.claim, c.test] for c in rep.claims], None, -1)])]
+                 [("muted", "Every claim, with its verdict in these runs; the summary shows the measured ones."),
+                  ("table", ["claim", "verdict", "evidence (this hardware)", "how checked"],
+                   [[c.claim, c.verdict, c.summary(), c.test] for c in rep.claims],
+                   [_claim_class(c.verdict) for c in rep.claims], 1)])]
 
 
 def failed(rep: Report) -> list[Part]:
