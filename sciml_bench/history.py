@@ -48,7 +48,8 @@ class History:
     series: list[Series]
     other_machines: dict[str, int]  # machine id -> number of runs left out
     threshold: float
-    anchor: list[dict[str, Any]]  # per run, in run order: {run_id, created, value (median anchor s or None), n, version}
+    # per run, in run order: {run_id, created, value (median anchor s or None), n, version (header's anchor version)}
+    anchor: list[dict[str, Any]]
 
     @property
     def regressions(self) -> list[dict[str, Any]]:

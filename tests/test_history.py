@@ -216,7 +216,8 @@ def test_anchor_versions_must_agree_to_normalise(tmp_path, capsys):
     assert h.series and all(not s.normalised and s.unit == "s" for s in h.series), \
         "values in anchor times of two different anchors do not compare"
     assert all(s.raw_reason == "anchor versions differ: v1 in 3/6 runs, v2 in 3/6 runs" for s in h.series)
-    assert all(s.steps == [] for s in h.series), "raw, the unchanged cases show no step (the v2 anchor's 1.3x is not theirs)"
+    assert all(s.steps == [] for s in h.series), \
+        "raw, the unchanged cases show no step (the v2 anchor's 1.3x is not theirs)"
     assert [p["anchor_version"] for p in h.series[0].points] == [1, 1, 1, 2, 2, 2]
     assert [a["version"] for a in h.anchor] == [1, 1, 1, 2, 2, 2]
     first, last, ratio = h.anchor_change
