@@ -1,9 +1,12 @@
-"""Detection quality of ``sciml-bench compare``: false alarms, detection rates and CI honesty, measured.
+"""Detection quality of ``sciml-bench compare`` and ``sciml-bench ab``: false alarms, detection rates and
+CI honesty, measured.
 
 Usage (from the repository root)::
 
-    python benchmarks/detection_quality.py record --runs 6 --out results/detection   # ~2-10 min
-    python benchmarks/detection_quality.py score results/detection [--json out.json]
+    python benchmarks/detection_quality.py record --runs 6 --out results/detection/runs   # ~2-10 min
+    python benchmarks/detection_quality.py score results/detection/runs [--json out.json]
+    python benchmarks/detection_quality.py record-ab --runs 4 --out results/detection/ab  # ~5 min a run
+    python benchmarks/detection_quality.py score-ab results/detection/ab [--json out.json]
 
 ``record`` runs ``benchmarks/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
 layers, i.e. a *real* extra op of ~5/10/20%) several times, minutes apart, on this machine.
@@ -14,13 +17,23 @@ layers, i.e. a *real* extra op of ~5/10/20%) several times, minutes apart, on th
 * Real extra op: ``dq_plusN`` in run j against ``dq_base`` in run i (i != j).
 * CI honesty: does run i's paired-round ratio CI (variant vs base) cover run j's ratio?
 
-Each is scored under three rules on the same data:
+Each is scored under several rules on the same data:
 
 * ``sciml-bench``: compare's own verdict "slower" (Mann-Whitney p < alpha and ratio > 1 + threshold),
   on raw per-call samples and on per-round medians;
+* ``sciml-bench (anchored)``: the same, computed by ``compare.time_row`` itself on the per-round
+  times divided by the anchor timed in the same round (runs recorded since the anchor exists; an
+  injected slowdown scales the case, not the anchor, as a code change would);
 * ``asv``: Mann-Whitney p < 0.002 and ratio >= 1.1 (asv's defaults);
 * ``median 5%``: ratio of medians > 1.05, no test (how pytest-benchmark's --benchmark-compare-fail
   applies a fixed threshold).
+
+``record-ab`` makes a throw-away git repository whose two commits differ only in a plugin model's
+layer count: ``dq_ab_same`` is identical in both (A/A: the same code in both arms), ``dq_ab_plus5`` /
+``plus10`` / ``plus20`` get 1 / 2 / 4 more of their 20 layers in the new commit (a real extra op of
+~5 / 10 / 20 %). Each run is one ``sciml-bench ab --base <old> --new <new>`` over many seeds of each
+model; ``score-ab`` reads only the recorded files and scores ``compare_ab``'s verdicts: false alarms
+on ``dq_ab_same``, detection per extra op, and the realised ratios.
 
 This is a measurement script, not a test: it is kept out of the test suite because it takes minutes.
 """
@@ -39,8 +52,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sciml_bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, time_samples, verdict  # noqa: E402
-from sciml_bench.results import read_run, run_files  # noqa: E402
+from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_ab, time_row,  # noqa: E402
+                                 time_samples, verdict)
+from sciml_bench.results import anchored_samples, read_run, run_files  # noqa: E402
 from sciml_bench.stats import mann_whitney, ratio_of_medians  # noqa: E402
 
 SLOWDOWNS = (1.05, 1.10, 1.20)
@@ -70,12 +84,19 @@ def _rules(new: dict, base: dict, scale: float = 1.0) -> dict[str, bool]:
                                                DEFAULT_ALPHA) == "slower"
         out[f"asv ({kind})"] = p is not None and p < 0.002 and ratio >= 1.1
     out["median 5%"] = new["value"] * scale / base["value"] > 1.05
+    if anchored_samples(new) and anchored_samples(base):  # compare's own code path, on anchored rounds
+        scaled = dict(new, value=new["value"] * scale, samples=[t * scale for t in new["samples"]])
+        cmp = Comparison("", "", "", "", DEFAULT_THRESHOLD, DEFAULT_ALPHA, "rounds", ("time",))
+        row = time_row({"study": "", "case_id": "", "metrics": {"step_time": base}},
+                       {"study": "", "case_id": "", "metrics": {"step_time": scaled}}, cmp, [])
+        assert cmp.anchored == 1
+        out["sciml-bench (anchored)"] = row.verdict == "slower"
     return out
 
 
-def score(run_dir: Path) -> dict:
+def score(run_dirs: list[Path]) -> dict:
     runs = []
-    for f in run_files(run_dir):
+    for f in [f for d in run_dirs for f in run_files(d)]:
         h, recs = read_run(f)
         ok = [r for r in recs if r["status"] == "ok"]
         if not ok:
@@ -84,7 +105,7 @@ def score(run_dir: Path) -> dict:
         runs.append({**{r["case_id"]: r for r in ok},
                      **{r["case"]["model"]: r for r in ok if r["case"]["model"] in (*EXTRA, "dq_base")}})
     if len(runs) < 2:
-        raise SystemExit(f"need at least 2 runs in {run_dir}, found {len(runs)}")
+        raise SystemExit(f"need at least 2 runs in {', '.join(map(str, run_dirs))}, found {len(runs)}")
     tally: dict[str, dict[str, list[bool]]] = {}
 
     def add(scenario: str, flags: dict[str, bool]) -> None:
@@ -147,6 +168,111 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+AB_PLUGIN = '''\
+"""A/B detection-quality models: {what}."""
+import torch
+from torch import nn
+
+from sciml_bench.models import mse, register_model
+
+WIDTH = 256
+LAYERS = {layers!r}
+
+
+def _batch(batch_size, g, **_):
+    return torch.randn(batch_size, WIDTH, generator=g), torch.randn(batch_size, WIDTH, generator=g)
+
+
+def _mlp(layers):
+    return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(WIDTH, WIDTH), nn.ReLU())])
+
+
+for _name, _n in LAYERS.items():
+    register_model(_name, family="test", task="regression", batch=_batch, loss=mse, hidden=True,
+                   description=f"A/B detection-quality MLP, {{_n}} layers")(lambda n=_n: _mlp(n))
+'''
+AB_BASE = {"dq_ab_same": 20, "dq_ab_plus5": 20, "dq_ab_plus10": 20, "dq_ab_plus20": 20}
+AB_NEW = {"dq_ab_same": 20, "dq_ab_plus5": 21, "dq_ab_plus10": 22, "dq_ab_plus20": 24}
+AB_EXTRA = {"dq_ab_plus5": 1.05, "dq_ab_plus10": 1.10, "dq_ab_plus20": 1.20}
+
+
+def _plugin_repo(where: Path) -> Path:
+    """A git repository with two commits of ``dq_ab.py``: 20 layers everywhere, then the extra layers."""
+    repo = where / "dq_ab_repo"
+    repo.mkdir(parents=True)
+    git = ["git", "-C", str(repo), "-c", "user.name=dq", "-c", "user.email=dq@localhost"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    for layers, what in ((AB_BASE, "all 20 layers"), (AB_NEW, "extra layers in plus5/10/20")):
+        (repo / "dq_ab.py").write_text(AB_PLUGIN.format(layers=layers, what=what))
+        subprocess.run(git + ["add", "dq_ab.py"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", what], check=True)
+    return repo
+
+
+def record_ab(n: int, out: Path, rounds: int | None = None) -> None:
+    """``n`` A/B runs of ``benchmarks/ab_detection_suite.toml`` between the plugin repository's commits
+    (``rounds``: per pass, instead of the suite's 4)."""
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = _plugin_repo(Path(tmp))
+        for i in range(n):
+            cmd = [sys.executable, "-m", "sciml_bench", "ab", "--base", "HEAD~1", "--new", "HEAD", "--repo", str(repo),
+                   "--suite", str(ROOT / "benchmarks/ab_detection_suite.toml"), "--plugin", "dq_ab",
+                   "--out", str(out), "--no-report", "--device", "cpu", "--json"] + (
+                      ["--rounds", str(rounds)] if rounds else [])
+            print(f"ab run {i + 1}/{n}", flush=True)
+            subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)  # exit 1: the extra ops are slower
+
+
+def score_ab(run_dir: Path) -> dict:
+    """compare_ab's verdicts over the recorded A/B runs: A/A false alarms and detection per extra op."""
+    flags: dict[str, list[str]] = {}
+    ratios: dict[str, list[float]] = {}
+    widths: dict[str, list[float]] = {}
+    runs, protocols = 0, set()
+    for f in run_files(run_dir):
+        header, recs = read_run(f)
+        if not header.get("ab") or not recs:
+            continue
+        runs += 1
+        o = header["options"]
+        protocols.add(f"{o['passes']} passes x {o['rounds']} rounds x {o['round_time']} s")
+        for row in compare_ab(f).rows:
+            if row.metric != "step_time":
+                continue
+            model = row.case_id.split(",")[0]
+            flags.setdefault(model, []).append(row.verdict)
+            ratios.setdefault(model, []).append(row.ratio)
+            if row.ci_low and row.ci_high:
+                widths.setdefault(model, []).append(row.ci_high / row.ci_low)
+    out = {"runs": runs, "protocol": sorted(protocols), "threshold": DEFAULT_AB_THRESHOLD, "alpha": DEFAULT_ALPHA,
+           "models": {}}
+    for model, v in flags.items():
+        out["models"][model] = {
+            "n": len(v), "slower": float(np.mean([x == "slower" for x in v])),
+            "faster": float(np.mean([x == "faster" for x in v])),
+            "verdicts": {k: v.count(k) for k in sorted(set(v))},
+            "ratio_median": float(np.median(ratios[model])), "ratio_min": float(np.min(ratios[model])),
+            "ratio_max": float(np.max(ratios[model])),
+            "ci_width_median": float(np.median(widths[model])) if widths.get(model) else None}
+    return out
+
+
+def ab_markdown(res: dict) -> str:
+    lines = [f"{res['runs']} A/B runs ({', '.join(res['protocol'])}), threshold {res['threshold']:.0%}, "
+             f"alpha {res['alpha']}", "",
+             "| model (new vs base) | comparisons | flagged slower | flagged faster | ratio median (range) | "
+             "CI width hi/lo |", "|---|---:|---:|---:|---|---:|"]
+    for model, m in res["models"].items():
+        what = "A/A (same code)" if model == "dq_ab_same" else f"extra op ~{AB_EXTRA[model] - 1:.0%}"
+        width = f"{m['ci_width_median']:.3f}" if m["ci_width_median"] else "-"
+        lines.append(f"| {model}: {what} | {m['n']} | {m['slower']:.0%} | {m['faster']:.0%} | "
+                     f"{m['ratio_median']:.3f} ({m['ratio_min']:.3f}-{m['ratio_max']:.3f}) | {width} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -154,16 +280,26 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--runs", type=int, default=6)
     r.add_argument("--out", type=Path, default=ROOT / "results" / "detection")
     s = sub.add_parser("score")
-    s.add_argument("dir", type=Path)
+    s.add_argument("dir", type=Path, nargs="+", help="run directories or files (scored together)")
     s.add_argument("--json", type=Path)
+    ra = sub.add_parser("record-ab")
+    ra.add_argument("--runs", type=int, default=4)
+    ra.add_argument("--out", type=Path, default=ROOT / "results" / "detection" / "ab")
+    ra.add_argument("--rounds", type=int, help="rounds per pass (default: the suite's, 4)")
+    sa = sub.add_parser("score-ab")
+    sa.add_argument("dir", type=Path)
+    sa.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.cmd == "record":
         record(args.runs, args.out)
         return 0
-    res = score(args.dir)
+    if args.cmd == "record-ab":
+        record_ab(args.runs, args.out, args.rounds)
+        return 0
+    res = score(args.dir) if args.cmd == "score" else score_ab(args.dir)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
-    print(to_markdown(res))
+    print(to_markdown(res) if args.cmd == "score" else ab_markdown(res))
     return 0
 
 

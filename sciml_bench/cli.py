@@ -432,7 +432,8 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
 
 def cmd_ab(args: argparse.Namespace) -> int:
     """Time two code versions in one interleaved run, then compare the arms like `compare`."""
-    from sciml_bench.ab import arms
+    from sciml_bench.ab import MIN_ROUNDS, arms
+    from sciml_bench.cases import load_suite
     from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, compare_ab
     from sciml_bench.runner import RunSpec, start_run
 
@@ -442,8 +443,9 @@ def cmd_ab(args: argparse.Namespace) -> int:
     writable_dir(args.out, "--out")
     spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                    plugins=args.plugin, seeds=args.seeds)
+    rounds = args.rounds or max(load_suite(args.suite).rounds, MIN_ROUNDS)
     with arms(args.base, args.new, args.repo) as (base, new):
-        run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
+        run = start_run(spec, args.out, rounds=rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
                         passes=args.passes, arms=[base, new])
         opts = run.opts
@@ -746,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(fn=cmd_report)
 
     cmp = sub.add_parser("compare", help="compare two runs case by case; exit 1 on a significant slowdown",
-                         description="Compare NEW against BASE: ratio new/base with a 95%% CI, Mann-Whitney U "
+                         description="Compare NEW against BASE: ratio new/base with a 95 percent CI, Mann-Whitney U "
                                      "p-value and a verdict per case and metric. Exit code 1 when any case is "
                                      "significantly slower (or larger) beyond the threshold. When both runs timed "
                                      "the anchor, each round is divided by the anchor of its round first. Given "
@@ -777,7 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "runs this checkout's code) or a git revision of --repo (checked out into a "
                                     "temporary worktree, first on that arm's import path). Writes one run file "
                                     "with both arms, prints the comparison (as `compare`) and exits 1 when a case "
-                                    "is significantly slower beyond --threshold.")
+                                    "is significantly slower beyond --threshold. Rounds per pass: the suite's, but "
+                                    "at least 12 unless --rounds is given (fewer missed real 10-percent slowdowns here).")
     ab.add_argument("--base", required=True, metavar="ARM", help="baseline: interpreter path or git revision")
     ab.add_argument("--new", required=True, metavar="ARM", help="new version: interpreter path or git revision")
     ab.add_argument("--repo", metavar="PATH",

@@ -71,6 +71,8 @@ class Comparison:
     paired: bool = False  # A/B: both arms timed in the same rounds of one run (compare_ab)
     anchored: int = 0  # time rows compared on anchor-normalised samples (both runs timed the anchor)
     unanchored: int = 0  # time rows compared on raw seconds
+    use_anchor: bool = True  # False when the runs' anchor versions differ
+    anchor_note: str = ""
 
     @property
     def method(self) -> str:
@@ -84,7 +86,8 @@ class Comparison:
         if self.anchored:
             return (f"{self.anchored} case(s) anchor-normalised, {self.unanchored} raw (a run without anchor "
                     f"times); Mann-Whitney U on {self.samples} samples")
-        return f"raw seconds (no anchor in both runs); Mann-Whitney U on {self.samples} samples"
+        why = self.anchor_note or ("--samples raw" if self.samples == "raw" else "no anchor in both runs")
+        return f"raw seconds ({why}); Mann-Whitney U on {self.samples} samples"
 
     @property
     def failures(self) -> list[Row]:
@@ -181,6 +184,10 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
     cmp = Comparison(str(base), str(new), hb.get("run_id", "?"), hn.get("run_id", "?"), threshold, alpha,
                      samples, tuple(fail_on))
     cmp.env_differences = differences(hb.get("environment", {}), hn.get("environment", {}))
+    va, vb = ((h.get("anchor") or {}).get("version") for h in (hb, hn))
+    if va != vb:  # a different anchor workload: quotients do not compare, raw seconds it is
+        cmp.use_anchor = False
+        cmp.anchor_note = f"anchor versions differ (v{va} base, v{vb} new): compared in raw seconds"
     return _fill(cmp, rb, rn)
 
 
@@ -292,8 +299,9 @@ def _pass_variances(bmap: dict[str, dict[str, Any]], nmap: dict[str, dict[str, A
     return out
 
 
-def _time_row(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: list[float]) -> Row:
-    """The step-time row: paired rounds (A/B), anchor-normalised rounds, or raw rounds across runs."""
+def time_row(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: list[float]) -> Row:
+    """The step-time row of two ok records: paired rounds (``cmp.paired``, A/B), anchor-normalised
+    rounds (both records carry anchor times), or raw rounds across runs. Counts the basis in ``cmp``."""
     bt, nt = b["metrics"]["step_time"], n["metrics"]["step_time"]
     if cmp.paired:
         pp = pass_pairs(n, b)
@@ -303,7 +311,7 @@ def _time_row(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: list
         sb, sn = time_samples(bt), time_samples(nt)
     else:
         b_anch, n_anch = anchored_samples(bt), anchored_samples(nt)
-        anchored = b_anch is not None and n_anch is not None and cmp.samples == "rounds"
+        anchored = b_anch is not None and n_anch is not None and cmp.samples == "rounds" and cmp.use_anchor
         cmp.anchored += anchored
         cmp.unanchored += not anchored
         sb, sn = (b_anch, n_anch) if anchored else (time_samples(bt, cmp.samples), time_samples(nt, cmp.samples))
@@ -321,7 +329,7 @@ def _compare_case(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: 
     threshold, alpha = cmp.threshold, cmp.alpha
     bm, nm = b["metrics"], n["metrics"]
     if "step_time" in bm and "step_time" in nm:
-        rows.append(_time_row(b, n, cmp, prior))
+        rows.append(time_row(b, n, cmp, prior))
     for name in FAMILIES["memory"]:
         if name in bm and name in nm and bm[name]["value"]:
             ratio = nm[name]["value"] / bm[name]["value"]

@@ -900,7 +900,7 @@ def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     if spec.shard:
         from sciml_bench.shard import select_shard
 
-        plan = select_shard(plan, spec.shard, suite.rounds, suite.round_time)
+        plan = select_shard(plan, spec.shard, suite.rounds, suite.round_time, passes=suite.passes)
     return suite, plan
 
 

@@ -1,6 +1,7 @@
 """compare (ratio, CI, Mann-Whitney, verdict, exit code) on seeded run files."""
 import json
 
+import numpy as np
 import pytest
 
 from sciml_bench.cli import main
@@ -110,3 +111,35 @@ def test_skipped_in_both_runs_is_not_a_change(tmp_path):
     both.write_text("\n".join(_json.dumps(r) for r in recs) + "\n")
     cmp = compare_runs(both, both)
     assert not any(victim["case_id"] in x for x in cmp.not_ok), f"skipped -> skipped listed as a change: {cmp.not_ok}"
+
+
+def test_anchor_cancels_common_mode_drift_across_runs(tmp_path):
+    """A whole machine 1.3x slower (case and anchor scaled together): unchanged when compared on anchored
+    rounds, slower on raw seconds (the same samples with the anchor removed); a real 1.3x slowdown of the
+    case alone is slower either way; different anchor versions fall back to raw seconds."""
+    from tests.test_history import _anchored_run
+
+    def pair(name, machine=1.0, case_scale=None, anchors=True, versions=(1, 1)):
+        d = tmp_path / name
+        d.mkdir()
+        rng = np.random.default_rng(3)
+        paths = [_anchored_run(d, 0, rng, anchors=anchors), _anchored_run(d, 1, rng, machine, case_scale, anchors)]
+        for p, v in zip(paths, versions):  # the anchor version each run recorded in its header
+            lines = p.read_text().splitlines()
+            head = json.loads(lines[0])
+            head["anchor"] = {"version": v}
+            p.write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n")
+        return compare_runs(*paths)
+
+    def verdicts(cmp):
+        return sorted(r.verdict for r in cmp.rows if r.metric == "step_time")
+
+    drift = pair("drift", machine=1.3)
+    assert verdicts(drift) == ["unchanged", "unchanged"] and "anchor-normalised" in drift.method
+    assert drift.anchored == 2 and drift.unanchored == 0
+    raw = pair("raw", machine=1.3, anchors=False)
+    assert verdicts(raw) == ["slower", "slower"] and "raw seconds" in raw.method
+    real = pair("real", case_scale={8: 1.3, 32: 1.3})
+    assert verdicts(real) == ["slower", "slower"]
+    mixed = pair("versions", machine=1.3, versions=(1, 2))
+    assert verdicts(mixed) == ["slower", "slower"] and "anchor versions differ" in mixed.method
