@@ -168,7 +168,8 @@ def arms(base: str, new: str, repo: str | os.PathLike | None = None):
 
 def _resolve(name: str, spec: str, flag: str, repo: str | os.PathLike | None, stack: ExitStack) -> Arm:
     candidate = Path(spec).expanduser()
-    if candidate.exists() or os.sep in spec:
+    # a path: an existing file, or written as one; "origin/main" or "HEAD~1" are revisions
+    if candidate.exists() or spec.startswith(("/", "./", "../", "~")):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return Arm(name, spec, str(candidate.absolute()), [source_root()])
         raise UsageError(f"{flag} {spec}: not an executable Python interpreter (an ARM is an interpreter path "

@@ -69,16 +69,20 @@ def _path(run_ref: str | os.PathLike | RunResult, results_dir: str | os.PathLike
     return run_ref.path if isinstance(run_ref, RunResult) else resolve_run(str(run_ref), results_dir)
 
 
-def compare(base: str | os.PathLike | RunResult, new: str | os.PathLike | RunResult, *,
+def compare(base: str | os.PathLike | RunResult, new: str | os.PathLike | RunResult | None = None, *,
             results_dir: str | os.PathLike = "results", **options: Any):
     """Compare run ``new`` against ``base`` (``sciml-bench compare``); returns a ``compare.Comparison``.
 
-    ``base`` / ``new``: a RunResult, a run file, a run id in ``results_dir``, or ``latest``.
-    ``options``: threshold, alpha, fail_on, samples, as ``compare.compare_runs``. The result has
-    ``rows`` (ratio, CI, p-value, verdict per case), ``failures``, ``exit_code`` and ``to_dict()``.
+    ``base`` / ``new``: a RunResult, a run file, a run id in ``results_dir``, or ``latest``. With
+    ``new`` None, ``base`` is an A/B run (``sciml-bench ab``) and its arms are compared
+    (``compare.compare_ab``: paired by round). ``options``: threshold, alpha, fail_on (and samples
+    across runs), as ``compare.compare_runs``. The result has ``rows`` (ratio, CI, p-value, verdict
+    per case), ``failures``, ``exit_code`` and ``to_dict()``.
     """
-    from sciml_bench.compare import compare_runs
+    from sciml_bench.compare import compare_ab, compare_runs
 
+    if new is None:
+        return compare_ab(_path(base, results_dir), **options)
     return compare_runs(_path(base, results_dir), _path(new, results_dir), **options)
 
 
