@@ -28,6 +28,7 @@ ARM_NAMES = ("base", "new")
 # Rounds per pass unless --rounds says otherwise (at least; a suite with more keeps its own). Measured on
 # 2 cores (README, "How far to trust compare"): 4 rounds caught 42 % of real 10 % slowdowns, 12 caught them all.
 MIN_ROUNDS = 12
+MIN_PASSES = 2  # the arms' CI is the spread between passes (fresh processes): one pass has none
 # What a worker of another interpreter runs: the runner's own worker loop, over an inherited pipe.
 _WORKER_CODE = ("import sys\n"
                 "from multiprocessing.connection import Connection\n"
@@ -121,23 +122,38 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
 
 
-def _probe(arm: Arm, flag: str) -> None:
-    """Check the arm's interpreter can import torch and the runner's worker; fill ``arm.info``."""
-    code = ("import json, sys, torch\n"
+def _probe(arm: Arm, flag: str, plugins: list[str]) -> None:
+    """Check the arm's interpreter can import torch, the runner's worker and the plugins; fill ``arm.info``.
+
+    A revision arm must run code from its worktree (sciml_bench itself or a plugin): otherwise both
+    arms would import the same installed copy and "unchanged" would be a fiction."""
+    code = ("import importlib, json, sys, torch\n"
             "from sciml_bench.measure.environment import collect\n"
-            "import sciml_bench.runner\n"
+            "import sciml_bench, sciml_bench.runner\n"
+            f"files = [sciml_bench.__file__] + [importlib.import_module(m).__file__ for m in {plugins!r}]\n"
             "print(json.dumps({'torch': torch.__version__, 'python': sys.version.split()[0],"
-            " 'environment': collect()}))\n")
+            " 'environment': collect(), 'files': files}))\n")
     try:
         p = subprocess.run([arm.python, "-c", code], capture_output=True, text=True, env=arm.env(), timeout=300)
     except OSError as e:
         raise UsageError(f"{flag} {arm.spec}: cannot run {arm.python}: {e.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{flag} {arm.spec}: {arm.python} did not import torch and sciml_bench within 300 s") \
+            from None
     if p.returncode != 0:
         last = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
         if "No module named 'torch'" in p.stderr:
             raise UsageError(f"{flag} {arm.spec}: interpreter {arm.python} has no torch installed")
         raise UsageError(f"{flag} {arm.spec}: the arm cannot import sciml_bench's worker: {last[0][:300]}")
     arm.info = json.loads(p.stdout.strip().splitlines()[-1])
+    if arm.revision:
+        tree = Path(arm.path[0]).resolve()
+        if not any(Path(f).resolve().is_relative_to(tree) for f in arm.info.pop("files")):
+            raise UsageError(f"{flag} {arm.spec}: neither sciml_bench nor a --plugin module comes from its "
+                             f"worktree (the arm would run the installed code, not revision {arm.spec}); name the "
+                             f"plugin module that lives in {arm.repo} with --plugin")
+    else:
+        arm.info.pop("files")
 
 
 def source_root() -> str:
@@ -146,20 +162,20 @@ def source_root() -> str:
 
 
 @contextmanager
-def arms(base: str, new: str, repo: str | os.PathLike | None = None):
+def arms(base: str, new: str, repo: str | os.PathLike | None = None, plugins: list[str] = ()):
     """Resolve the two ARM strings into ``Arm``s (worktrees checked out for revisions), yield them,
     then remove the worktrees. UsageError, before anything is written, for an ARM that is neither an
-    executable interpreter nor a revision of ``repo``, a missing or dirty repository, or an
-    interpreter without torch."""
+    executable interpreter nor a revision of ``repo``, a missing or dirty repository, an interpreter
+    without torch, or a revision whose worktree holds none of the code the arm would run."""
     with ExitStack() as stack:
         out = []
         for name, spec, flag in (("base", base, "--base"), ("new", new, "--new")):
             arm = _resolve(name, spec, flag, repo, stack)
-            _probe(arm, flag)
+            _probe(arm, flag, list(plugins))
             out.append(arm)
         # The run validates the selected cases here, in this process, against the zoo: a plugin that
-        # exists only in the revisions' trees must be importable here too (the new arm's).
-        tree = out[1].path[0] if out[1].revision else None
+        # exists only in the revisions' trees must be importable here too (the new arm's, else the base's).
+        tree = next((a.path[0] for a in (out[1], out[0]) if a.revision), None)
         if tree:
             sys.path.insert(0, tree)
             stack.callback(lambda: tree in sys.path and sys.path.remove(tree))

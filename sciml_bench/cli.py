@@ -367,23 +367,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two runs; exit 1 when a gated metric got significantly worse beyond the threshold."""
-    from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_ab,
-                                     compare_runs)
+    from sciml_bench.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_ab, compare_runs
     from sciml_bench.results import read_run, resolve_run
 
-    fail_on = tuple(f.strip() for f in args.fail_on.split(",") if f.strip())
+    # None: the default ("time" across runs; an A/B run's own gate, kept in its header)
+    fail_on = None if args.fail_on is None else tuple(f.strip() for f in args.fail_on.split(",") if f.strip())
     alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     base = resolve_run(args.base, args.dir)
     if args.new is None:  # one run: the two arms of an A/B run
         if not read_run(base)[0].get("ab"):
             raise UsageError(f"compare needs BASE and NEW runs; {base} is one ordinary run (only an A/B run from "
                              f"`sciml-bench ab` holds both sides)")
-        threshold = DEFAULT_AB_THRESHOLD if args.threshold is None else args.threshold / 100
-        cmp = compare_ab(base, threshold=threshold, alpha=alpha, fail_on=fail_on)
+        cmp = compare_ab(base, threshold=None if args.threshold is None else args.threshold / 100,
+                         alpha=args.alpha, fail_on=fail_on)
     else:
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold / 100
         cmp = compare_runs(base, resolve_run(args.new, args.dir), threshold=threshold, alpha=alpha,
-                           fail_on=fail_on, samples=args.samples)
+                           fail_on=fail_on or ("time",), samples=args.samples)
     return print_comparison(cmp, args)
 
 
@@ -432,22 +432,29 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
 
 def cmd_ab(args: argparse.Namespace) -> int:
     """Time two code versions in one interleaved run, then compare the arms like `compare`."""
-    from sciml_bench.ab import MIN_ROUNDS, arms
+    from sciml_bench.ab import MIN_PASSES, MIN_ROUNDS, arms
     from sciml_bench.cases import load_suite
-    from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, compare_ab
+    from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, check_options, compare_ab
     from sciml_bench.runner import RunSpec, start_run
 
     timing_options(args)
     fail_on = tuple(f.strip() for f in args.fail_on.split(",") if f.strip())
     threshold = DEFAULT_AB_THRESHOLD if args.threshold is None else args.threshold / 100
+    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    check_options(threshold, alpha, fail_on, "rounds")  # before minutes of timing, not after
+    if args.passes is not None and args.passes < MIN_PASSES:
+        raise UsageError(f"ab --passes must be at least {MIN_PASSES}: the arms' CI comes from the spread between "
+                         f"passes (fresh processes), got {args.passes}")
     writable_dir(args.out, "--out")
     spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                    plugins=args.plugin, seeds=args.seeds)
-    rounds = args.rounds or max(load_suite(args.suite).rounds, MIN_ROUNDS)
-    with arms(args.base, args.new, args.repo) as (base, new):
+    suite = load_suite(args.suite)
+    rounds, passes = args.rounds or max(suite.rounds, MIN_ROUNDS), args.passes or max(suite.passes, MIN_PASSES)
+    with arms(args.base, args.new, args.repo, args.plugin) as (base, new):
         run = start_run(spec, args.out, rounds=rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        passes=args.passes, arms=[base, new])
+                        passes=passes, arms=[base, new],
+                        ab_gate={"threshold": threshold, "alpha": alpha, "fail_on": list(fail_on)})
         opts = run.opts
         err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "
                           f"pass(es) x {opts.rounds} rounds x {opts.round_time} s, arms interleaved in a random "
@@ -457,8 +464,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         if not execute_with_progress(run):
             return 130
     (err_console if args.json or args.markdown else console).print(f"results: {txt(run.path)}")  # stdout: JSON only
-    cmp = compare_ab(run.path, threshold=threshold, alpha=DEFAULT_ALPHA if args.alpha is None else args.alpha,
-                     fail_on=fail_on)
+    cmp = compare_ab(run.path)  # with the gate the header keeps: the report agrees with this exit code
     code = print_comparison(cmp, args)
     if not args.no_report and not (args.json or args.markdown):
         from sciml_bench.report import build_report
@@ -760,9 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smallest change that counts, in percent (default: 5 across runs, 2 for an A/B run)")
     cmp.add_argument("--alpha", type=float, default=None,
                      help="significance level of the Mann-Whitney U test (default: 0.01)")
-    cmp.add_argument("--fail-on", default="time", metavar="FAMILIES",
+    cmp.add_argument("--fail-on", default=None, metavar="FAMILIES",
                      help="comma-separated metric families that gate the exit code: time, memory, quality "
-                          "(final loss and task metric of mode=fit cases: converges worse) (default: time)")
+                          "(final loss and task metric of mode=fit cases: converges worse) (default: time; "
+                          "an A/B run: the families its `ab` gated on)")
     cmp.add_argument("--samples", default="rounds", choices=("rounds", "raw"),
                      help="test the per-round medians, the independent units (default: rounds), or every "
                           "per-call time (raw: anti-conservative, calls of one round share its drift)")
@@ -780,7 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "temporary worktree, first on that arm's import path). Writes one run file "
                                     "with both arms, prints the comparison (as `compare`) and exits 1 when a case "
                                     "is significantly slower beyond --threshold. Rounds per pass: the suite's, but "
-                                    "at least 12 unless --rounds is given (fewer missed real 10-percent slowdowns here).")
+                                    "at least 12 unless --rounds is given (fewer missed real 10-percent slowdowns "
+                                    "here); passes: the suite's, at least 2.")
     ab.add_argument("--base", required=True, metavar="ARM", help="baseline: interpreter path or git revision")
     ab.add_argument("--new", required=True, metavar="ARM", help="new version: interpreter path or git revision")
     ab.add_argument("--repo", metavar="PATH",

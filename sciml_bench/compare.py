@@ -82,7 +82,8 @@ class Comparison:
                     "t-test (random effects over passes, pooled across cases)")
         if self.anchored and not self.unanchored:
             return (f"anchor-normalised: each round's time divided by the anchor timed in the same round "
-                    f"(machine speed cancels); Mann-Whitney U on {self.samples} samples")
+                    f"(machine speed cancels; base/new show raw seconds, the ratio is of the anchored values); "
+                    f"Mann-Whitney U on {self.samples} samples")
         if self.anchored:
             return (f"{self.anchored} case(s) anchor-normalised, {self.unanchored} raw (a run without anchor "
                     f"times); Mann-Whitney U on {self.samples} samples")
@@ -106,7 +107,7 @@ class Comparison:
     @property
     def warnings(self) -> list[str]:
         out = [f"environments differ in {k}: {a!r} (base) vs {b!r} (new)" for k, (a, b) in self.env_differences.items()]
-        g = self.global_shift
+        g = None if self.paired else self.global_shift  # in an A/B run a shift of every case is the code
         if g is not None and abs(math.log(g)) > math.log(1 + 2 * self.threshold):
             out.append(f"the median case moved {g:.2f}x: the whole machine ran at a different speed (load, "
                        f"frequency, threads?); per-case verdicts mostly measure that, not the code")
@@ -175,7 +176,7 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
 
     Raises UsageError for unreadable runs, bad options, or runs with no case in common.
     """
-    _check_options(threshold, alpha, fail_on, samples)
+    check_options(threshold, alpha, fail_on, samples)
     hb, rb = read_run(base)
     hn, rn = read_run(new)
     if hb.get("ab") or hn.get("ab"):
@@ -191,21 +192,26 @@ def compare_runs(base: str | os.PathLike, new: str | os.PathLike, threshold: flo
     return _fill(cmp, rb, rn)
 
 
-def compare_ab(path: str | os.PathLike, threshold: float = DEFAULT_AB_THRESHOLD, alpha: float = DEFAULT_ALPHA,
-               fail_on: tuple[str, ...] = ("time",)) -> Comparison:
+def compare_ab(path: str | os.PathLike, threshold: float | None = None, alpha: float | None = None,
+               fail_on: tuple[str, ...] | None = None) -> Comparison:
     """Compare the two arms of an A/B run (``sciml-bench ab``): new/base per case, paired by round.
 
     Both arms ran in the same interleaved rounds, so a round's ratio cancels the machine's state;
     the CI is that of the mean ratio over passes (fresh processes each, which re-draw per-process
     effects such as memory layout), moderated by the pooled pass variance of the run's other cases,
-    and the p-value its t-test. Same rows, verdicts and exit code as ``compare_runs``.
+    and the p-value its t-test. Same rows, verdicts and exit code as ``compare_runs``. Options left
+    None are the ones ``sciml-bench ab`` gated with (kept in the header), else the A/B defaults.
     """
-    _check_options(threshold, alpha, fail_on, "rounds")
     header, records = read_run(path)
     arms = (header.get("ab") or {}).get("arms")
     if not arms:
         raise UsageError(f"{path} is not an A/B run (no arms in its header); compare two runs with "
                          f"`sciml-bench compare BASE NEW`")
+    gate = header["ab"].get("gate") or {}
+    threshold = gate.get("threshold", DEFAULT_AB_THRESHOLD) if threshold is None else threshold
+    alpha = gate.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha
+    fail_on = tuple(gate.get("fail_on", ("time",))) if fail_on is None else fail_on
+    check_options(threshold, alpha, fail_on, "rounds")
     run_id = header.get("run_id", "?")
     cmp = Comparison(str(path), str(path), f"{run_id} [base]", f"{run_id} [new]", threshold, alpha, "rounds",
                      tuple(fail_on), paired=True)
@@ -213,7 +219,8 @@ def compare_ab(path: str | os.PathLike, threshold: float = DEFAULT_AB_THRESHOLD,
     return _fill(cmp, [r for r in records if r.get("arm") == "base"], [r for r in records if r.get("arm") == "new"])
 
 
-def _check_options(threshold: float, alpha: float, fail_on: tuple[str, ...], samples: str) -> None:
+def check_options(threshold: float, alpha: float, fail_on: tuple[str, ...], samples: str) -> None:
+    """UsageError for a threshold, alpha, --fail-on family or --samples a comparison cannot use."""
     if not 0 < threshold < 10:
         raise UsageError(f"--threshold must be a fraction between 0 and 10 (0.05 = 5%), got {threshold}")
     if not 0 < alpha < 1:
@@ -366,7 +373,7 @@ def to_markdown(cmp: Comparison) -> str:
             "slower": "🔴 slower", "larger": "🔴 larger", "faster": "🟢 faster", "smaller": "🟢 smaller",
             "noisy": "🟡 noisy", "unchanged": "unchanged"}
     out = [f"### sciml-bench compare: `{cmp.new_run}` vs `{cmp.base_run}`", "",
-           f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}, Mann-Whitney U on {cmp.samples} samples; "
+           f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}; "
            f"fails on: {', '.join(cmp.fail_on)}. **{len(cmp.failures)} failing**.", "",
            f"time compared: {cmp.method}.", ""]
     if cmp.env_differences:

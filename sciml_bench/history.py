@@ -110,6 +110,8 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
     (``Series.normalised`` False, ``Series.raw_reason`` says which). ``History.anchor`` is
     the anchor's own raw series: per run the median of all its ok records' anchor times.
 
+    A/B runs (``sciml-bench ab``: both arms in one file) are left out.
+
     Raises UsageError when there are no runs, or no case matches.
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -119,6 +121,8 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
     runs = []
     for f in files:
         h, recs = read_run(f)
+        if h.get("ab"):  # two code versions in one file: not a point of one history (compare it alone)
+            continue
         env = h.get("environment", {})
         runs.append({"run_id": h.get("run_id"), "created": h.get("created") or "", "path": str(f),
                      "commit": (env.get("git") or {}).get("commit"), "torch": env.get("torch"),

@@ -346,7 +346,7 @@ def machine_id(env: dict[str, Any]) -> str:
 # run-level columns: what people group by across runs
 RUN_COLUMNS = ["run_id", "created", "suite", "fingerprint", "machine", "hostname", "cpu_model", "gpu_name",
                "commit", "dirty", "torch", "cuda"]
-COLUMNS = RUN_COLUMNS + ["study", "case_id", "status", "reason", "started", "duration_s", "metric", "value",
+COLUMNS = RUN_COLUMNS + ["study", "case_id", "arm", "status", "reason", "started", "duration_s", "metric", "value",
                          "unit", "ci_low", "ci_high", "ci_level", "iqr", "n", "reference"]
 
 
@@ -360,7 +360,8 @@ def _rows(header: dict[str, Any], records: list[dict[str, Any]], samples: bool =
            "dirty": git.get("dirty"), "torch": env.get("torch"), "cuda": env.get("cuda")}
     for r in records:
         started, finished = r.get("started"), r.get("finished")
-        base = dict(run, study=r["study"], case_id=r["case_id"], status=r["status"], reason=r.get("reason"),
+        base = dict(run, study=r["study"], case_id=r["case_id"], arm=r.get("arm"), status=r["status"],
+                    reason=r.get("reason"),
                     started=started, duration_s=finished - started if started and finished else None, **r["case"])
         metrics = r.get("metrics", {})
         if not metrics and not samples:

@@ -922,7 +922,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
               max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
               profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None,
-              arms: list[Any] | None = None) -> Run:
+              arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's. Bad input raises
     UsageError before any file exists.
@@ -960,7 +960,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
 
         header["anchor"] = anchor.header()
     if arms:  # each arm's interpreter, code and environment; the round orders' seed is in options
-        header["ab"] = {"arms": {a.name: a.header() for a in arms}}
+        header["ab"] = {"arms": {a.name: a.header() for a in arms}, "gate": ab_gate or {}}
     path = Path(out) / f"{run_id}.jsonl"
     RunWriter(path, header).close()
     return Run(path, header, spec, opts, plan, set(), arms=arms)

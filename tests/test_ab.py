@@ -135,6 +135,19 @@ def test_bad_arms_one_line_exit_2_nothing_written(tmp_path, capsys, plugin_repo)
                                          "--repo", str(plugin_repo))
     assert "not an executable Python interpreter" in _bad(tmp_path, capsys, "--base", str(tmp_path / "suite.toml"),
                                                           "--new", sys.executable)
+    assert "--passes must be at least 2" in _bad(tmp_path, capsys, "--base", sys.executable, "--new", sys.executable,
+                                                 "--passes", "1")
+    assert "--fail-on: unknown metric family" in _bad(tmp_path, capsys, "--base", sys.executable,
+                                                      "--new", sys.executable, "--fail-on", "speed")
+    subprocess.run(["git", "-C", str(plugin_repo), "checkout", "-q", "abplug.py"], check=True)  # clean again
+    # no --plugin: neither sciml_bench nor a plugin comes from the worktree, so both arms would run the same code
+    assert "comes from its worktree" in _bad(tmp_path, capsys, "--base", "HEAD~1", "--new", "HEAD",
+                                             "--repo", str(plugin_repo))
+    # a bad --new after --base's worktree was made: the worktree is removed again
+    assert "neither an executable Python interpreter nor a revision" in _bad(
+        tmp_path, capsys, "--base", "HEAD~1", "--new", "no-such-rev", "--repo", str(plugin_repo), "--plugin", "abplug")
+    listed = subprocess.run(["git", "-C", str(plugin_repo), "worktree", "list"], capture_output=True, text=True)
+    assert len(listed.stdout.strip().splitlines()) == 1, listed.stdout
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     assert "has no torch installed" in _bad(tmp_path, capsys, "--base", str(bare / "bin" / "python"),
@@ -155,3 +168,31 @@ def test_ab_help_explains_arms(capsys):
         main(["ab", "--help"])
     out = capsys.readouterr().out
     assert "interpreter" in out and "git revision" in out and "--repo" in out and "--threshold" in out
+
+
+def test_history_leaves_ab_runs_out_and_load_results_names_the_arm(tmp_path):
+    """An A/B run holds two code versions: not two points of one history; its rows carry their arm."""
+    from sciml_bench import load_results
+    from sciml_bench.history import history
+    from sciml_bench.results import RunWriter
+    from tests._runs import record, samples
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    runs = tmp_path / "results"
+    for i, ab in enumerate((None, {"arms": {}}, None)):
+        recs = [record("s", {"model": "mlp", "batch_size": 8}, samples(0.01, rng))]
+        if ab is not None:
+            recs = [dict(recs[0], arm="base"), dict(record("s", {"model": "mlp", "batch_size": 8},
+                                                           samples(0.02, rng)), arm="new")]
+        header = {"run_id": f"r{i}", "created": f"2026-01-0{i + 1}T00:00:00+0000",
+                  "environment": {"hostname": "h", "cpu_model": "c"}}
+        if ab is not None:
+            header["ab"] = ab
+        with RunWriter(runs / f"r{i}.jsonl", header) as w:
+            for r in recs:
+                w.append(r)
+    h = history([runs])
+    assert [r["run_id"] for r in h.runs] == ["r0", "r2"]
+    df = load_results(runs / "r1.jsonl")
+    assert sorted(df.loc[df.metric == "step_time", "arm"]) == ["base", "new"]

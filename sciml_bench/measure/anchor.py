@@ -1,7 +1,8 @@
 """The anchor: a fixed numpy workload the run times beside every case, in the same rounds.
 
-It does not depend on the code under test (no torch, no sciml_bench model), so across runs its time
-moves only with the machine (frequency, load, a neighbour, memory bandwidth). A case's time divided
+Its workload does not depend on the code under test (numpy, no torch op and no sciml_bench model;
+only the timer is torch.utils.benchmark's, as for every case), so across runs its time moves only
+with the machine (clock, thermal state, memory bandwidth, a neighbour). A case's time divided
 by the anchor time of the same round (``results.anchored_samples``) then compares across runs where
 raw seconds do not. It is a BLAS GEMM plus a memory copy, the two resources most cases lean on.
 """
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 VERSION = 1  # change when the workload changes: anchored values of different versions do not compare
-GEMM_N = 160  # float64 GEMM of n x n (about 8 MFLOP): compute-bound, BLAS-threaded like the cases
+GEMM_N = 160  # float64 GEMM of n x n (about 8 MFLOP): compute-bound, on one BLAS thread (see time_block)
 COPY_BYTES = 4 * 2 ** 20  # a memory copy larger than L2, so bandwidth shows
 BLOCK_TIME = 0.05  # seconds per anchor block: one block per round of every study chunk
 
