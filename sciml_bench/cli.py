@@ -508,7 +508,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         regs = [st for st in s.steps if st["ratio"] > 1 + hist.threshold]
         basis = "anchored" if s.normalised else "raw" + (f" ({s.raw_reason})" if s.raw_reason else "")
         t.add_row(txt(s.study), txt(s.case_id), str(len(s.points)), basis, txt(describe_point(s, s.points[-1])),
-                  ", ".join(f"{st['ratio']:.2f}x@{st['index']}" for st in s.steps) or "-",
+                  ", ".join(f"{st['ratio']:.2f}x@{st['index']}" + (f" [{st['ci_low']:.2f}, {st['ci_high']:.2f}]"
+                                                                   if st.get("ci_low") is not None else "")
+                            for st in s.steps) or "-",
                   "; ".join(f"[red]{st['ratio']:.2f}x[/] from {txt(st['run_id'])} · {txt(str(st['commit'] or '-')[:10])}"
                             f" · torch {txt(st['torch'])}" for st in regs) or "-")
     console.print(t)

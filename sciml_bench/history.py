@@ -11,7 +11,7 @@ from typing import Any
 from sciml_bench.compare import DEFAULT_THRESHOLD, fmt_value
 from sciml_bench.errors import UsageError
 from sciml_bench.results import anchored_samples, machine_id, read_run, run_files
-from sciml_bench.stats import CONFIDENCE, detect_steps, median_ci
+from sciml_bench.stats import CONFIDENCE, detect_steps, median_ci, ratio_of_medians
 
 
 @dataclass
@@ -191,7 +191,11 @@ def history(paths: list[str | os.PathLike] | str | os.PathLike, case_pattern: st
                 p.update(value=float(statistics.median(q)), ci_low=lo, ci_high=hi, ci_level=CONFIDENCE)
         values = [p["value"] for p in pts]
         steps = detect_steps(values, min_step=threshold / 2) if all(v > 0 for v in values) else []
-        for st in steps:
+        bounds = [0] + [st["index"] for st in steps] + [len(values)]
+        for k, st in enumerate(steps):
+            # the step's CI: bootstrap of after/before over the runs of the two levels (runs are the units)
+            rr = ratio_of_medians(values[bounds[k + 1]:bounds[k + 2]], values[bounds[k]:bounds[k + 1]])
+            st.update(ci_low=rr["ci_low"], ci_high=rr["ci_high"])
             p = pts[st["index"]]
             st.update(run_id=p["run_id"], commit=p["commit"], torch=p["torch"], created=p["created"],
                       previous_torch=pts[st["index"] - 1]["torch"], previous_commit=pts[st["index"] - 1]["commit"],
