@@ -433,7 +433,6 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
 def cmd_ab(args: argparse.Namespace) -> int:
     """Time two code versions in one interleaved run, then compare the arms like `compare`."""
     from sciml_bench.ab import MIN_PASSES, MIN_ROUNDS, arms
-    from sciml_bench.cases import load_suite
     from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, check_options, compare_ab
     from sciml_bench.runner import RunSpec, start_run
 
@@ -448,12 +447,13 @@ def cmd_ab(args: argparse.Namespace) -> int:
     writable_dir(args.out, "--out")
     spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                    plugins=args.plugin, seeds=args.seeds)
-    suite = load_suite(args.suite)
-    rounds, passes = args.rounds or max(suite.rounds, MIN_ROUNDS), args.passes or max(suite.passes, MIN_PASSES)
     with arms(args.base, args.new, args.repo, args.plugin) as (base, new):
-        run = start_run(spec, args.out, rounds=rounds, round_time=args.round_time, timeout=args.timeout,
+        # the suite's rounds and passes, but at least MIN_*: fewer cannot resolve what ab is for
+        run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        passes=passes, arms=[base, new],
+                        passes=args.passes, least=(MIN_ROUNDS if args.rounds is None else 1,
+                                                   MIN_PASSES if args.passes is None else 1),
+                        arms=[base, new],
                         ab_gate={"threshold": threshold, "alpha": alpha, "fail_on": list(fail_on)})
         opts = run.opts
         err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "

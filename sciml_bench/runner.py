@@ -922,7 +922,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
               max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
               profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None,
-              arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None) -> Run:
+              arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None,
+              least: tuple[int, int] = (1, 1)) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's. Bad input raises
     UsageError before any file exists.
@@ -930,16 +931,17 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     ``phases`` adds a phase-breakdown pass per case after its timed rounds; ``profile``
     (ProfileOptions fields) also a torch.profiler trace, under ``profile["out"]`` (default
     ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up). ``arms``
-    (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds."""
+    (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds; ``least``:
+    the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more)."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
 
     spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
     threads = threads or suite.threads
-    opts = RunOptions(rounds=rounds or suite.rounds, round_time=round_time or suite.round_time,
+    opts = RunOptions(rounds=rounds or max(suite.rounds, least[0]), round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
-                      passes=passes or suite.passes, seed=random.randrange(2**31) if seed is None else seed)
+                      passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed)
     run_id = new_run_id(("ab-" if arms else "") + run_label(suite, plan, spec))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions

@@ -228,7 +228,7 @@ def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, mo
         f'reference = {{ batch_size = 8 }}\n' for i in range(2)))
     calls, stop_at = [], [("s1", 1)]
 
-    def fake_pass(study, cases, opts, log_dir, progress=None, index=0):
+    def fake_pass(study, cases, opts, log_dir, progress=None, index=0, arms=None):
         if (study.name, index) in stop_at:
             stop_at.clear()
             raise KeyboardInterrupt
