@@ -52,10 +52,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_ab, time_row,  # noqa: E402
-                                 time_samples, verdict)
-from sciml_bench.results import anchored_samples, read_run, run_files  # noqa: E402
-from sciml_bench.stats import mann_whitney, ratio_of_medians  # noqa: E402
+from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison,  # noqa: E402
+                                 compare_ab, time_row, time_samples)
+from sciml_bench.results import read_run, run_files  # noqa: E402
 
 SLOWDOWNS = (1.05, 1.10, 1.20)
 EXTRA = {"dq_plus5": 1.05, "dq_plus10": 1.10, "dq_plus20": 1.20}
@@ -72,25 +71,25 @@ def record(n: int, out: Path) -> None:
 
 
 def _rules(new: dict, base: dict, scale: float = 1.0) -> dict[str, bool]:
-    """Did each rule flag ``new`` (times multiplied by ``scale``) as slower than ``base``?"""
+    """Did each rule flag ``new`` (times multiplied by ``scale``) as slower than ``base``? Every
+    sciml-bench figure is ``compare.time_row`` itself; asv's rule reads the same row's p and ratio."""
+    scaled = dict(new, value=new["value"] * scale, samples=[t * scale for t in new["samples"]],
+                  raw=[[t * scale for t in block] for block in new.get("raw") or []])
+    b, n = ({"study": "", "case_id": "", "metrics": {"step_time": m}} for m in (base, scaled))
+
+    def row(samples: str, anchor: bool):
+        cmp = Comparison("", "", "", "", DEFAULT_THRESHOLD, DEFAULT_ALPHA, samples, ("time",), use_anchor=anchor)
+        return time_row(b, n, cmp, []), cmp
+
     out = {}
     for kind in ("raw", "rounds"):
-        sn = [t * scale for t in time_samples(new, kind)]
-        sb = time_samples(base, kind)
-        p = mann_whitney(sn, sb)
-        ratio = new["value"] * scale / base["value"]
-        ci = ratio_of_medians([t * scale for t in time_samples(new, "rounds")], time_samples(base, "rounds"))
-        out[f"sciml-bench ({kind})"] = verdict(ratio, (ci["ci_low"], ci["ci_high"]), p, DEFAULT_THRESHOLD,
-                                               DEFAULT_ALPHA) == "slower"
-        out[f"asv ({kind})"] = p is not None and p < 0.002 and ratio >= 1.1
-    out["median 5%"] = new["value"] * scale / base["value"] > 1.05
-    if anchored_samples(new) and anchored_samples(base):  # compare's own code path, on anchored rounds
-        scaled = dict(new, value=new["value"] * scale, samples=[t * scale for t in new["samples"]])
-        cmp = Comparison("", "", "", "", DEFAULT_THRESHOLD, DEFAULT_ALPHA, "rounds", ("time",))
-        row = time_row({"study": "", "case_id": "", "metrics": {"step_time": base}},
-                       {"study": "", "case_id": "", "metrics": {"step_time": scaled}}, cmp, [])
-        assert cmp.anchored == 1
-        out["sciml-bench (anchored)"] = row.verdict == "slower"
+        r, _ = row(kind, anchor=False)
+        out[f"sciml-bench ({kind})"] = r.verdict == "slower"
+        out[f"asv ({kind})"] = r.p_value is not None and r.p_value < 0.002 and r.ratio >= 1.1
+    out["median 5%"] = scaled["value"] / base["value"] > 1.05
+    r, cmp = row("rounds", anchor=True)
+    if cmp.anchored:  # both runs timed the anchor: compare's anchor-normalised path
+        out["sciml-bench (anchored)"] = r.verdict == "slower"
     return out
 
 

@@ -24,7 +24,6 @@ from typing import Any
 
 from sciml_bench.errors import UsageError
 
-ARM_NAMES = ("base", "new")
 # Rounds per pass unless --rounds says otherwise (at least; a suite with more keeps its own). Measured on
 # 2 cores (README, "How far to trust compare"): 4 rounds caught 42 % of real 10 % slowdowns, 12 caught them all.
 MIN_ROUNDS = 12

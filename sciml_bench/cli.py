@@ -241,15 +241,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                   + ("" if run.path.parent == Path("results") else f" --dir {txt(run.path.parent)}"))
     print_trust_warnings(records)  # after the 80-column summary: they name cases and can be long
     if not args.no_report:
-        from sciml_bench.report import build_report
-
-        report_dir = run.path.resolve().parent.parent / "reports" / run.run_id
-        try:
-            console.print(f"report: {txt(build_report([run.path], report_dir) / 'index.html')}")
-        except Exception as e:  # noqa: BLE001  (the results file is the product; a report bug must not hide it)
-            err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {txt(e)}; "
-                              f"retry with: sciml-bench report {txt(run.path)}")
+        write_report(run)
     return 0
+
+
+def write_report(run) -> None:
+    """reports/<run_id>/ beside the results directory, after run or ab; a failure is a warning."""
+    from sciml_bench.report import build_report
+
+    report_dir = run.path.resolve().parent.parent / "reports" / run.run_id
+    try:
+        console.print(f"report: {txt(build_report([run.path], report_dir) / 'index.html')}")
+    except Exception as e:  # noqa: BLE001  (the results file is the product; a report bug must not hide it)
+        err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {txt(e)}; "
+                          f"retry with: sciml-bench report {txt(run.path)}")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -451,9 +456,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         # the suite's rounds and passes, but at least MIN_*: fewer cannot resolve what ab is for
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        passes=args.passes, least=(MIN_ROUNDS if args.rounds is None else 1,
-                                                   MIN_PASSES if args.passes is None else 1),
-                        arms=[base, new],
+                        passes=args.passes, least=(MIN_ROUNDS, MIN_PASSES), arms=[base, new],
                         ab_gate={"threshold": threshold, "alpha": alpha, "fail_on": list(fail_on)})
         opts = run.opts
         err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "
@@ -467,13 +470,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     cmp = compare_ab(run.path)  # with the gate the header keeps: the report agrees with this exit code
     code = print_comparison(cmp, args)
     if not args.no_report and not (args.json or args.markdown):
-        from sciml_bench.report import build_report
-
-        report_dir = run.path.resolve().parent.parent / "reports" / run.run_id
-        try:
-            console.print(f"report: {txt(build_report([run.path], report_dir) / 'index.html')}")
-        except Exception as e:  # noqa: BLE001  (the results file is the product)
-            err_console.print(f"[yellow]report not written[/]: {type(e).__name__}: {txt(e)}")
+        write_report(run)
     return code
 
 

@@ -473,7 +473,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     if arms:
         from sciml_bench.ab import ArmContext
 
-        slots = [(c, ArmContext(a), f"--{a.name}", a.name) for a in arms for c in cases]
+        contexts = [ArmContext(a) for a in arms]
+        slots = [(c, ctx, f"--{a.name}", a.name) for a, ctx in zip(arms, contexts) for c in cases]
     else:
         ctx = _context()
         slots = [(c, ctx, "", None) for c in cases]
