@@ -422,6 +422,10 @@ def chunks(study: Study, cases: list[Case], max_live: int) -> list[list[Case]]:
 ProgressFn = Callable[[str, int], None]  # (description, units done now)
 
 
+# What a fork server imports before forking workers (this run's, and each A/B arm's: sciml_bench.ab).
+FORKSERVER_PRELOAD = ["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.runner", "sciml_bench.workloads"]
+
+
 def _context():
     """Start workers from a fork server that has imported torch once (a worker then starts in
     a fraction of a second instead of ~3 s); spawn where fork servers do not exist. Plain fork
@@ -432,8 +436,7 @@ def _context():
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.runner",
-                                "sciml_bench.workloads"])
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     return ctx
 
 
@@ -473,10 +476,11 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     if arms:
         from sciml_bench.ab import ArmContext
 
-        contexts = [ArmContext(a) for a in arms]
+        contexts = [ArmContext(a, log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
+                    for a in arms]
         slots = [(c, ctx, f"--{a.name}", a.name) for a, ctx in zip(arms, contexts) for c in cases]
     else:
-        ctx = _context()
+        ctx, contexts = _context(), []
         slots = [(c, ctx, "", None) for c in cases]
     cases = [c for c, *_ in slots]
     workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{tag}{suffix}", ".log"), opts)
@@ -531,6 +535,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     finally:
         for w in workers:
             w.stop()
+        for c in contexts:  # the arms' fork servers of this pass
+            c.close()
     load["end"] = machine_load()
     finished = time.time()
     return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][3], "pass": index, "failure": w.failure,

@@ -115,6 +115,21 @@ def test_interpreter_arms_a_a_exit_0(tmp_path, plugin_repo):
     assert all(r["status"] == "ok" for r in records) and len(records) == 4
 
 
+def test_a_worker_killed_in_one_arm_is_that_arms_crash_record(tmp_path, plugin_repo):
+    """Workers are forked by each arm's fork server: a worker's SIGKILL still reaches its record as
+    such (the server reports the exit status), and the other arm's records are untouched."""
+    (plugin_repo / "abplug.py").write_text(PLUGIN.format(layers=8).replace(
+        "def ab_net():\n", "def ab_net():\n    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n"))
+    _git(plugin_repo, "commit", "-q", "-am", "dies")
+    p = _ab(tmp_path, "--base", "HEAD~1", "--new", "HEAD", "--repo", str(plugin_repo))
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
+    (run,) = (tmp_path / "results").glob("*.jsonl")
+    _, records = read_run(run)
+    by_arm = {a: [r for r in records if r["arm"] == a] for a in ("base", "new")}
+    assert [r["status"] for r in by_arm["base"]] == ["ok", "ok"], by_arm["base"]
+    assert all(r["status"] == "crashed" and "killed (SIGKILL)" in r["reason"] for r in by_arm["new"]), by_arm["new"]
+
+
 def _bad(tmp_path, capsys, *args):
     out = tmp_path / "out"
     code = main(["ab", "--suite", "smoke", "--study", "models", "--out", str(out), *args])

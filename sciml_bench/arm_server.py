@@ -1,0 +1,97 @@
+"""The fork server of one A/B arm: imports torch and the arm's worker once, then forks a worker per case.
+
+Started by ``sciml_bench.ab`` with the arm's interpreter and import path, *as a file*, so this file is
+this checkout's while every ``sciml_bench`` import resolves to the arm's code. It therefore uses
+only the standard library and the worker loop every arm has (``sciml_bench.runner._worker_main``).
+Without it, each case's worker was a fresh interpreter importing torch (~3 s of CPU on 2 cores,
+the bulk of an A/B run); now that costs one interpreter per arm and pass. One server per pass on
+purpose: a fresh process re-draws per-process effects (library addresses, heap layout), which the
+pass-to-pass spread of the A/B CI must go on seeing.
+
+Protocol over the Unix socket given as argv[1] (SOCK_SEQPACKET, one JSON object a packet):
+``{"log": path, "threads": n}`` with the worker's pipe end attached (SCM_RIGHTS); the server answers
+``{"pid": pid}`` and, whenever a worker ends, ``{"exit": pid, "code": c}`` (``-N``: killed by signal N,
+as ``subprocess`` reports it). EOF on the socket: the run is done with this arm's pass; exit.
+"""
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+
+
+def _fork_worker(server: socket.socket, msg: dict, fd: int, own: tuple[int, ...]) -> int:
+    pid = os.fork()
+    if pid:
+        os.close(fd)
+        return pid
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        server.close()
+        for f in own:
+            os.close(f)
+        from multiprocessing.connection import Connection
+
+        from sciml_bench.runner import _worker_main
+
+        _worker_main(Connection(fd), msg["log"], msg.get("threads") or None)
+        code = 0
+    except BaseException:  # noqa: BLE001  (the traceback goes to the case log the worker opened)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(server: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        server.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def serve(fd: int, preload: list[str]) -> None:
+    server = socket.socket(fileno=fd)
+    try:
+        from sciml_bench.lifetime import die_with_parent
+
+        die_with_parent()  # the run's death ends this server, whose death ends its workers
+    except ImportError:  # an arm older than the lifetime module
+        pass
+    for name in preload:  # what the runner's own fork server preloads; an older arm may lack some
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears SIGCHLD
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run decides how Ctrl-C ends it
+    server.send(b'{"ready": true}')
+    while True:
+        ready, _, _ = select.select([server, wake_r], [], [])
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if server in ready:
+            data, fds, _, _ = socket.recv_fds(server, 65536, 1)
+            if not data:
+                return
+            pid = _fork_worker(server, json.loads(data), fds[0], (wake_r, wake_w))
+            server.send(json.dumps({"pid": pid}).encode())
+        _reap(server)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), json.loads(sys.argv[2]))
