@@ -45,6 +45,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -208,9 +209,11 @@ def _plugin_repo(where: Path) -> Path:
     return repo
 
 
-def record_ab(n: int, out: Path, rounds: int | None = None) -> None:
+def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None = None, threads: int | None = None,
+              duet: bool = False) -> None:
     """``n`` A/B runs of ``benchmarks/ab_detection_suite.toml`` between the plugin repository's commits
-    (``rounds``: per pass, instead of the suite's 4)."""
+    (``rounds`` per pass and ``passes``: instead of the suite's, each raised to ab's minimum; ``threads``
+    per worker; ``duet``: ab --duet)."""
     import tempfile
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -220,9 +223,12 @@ def record_ab(n: int, out: Path, rounds: int | None = None) -> None:
             cmd = [sys.executable, "-m", "sciml_bench", "ab", "--base", "HEAD~1", "--new", "HEAD", "--repo", str(repo),
                    "--suite", str(ROOT / "benchmarks/ab_detection_suite.toml"), "--plugin", "dq_ab",
                    "--out", str(out), "--no-report", "--device", "cpu", "--json"] + (
-                      ["--rounds", str(rounds)] if rounds else [])
+                      ["--rounds", str(rounds)] if rounds else []) + (["--passes", str(passes)] if passes else []) + (
+                      ["--threads", str(threads)] if threads else []) + (["--duet"] if duet else [])
             print(f"ab run {i + 1}/{n}", flush=True)
-            subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)  # exit 1: the extra ops are slower
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+            print(f"  {time.perf_counter() - t0:.0f} s", flush=True)  # exit 1: the extra ops are slower
 
 
 def score_ab(run_dir: Path) -> dict:
@@ -284,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     ra = sub.add_parser("record-ab")
     ra.add_argument("--runs", type=int, default=4)
     ra.add_argument("--out", type=Path, default=ROOT / "results" / "detection" / "ab")
-    ra.add_argument("--rounds", type=int, help="rounds per pass (default: the suite's, 4)")
+    ra.add_argument("--rounds", type=int, help="rounds per pass (default: the suite's, 4, raised to ab's 12)")
+    ra.add_argument("--passes", type=int, help="passes (default: the suite's, 2)")
+    ra.add_argument("--threads", type=int, help="torch threads per worker (default: torch's)")
+    ra.add_argument("--duet", action="store_true", help="ab --duet: the arms' blocks at the same time")
     sa = sub.add_parser("score-ab")
     sa.add_argument("dir", type=Path)
     sa.add_argument("--json", type=Path)
@@ -293,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         record(args.runs, args.out)
         return 0
     if args.cmd == "record-ab":
-        record_ab(args.runs, args.out, args.rounds)
+        record_ab(args.runs, args.out, args.rounds, args.passes, args.threads, args.duet)
         return 0
     res = score(args.dir) if args.cmd == "score" else score_ab(args.dir)
     if args.json:

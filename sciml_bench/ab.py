@@ -201,6 +201,36 @@ class ArmContext:
         self.server.close()
 
 
+def duet_cores() -> tuple[set[int], set[int]]:
+    """The two disjoint halves of this process's cores that ``--duet`` pins the arms to; UsageError
+    where there are not two cores or the platform cannot pin."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise UsageError("--duet pins the arms to disjoint cores, which this platform cannot do "
+                         "(no sched_setaffinity); run ab without --duet")
+    cpus = sorted(os.sched_getaffinity(0))
+    half = len(cpus) // 2
+    if half < 1:
+        raise UsageError(f"--duet needs at least 2 cores to give each arm its own, this process may use {len(cpus)}")
+    return set(cpus[:half]), set(cpus[half:2 * half])
+
+
+def pin_duet(units: list[list[int]], workers: list[Any], index: int) -> dict[int, list[int]]:
+    """Pin each case's base and new workers (``units``: their slots) to the two core halves. Which arm
+    gets which half alternates by case and pass: a half that also serves interrupts or the run's own
+    process must not favour one arm throughout, and the pass-to-pass spread then shows the difference.
+    Returns {slot: its cores}, for the record."""
+    halves, out = duet_cores(), {}
+    for u, members in enumerate(units):
+        for k, i in enumerate(members):
+            if workers[i].failure is None:
+                try:
+                    os.sched_setaffinity(workers[i].proc.pid, halves[(k + u + index) % 2])
+                    out[i] = sorted(halves[(k + u + index) % 2])
+                except OSError:  # gone already: its next call reports why
+                    pass
+    return out
+
+
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
 

@@ -437,7 +437,7 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
 
 def cmd_ab(args: argparse.Namespace) -> int:
     """Time two code versions in one interleaved run, then compare the arms like `compare`."""
-    from sciml_bench.ab import MIN_PASSES, MIN_ROUNDS, arms
+    from sciml_bench.ab import MIN_PASSES, MIN_ROUNDS, arms, duet_cores
     from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, check_options, compare_ab
     from sciml_bench.runner import RunSpec, start_run
 
@@ -449,19 +449,28 @@ def cmd_ab(args: argparse.Namespace) -> int:
     if args.passes is not None and args.passes < MIN_PASSES:
         raise UsageError(f"ab --passes must be at least {MIN_PASSES}: the arms' CI comes from the spread between "
                          f"passes (fresh processes), got {args.passes}")
+    threads = args.threads
+    if args.duet:  # each arm gets half the cores: more threads would make the two arms fight over them
+        cores = len(duet_cores()[0])
+        threads = threads or cores
+        if threads > cores:
+            raise UsageError(f"--duet gives each arm {cores} of this machine's cores, so --threads must be at most "
+                             f"{cores}, got {threads}")
     writable_dir(args.out, "--out")
     spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                    plugins=args.plugin, seeds=args.seeds)
     with arms(args.base, args.new, args.repo, args.plugin) as (base, new):
         # the suite's rounds and passes, but at least MIN_*: fewer cannot resolve what ab is for
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
-                        threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        passes=args.passes, least=(MIN_ROUNDS, MIN_PASSES), arms=[base, new],
+                        threads=threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
+                        passes=args.passes, least=(MIN_ROUNDS, MIN_PASSES), arms=[base, new], duet=args.duet,
                         ab_gate={"threshold": threshold, "alpha": alpha, "fail_on": list(fail_on)})
         opts = run.opts
         err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "
-                          f"pass(es) x {opts.rounds} rounds x {opts.round_time} s, arms interleaved in a random "
-                          f"order per round (seed {opts.seed}) → {txt(run.path)}")
+                          f"pass(es) x {opts.rounds} rounds x {opts.round_time} s, "
+                          + (f"the arms' blocks at the same time on disjoint cores ({opts.threads} thread(s) each), "
+                             "cases" if opts.duet else "arms") +
+                          f" interleaved in a random order per round (seed {opts.seed}) → {txt(run.path)}")
         for arm in (base, new):
             err_console.print(f"  {arm.name}: {txt(arm.describe())}")
         if not execute_with_progress(run):
@@ -800,6 +809,10 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--threshold", type=float, default=None, metavar="PERCENT",
                     help="smallest change that counts, in percent (default: 2; rounds are paired within one run)")
     ab.add_argument("--alpha", type=float, default=None, help="significance level of the paired test (default: 0.01)")
+    ab.add_argument("--duet", action="store_true",
+                    help="time a case's two arms at the same time, each pinned to its own half of the cores "
+                         "(threads: at most half; default half), instead of one after the other (duet "
+                         "benchmarking, Bulej et al. 2020); see the README for what it measured here")
     ab.add_argument("--fail-on", default="time", metavar="FAMILIES",
                     help="metric families that gate the exit code: time, memory, quality (default: time)")
     abfmt = ab.add_mutually_exclusive_group()

@@ -55,7 +55,10 @@ class RunOptions:
     passes: int = 1  # timed passes per study, each in fresh workers; a run times all studies' pass 1, then pass 2, ...
     seed: int = 0  # seeds the random case order of every round (RMIT), per study and pass
     anchor: bool = True  # time the fixed numpy anchor (measure.anchor) once per round, in the round's random order
+    duet: bool = False  # A/B: a case's two arms time their blocks at the same time, on disjoint cores (sciml_bench.ab)
 
+
+_OPTION_FIELDS = set(RunOptions.__dataclass_fields__)
 
 # ---------------------------------------------------------------- worker side
 
@@ -189,8 +192,9 @@ def _worker_main(conn, log_path: str, threads: int | None) -> None:
         try:
             if msg[0] == "setup":
                 case = Case(**msg[1])
-                reply = ("ok", _setup_ranks(case, RunOptions(**msg[2])) if case.ddp_ranks else
-                         _setup(case, RunOptions(**msg[2]), *msg[3:]))
+                # a newer run may send options this (A/B arm's older) worker does not know: they are the parent's
+                opts = RunOptions(**{k: v for k, v in msg[2].items() if k in _OPTION_FIELDS})
+                reply = ("ok", _setup_ranks(case, opts) if case.ddp_ranks else _setup(case, opts, *msg[3:]))
             elif msg[0] == "fit":
                 from sciml_bench.training import fit
 
@@ -266,6 +270,13 @@ class _Worker:
             reply = ("timeout", f"no answer within {timeout:.0f} s" + (" (the rest of its --timeout)" if charge
                                                                        else " of starting") + self.log_tail())
         return reply
+
+    def post(self, msg: tuple) -> None:
+        """Send ``msg`` without waiting; the next ``call(None, ...)`` collects the reply (or the crash)."""
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
 
     def _watch(self) -> None:
         cap_log(self.log_path)
@@ -486,13 +497,18 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{tag}{suffix}", ".log"), opts)
                for c, ctx, tag, _ in slots]
     seed = f"{opts.seed}:{study.name}:{index}"
-    # the anchor takes a slot of its own (index len(cases)) in every round's random order
-    orders = round_orders(seed, len(cases) + opts.anchor, opts.rounds)
+    # What takes a turn in a round: a worker, or with --duet a case's two arms at once (slots are arm-major).
+    half = len(workers) // 2
+    units = [[i, i + half] for i in range(half)] if opts.duet else [[i] for i in range(len(workers))]
+    unit_of = {i: u for u, members in enumerate(units) for i in members}
+    # the anchor takes a slot of its own (index len(units)) in every round's random order
+    orders = round_orders(seed, len(units) + opts.anchor, opts.rounds)
     anchor_step = anchor.make_step() if opts.anchor else None
     anchors: list[float | None] = []
     load = {"start": machine_load()}
     started = time.time()
     info: dict[int, dict[str, Any]] = {}
+    cores: dict[int, list[int]] = {}  # --duet: the cores each worker was pinned to
     blocks: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cases))}
     try:
         for i, w in enumerate(workers):
@@ -500,6 +516,10 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             status, payload = w.call(None, START_TIMEOUT, charge=False)
             if status != "ready":
                 w.failure = (status, payload)
+        if opts.duet:  # before setup, so every thread the worker starts inherits its cores
+            from sciml_bench.ab import pin_duet
+
+            cores = pin_duet(units, workers, index)
         for i, w in enumerate(workers):  # setups one at a time: first-step and memory undisturbed
             progress(f"{study.name}: setup {w.case.case_id}", 0)
             if w.failure is None:
@@ -512,22 +532,25 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             progress(f"{study.name}: setup {w.case.case_id}", 1)
         for r, order in enumerate(orders):
             anchors.append(None)
-            for i in order:
-                if i == len(cases):  # timed here, in the parent: it shares the round's machine, not a worker's code
+            for u in order:
+                if u == len(units):  # timed here, in the parent: it shares the round's machine, not a worker's code
                     anchors[r] = anchor.time_block(anchor_step)
                     continue
-                w = workers[i]
+                live = [i for i in units[u] if workers[i].failure is None]
                 desc = f"{study.name}: {f'pass {index + 1}/{opts.passes} ' if opts.passes > 1 else ''}" \
-                       f"round {r + 1}/{opts.rounds} {w.case.case_id}"
+                       f"round {r + 1}/{opts.rounds} {workers[units[u][0]].case.case_id}"
                 progress(desc, 0)
-                if w.failure is None:
-                    status, payload = w.call(("round", opts.round_time), w.budget)
+                for i in live[1:]:  # a duet: the other arm starts its block now too, then both are awaited
+                    workers[i].post(("round", opts.round_time))
+                for k, i in enumerate(live):
+                    w = workers[i]
+                    status, payload = w.call(None if k else ("round", opts.round_time), w.budget)
                     if status == "ok":
                         blocks[i].append(payload)
                     else:
                         w.failure = (status, payload)
                         w.kill()
-                progress(desc, 1)
+                progress(desc, len(units[u]))
         if index == opts.passes - 1 and (opts.phases or opts.profile):  # after the last timed round
             _profile_pass(study, workers, info, opts, progress)
         if index == opts.passes - 1:
@@ -541,8 +564,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     finished = time.time()
     return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][3], "pass": index, "failure": w.failure,
              "info": info.get(i), "blocks": blocks[i], "order_seed": seed, "anchor": anchors[:len(blocks[i])],
-             "position": [o.index(i) for o in orders[:len(blocks[i])]], "load": load, "started": started,
-             "finished": finished} for i, w in enumerate(workers)]
+             "position": [o.index(unit_of[i]) for o in orders[:len(blocks[i])]], "load": load, "started": started,
+             "finished": finished, **({"cores": cores.get(i)} if opts.duet else {})} for i, w in enumerate(workers)]
 
 
 def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, Any]]], opts: RunOptions,
@@ -566,7 +589,7 @@ def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, An
         rec = _record(study, c, failure, _pass_info(ps), [b["times"] for b in blocks], opts,
                       ps[0]["started"] if ps else time.time(), blocks)
         rec["timing"] = {"passes": [{k: p[k] for k in ("pass", "order_seed", "position", "load", "started",
-                                                        "finished")} for p in ps]}
+                                                        "finished", "cores") if k in p} for p in ps]}
         records.append(rec)
     _add_ratios(study, records, pool)
     add_scaling(records)
@@ -930,7 +953,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
               max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
               profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None,
               arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None,
-              least: tuple[int, int] = (1, 1)) -> Run:
+              least: tuple[int, int] = (1, 1), duet: bool = False) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's. Bad input raises
     UsageError before any file exists.
@@ -939,7 +962,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     (ProfileOptions fields) also a torch.profiler trace, under ``profile["out"]`` (default
     ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up). ``arms``
     (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds; ``least``:
-    the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more)."""
+    the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more); ``duet``:
+    a case's two arms time each block at the same time, on disjoint cores (``ab.pin_duet``)."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
@@ -948,7 +972,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or max(suite.rounds, least[0]), round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
-                      passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed)
+                      passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed,
+                      duet=duet)
     run_id = new_run_id(("ab-" if arms else "") + run_label(suite, plan, spec))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions

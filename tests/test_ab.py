@@ -101,18 +101,28 @@ def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
     assert "[base]" in md and "[new]" in md
 
 
-def test_interpreter_arms_a_a_exit_0(tmp_path, plugin_repo):
-    """Both arms the test venv's interpreter (this checkout's code): the interpreter path is exercised,
-    and an A/A comparison does not fail (threshold 10%: far beyond A/A noise)."""
+def test_interpreter_arms_a_a_duet_exit_0(tmp_path, plugin_repo):
+    """Both arms the test venv's interpreter (this checkout's code), in --duet: the interpreter path is
+    exercised, each case's two arms are pinned to disjoint cores (alternating by pass), and an A/A
+    comparison does not fail (threshold 10%: far beyond A/A noise)."""
     p = run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "abplug", "--device", "cpu",
                 "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", "--base", sys.executable,
-                "--new", sys.executable, "--threshold", "10", cwd=plugin_repo, timeout=400)  # abplug from the cwd
+                "--new", sys.executable, "--threshold", "10", "--duet", cwd=plugin_repo, timeout=400)  # abplug: cwd
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert "interpreter" in p.stderr and "paired by round" in p.stdout
+    assert "interpreter" in p.stderr and "paired by round" in p.stdout and "disjoint cores" in p.stderr
     (run,) = (tmp_path / "results").glob("*.jsonl")
     header, records = read_run(run)
     assert {a["python"] for a in header["ab"]["arms"].values()} == {sys.executable}
     assert all(r["status"] == "ok" for r in records) and len(records) == 4
+    assert header["options"]["duet"] is True and header["options"]["threads"] == 1
+    cores = {(r["case_id"], r["arm"], p["pass"]): set(p["cores"]) for r in records for p in r["timing"]["passes"]}
+    for case in {r["case_id"] for r in records}:
+        for ps in range(2):
+            assert not cores[case, "base", ps] & cores[case, "new", ps], cores
+        assert cores[case, "base", 0] == cores[case, "new", 1], "which arm gets which cores alternates by pass"
+    # both arms of a case take the same turn in a round: one position per case, not per arm
+    pos = {(r["case_id"], r["arm"]): [p["position"] for p in r["timing"]["passes"]] for r in records}
+    assert all(pos[c, "base"] == pos[c, "new"] for c, _ in pos), pos
 
 
 def test_a_worker_killed_in_one_arm_is_that_arms_crash_record(tmp_path, plugin_repo):
@@ -167,6 +177,14 @@ def test_bad_arms_one_line_exit_2_nothing_written(tmp_path, capsys, plugin_repo)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     assert "has no torch installed" in _bad(tmp_path, capsys, "--base", str(bare / "bin" / "python"),
                                             "--new", sys.executable)
+
+
+def test_duet_with_more_threads_than_half_the_cores_is_refused(tmp_path, capsys):
+    import os
+
+    too_many = len(os.sched_getaffinity(0)) // 2 + 1
+    err = _bad(tmp_path, capsys, "--base", sys.executable, "--new", sys.executable, "--duet", "--threads", str(too_many))
+    assert "--threads must be at most" in err
 
 
 def test_compare_of_one_plain_run_is_refused(tmp_path, capsys):
