@@ -55,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison,  # noqa: E402
                                  compare_ab, time_row, time_samples)
-from sciml_bench.results import read_run, run_files  # noqa: E402
+from sciml_bench.results import pass_pairs, read_run, run_files  # noqa: E402
+from sciml_bench.stats import pass_ratio  # noqa: E402
 
 SLOWDOWNS = (1.05, 1.10, 1.20)
 EXTRA = {"dq_plus5": 1.05, "dq_plus10": 1.10, "dq_plus20": 1.20}
@@ -236,14 +237,23 @@ def score_ab(run_dir: Path) -> dict:
     flags: dict[str, list[str]] = {}
     ratios: dict[str, list[float]] = {}
     widths: dict[str, list[float]] = {}
-    runs, protocols = 0, set()
+    noise: dict[str, list[tuple[float, float]]] = {}
+    runs, protocols, seconds = 0, set(), []
     for f in run_files(run_dir):
         header, recs = read_run(f)
         if not header.get("ab") or not recs:
             continue
         runs += 1
         o = header["options"]
-        protocols.add(f"{o['passes']} passes x {o['rounds']} rounds x {o['round_time']} s")
+        protocols.add(f"{o['passes']} passes x {o['rounds']} rounds x {o['round_time']} s, "
+                      f"{o.get('threads') or 'default'} thread(s){', duet' if o.get('duet') else ''}")
+        starts = [p["started"] for r in recs for p in r["timing"]["passes"]]
+        seconds.append(max(r["finished"] for r in recs) - min(starts))
+        base = {r["case_id"]: r for r in recs if r["arm"] == "base" and r["status"] == "ok"}
+        for r in recs:
+            if r["arm"] == "new" and r["status"] == "ok" and r["case_id"] in base:
+                pr = pass_ratio(*pass_pairs(r, base[r["case_id"]]))
+                noise.setdefault(r["case_id"].split(",")[0], []).append((pr["pass_var"], pr["ci_within"]))
         for row in compare_ab(f).rows:
             if row.metric != "step_time":
                 continue
@@ -253,7 +263,7 @@ def score_ab(run_dir: Path) -> dict:
             if row.ci_low and row.ci_high:
                 widths.setdefault(model, []).append(row.ci_high / row.ci_low)
     out = {"runs": runs, "protocol": sorted(protocols), "threshold": DEFAULT_AB_THRESHOLD, "alpha": DEFAULT_ALPHA,
-           "models": {}}
+           "timed_seconds_per_run": [round(x, 1) for x in seconds], "models": {}}
     for model, v in flags.items():
         out["models"][model] = {
             "n": len(v), "slower": float(np.mean([x == "slower" for x in v])),
@@ -261,7 +271,11 @@ def score_ab(run_dir: Path) -> dict:
             "verdicts": {k: v.count(k) for k in sorted(set(v))},
             "ratio_median": float(np.median(ratios[model])), "ratio_min": float(np.min(ratios[model])),
             "ratio_max": float(np.max(ratios[model])),
-            "ci_width_median": float(np.median(widths[model])) if widths.get(model) else None}
+            "ci_width_median": float(np.median(widths[model])) if widths.get(model) else None,
+            # the noise the CI is made of: sd of a pass's log ratio (between passes), and the within-run
+            # CI's half width in log terms (rounds of all passes as one window)
+            "pass_sd_median": float(np.sqrt(np.median([v for v, _ in noise.get(model, []) if v is not None]))),
+            "within_half_width_median": float(np.median([np.log(hi / lo) / 2 for _, (lo, hi) in noise.get(model, [])]))}
     return out
 
 
@@ -269,12 +283,13 @@ def ab_markdown(res: dict) -> str:
     lines = [f"{res['runs']} A/B runs ({', '.join(res['protocol'])}), threshold {res['threshold']:.0%}, "
              f"alpha {res['alpha']}", "",
              "| model (new vs base) | comparisons | flagged slower | flagged faster | ratio median (range) | "
-             "CI width hi/lo |", "|---|---:|---:|---:|---|---:|"]
+             "CI width hi/lo | sd between passes | within-run half width |", "|---|---:|---:|---:|---|---:|---:|---:|"]
     for model, m in res["models"].items():
         what = "A/A (same code)" if model == "dq_ab_same" else f"extra op ~{AB_EXTRA[model] - 1:.0%}"
         width = f"{m['ci_width_median']:.3f}" if m["ci_width_median"] else "-"
         lines.append(f"| {model}: {what} | {m['n']} | {m['slower']:.0%} | {m['faster']:.0%} | "
-                     f"{m['ratio_median']:.3f} ({m['ratio_min']:.3f}-{m['ratio_max']:.3f}) | {width} |")
+                     f"{m['ratio_median']:.3f} ({m['ratio_min']:.3f}-{m['ratio_max']:.3f}) | {width} | "
+                     f"{m['pass_sd_median']:.3f} | {m['within_half_width_median']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
