@@ -72,12 +72,17 @@ class _ArmServer:
 
         self.log_path = log_path
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with open(log_path, "ab") as log:  # its import errors land here
-            self.popen = subprocess.Popen(
-                [arm.python, "-c", _SERVER_CODE, str(Path(__file__).with_name("arm_server.py")),
-                 str(theirs.fileno()), json.dumps(FORKSERVER_PRELOAD)],
-                pass_fds=(theirs.fileno(),), env=arm.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        theirs.close()
+        try:
+            with open(log_path, "ab") as log:  # its import errors land here
+                self.popen = subprocess.Popen(
+                    [arm.python, "-c", _SERVER_CODE, str(Path(__file__).with_name("arm_server.py")),
+                     str(theirs.fileno()), json.dumps(FORKSERVER_PRELOAD)],
+                    pass_fds=(theirs.fileno(),), env=arm.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        except BaseException:
+            self.sock.close()
+            raise
+        finally:
+            theirs.close()
         self.codes: dict[int, int] = {}  # exit codes of this server's workers, as it reports them
         self.ready = False
         self.down: str | None = None  # why the server cannot fork workers
@@ -104,22 +109,28 @@ class _ArmServer:
         while not self.ready and not self.down:
             left = deadline - time.monotonic()
             if left <= 0:
-                self.down = f"the arm's fork server did not import torch and sciml_bench within {START_TIMEOUT:.0f} s"
-                self.popen.kill()
+                self._fail(f"the arm's fork server did not import torch and sciml_bench within {START_TIMEOUT:.0f} s")
             elif (self._read(left) or {}).get("ready"):
                 self.ready = True
         if not self.down:
             try:
                 socket.send_fds(self.sock, [json.dumps({"log": log_path, "threads": threads}).encode()], [fd])
             except OSError as e:
-                self.down = f"the arm's fork server is gone ({e.strerror})"
+                self._fail(f"the arm's fork server is gone ({e.strerror})")
         while not self.down:
             msg = self._read(START_TIMEOUT)
             if msg is None and not self.down:
-                self.down = f"the arm's fork server did not fork a worker within {START_TIMEOUT:.0f} s"
+                self._fail(f"the arm's fork server did not fork a worker within {START_TIMEOUT:.0f} s")
             elif msg and "pid" in msg:
                 return msg["pid"]
         raise OSError(self.down)
+
+    def _fail(self, reason: str) -> None:
+        """Mark the server down and make sure it is: its workers then die with it (PR_SET_PDEATHSIG),
+        which is what ``exitcode`` reports for them."""
+        self.down = reason
+        self.popen.kill()
+        self.popen.wait()
 
     def exitcode(self, pid: int, timeout: float = 0.0) -> int | None:
         while pid not in self.codes and not self.down and self._read(timeout) is not None:
@@ -223,9 +234,11 @@ def pin_duet(units: list[list[int]], workers: list[Any], index: int) -> dict[int
     for u, members in enumerate(units):
         for k, i in enumerate(members):
             if workers[i].failure is None:
-                try:
-                    os.sched_setaffinity(workers[i].proc.pid, halves[(k + u + index) % 2])
-                    out[i] = sorted(halves[(k + u + index) % 2])
+                pid, half = workers[i].proc.pid, halves[(k + u + index) % 2]
+                try:  # every thread: sched_setaffinity(pid) alone pins only the main one (a thread pool may exist)
+                    for tid in [int(t) for t in os.listdir(f"/proc/{pid}/task")] if os.path.isdir("/proc") else [pid]:
+                        os.sched_setaffinity(tid, half)
+                    out[i] = sorted(half)
                 except OSError:  # gone already: its next call reports why
                     pass
     return out

@@ -40,10 +40,15 @@ def _fork_worker(server: socket.socket, msg: dict, fd: int, own: tuple[int, ...]
 
         _worker_main(Connection(fd), msg["log"], msg.get("threads") or None)
         code = 0
-    except BaseException:  # noqa: BLE001  (the traceback goes to the case log the worker opened)
+    except BaseException:  # noqa: BLE001  (into the case log: the worker may have failed before opening it)
         import traceback
 
         traceback.print_exc()
+        try:
+            with open(msg["log"], "a") as log:
+                traceback.print_exc(file=log)
+        except OSError:
+            pass
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -62,6 +67,7 @@ def _reap(server: socket.socket) -> None:
 
 
 def serve(fd: int, preload: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run decides how Ctrl-C ends it, even while importing
     server = socket.socket(fileno=fd)
     try:
         from sciml_bench.lifetime import die_with_parent
@@ -78,7 +84,6 @@ def serve(fd: int, preload: list[str]) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears SIGCHLD
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run decides how Ctrl-C ends it
     server.send(b'{"ready": true}')
     while True:
         ready, _, _ = select.select([server, wake_r], [], [])

@@ -484,22 +484,20 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
 
     log_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"--pass{index + 1}" if index else ""
+    contexts: list[Any] = []  # the arms' fork servers of this pass (closed in the finally below)
+    workers: list[_Worker] = []
     if arms:
         from sciml_bench.ab import ArmContext
 
-        contexts = [ArmContext(a, log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
-                    for a in arms]
-        slots = [(c, ctx, f"--{a.name}", a.name) for a, ctx in zip(arms, contexts) for c in cases]
+        slots = [(c, a, f"--{a.name}", a.name) for a in arms for c in cases]
     else:
-        ctx, contexts = _context(), []
+        ctx = _context()
         slots = [(c, ctx, "", None) for c in cases]
     cases = [c for c, *_ in slots]
-    workers = [_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{tag}{suffix}", ".log"), opts)
-               for c, ctx, tag, _ in slots]
     seed = f"{opts.seed}:{study.name}:{index}"
     # What takes a turn in a round: a worker, or with --duet a case's two arms at once (slots are arm-major).
-    half = len(workers) // 2
-    units = [[i, i + half] for i in range(half)] if opts.duet else [[i] for i in range(len(workers))]
+    half = len(slots) // 2
+    units = [[i, i + half] for i in range(half)] if opts.duet else [[i] for i in range(len(slots))]
     unit_of = {i: u for u, members in enumerate(units) for i in members}
     # the anchor takes a slot of its own (index len(units)) in every round's random order
     orders = round_orders(seed, len(units) + opts.anchor, opts.rounds)
@@ -511,6 +509,14 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     cores: dict[int, list[int]] = {}  # --duet: the cores each worker was pinned to
     blocks: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cases))}
     try:
+        if arms:  # both servers import torch side by side while the workers are set up
+            contexts = [ArmContext(a, log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
+                        for a in arms]
+            by_arm = {a.name: c for a, c in zip(arms, contexts)}
+            slots = [(c, by_arm[name], tag, name) for c, _, tag, name in slots]
+        for c, ctx, tag, _ in slots:
+            workers.append(_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{tag}{suffix}", ".log"),
+                                   opts))
         for i, w in enumerate(workers):
             progress(f"{study.name}: starting {w.case.case_id}", 0)
             status, payload = w.call(None, START_TIMEOUT, charge=False)
@@ -540,10 +546,13 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                 desc = f"{study.name}: {f'pass {index + 1}/{opts.passes} ' if opts.passes > 1 else ''}" \
                        f"round {r + 1}/{opts.rounds} {workers[units[u][0]].case.case_id}"
                 progress(desc, 0)
+                posted = time.perf_counter()
                 for i in live[1:]:  # a duet: the other arm starts its block now too, then both are awaited
                     workers[i].post(("round", opts.round_time))
                 for k, i in enumerate(live):
                     w = workers[i]
+                    if k:  # its block ran while the first arm was awaited: that time is its too
+                        w.budget -= time.perf_counter() - posted
                     status, payload = w.call(None if k else ("round", opts.round_time), w.budget)
                     if status == "ok":
                         blocks[i].append(payload)
@@ -969,6 +978,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     from sciml_bench.measure.peak import calibrate
 
     spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
+    if duet and not arms:
+        raise ValueError("duet pairs the two arms of each case: it needs arms (sciml-bench ab)")
     threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or max(suite.rounds, least[0]), round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
