@@ -5,7 +5,7 @@ Usage (from the repository root)::
 
     python benchmarks/detection_quality.py record --runs 6 --out results/detection/runs   # ~2-10 min
     python benchmarks/detection_quality.py score results/detection/runs [--json out.json]
-    python benchmarks/detection_quality.py record-ab --runs 4 --out results/detection/ab  # ~5 min a run
+    python benchmarks/detection_quality.py record-ab --runs 2 --passes 4 --out results/detection/ab-4x12  # ~31 min a run
     python benchmarks/detection_quality.py score-ab results/detection/ab [--json out.json]
 
 ``record`` runs ``benchmarks/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
