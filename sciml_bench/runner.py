@@ -1032,6 +1032,34 @@ def resume_run(path: str | os.PathLike) -> Run:
     return Run(Path(path), header, spec, opts, plan, done, partial, pool)
 
 
+@contextlib.contextmanager
+def _sticky_interrupt():
+    """Yield a list that a Ctrl-C appends to, besides raising KeyboardInterrupt as usual.
+
+    Python drops (prints) an exception raised inside a finalizer, a ``__del__`` or a weakref
+    callback such as multiprocessing's, and the run starts and reaps workers all the time: a
+    Ctrl-C landing there would be lost and the run would go on to the end. The flag keeps it.
+    Only where Ctrl-C raises anyway: a run started with SIGINT ignored (``nohup ... &``) stays so.
+    """
+    import threading
+
+    hit: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield hit
+        return
+
+    def on_sigint(signum, frame):
+        hit.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def execute(run: Run, progress: ProgressFn = lambda d, n: None,
             on_record: Callable[[dict[str, Any]], None] = lambda r: None) -> None:
     """Run the remaining work, appending each chunk's records (flushed) as it finishes.
@@ -1046,7 +1074,12 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
     reruns it).
     """
     log_dir = run.path.parent / "logs" / safe_filename(run.run_id)
-    with RunWriter(run.path) as writer:  # locked: a second --resume of this file is refused
+    with _sticky_interrupt() as hit, RunWriter(run.path) as writer:  # locked: a second --resume is refused
+        def progress(desc: str, n: int, _show=progress) -> None:
+            if hit:  # a Ctrl-C whose KeyboardInterrupt a finalizer swallowed
+                raise KeyboardInterrupt
+            _show(desc, n)
+
         run.done |= done_keys(read_run(run.path)[1])  # whatever a run before the lock finished
         work = run.work  # fixed for this session: records written below must not reshape the chunks
         for index in range(run.opts.passes):
