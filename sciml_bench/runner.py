@@ -501,7 +501,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     unit_of = {i: u for u, members in enumerate(units) for i in members}
     # the anchor takes a slot of its own (index len(units)) in every round's random order
     orders = round_orders(seed, len(units) + opts.anchor, opts.rounds)
-    anchor_step = anchor.make_step() if opts.anchor else None
+    anchor_timer = anchor.Anchor() if opts.anchor else None
     anchors: list[float | None] = []
     load = {"start": machine_load()}
     started = time.time()
@@ -540,7 +540,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             anchors.append(None)
             for u in order:
                 if u == len(units):  # timed here, in the parent: it shares the round's machine, not a worker's code
-                    anchors[r] = anchor.time_block(anchor_step)
+                    anchors[r] = anchor_timer.time_block()
                     continue
                 live = [i for i in units[u] if workers[i].failure is None]
                 desc = f"{study.name}: {f'pass {index + 1}/{opts.passes} ' if opts.passes > 1 else ''}" \

@@ -44,6 +44,11 @@ axes = { seed = [0, 1] }
 '''
 
 
+# Fewer than ab's default 12 rounds: the test's slowdown is 2x, and its A/A threshold 10 %; the
+# default's detection power is what benchmarks/detection_quality.py measures.
+ROUNDS = ("--rounds", "4")
+
+
 def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
                    capture_output=True)
@@ -65,7 +70,7 @@ def plugin_repo(tmp_path):
 
 def _ab(tmp_path, *args):
     return run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "abplug", "--device", "cpu",
-                   "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", *args, timeout=400)
+                   "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", *ROUNDS, *args, timeout=400)
 
 
 def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
@@ -106,7 +111,7 @@ def test_interpreter_arms_a_a_duet_exit_0(tmp_path, plugin_repo):
     exercised, each case's two arms are pinned to disjoint cores (alternating by pass), and an A/A
     comparison does not fail (threshold 10%: far beyond A/A noise)."""
     p = run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "abplug", "--device", "cpu",
-                "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", "--base", sys.executable,
+                "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", *ROUNDS, "--base", sys.executable,
                 "--new", sys.executable, "--threshold", "10", "--duet", cwd=plugin_repo, timeout=400)  # abplug: cwd
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert "interpreter" in p.stderr and "paired by round" in p.stdout and "disjoint cores" in p.stderr

@@ -111,7 +111,7 @@ def time_fixed(step: Callable[[], object], number: int, repeats: int, num_thread
     For steps with collectives (DDP ranks), where every process must make the same number of
     calls: ``blocked_autorange`` sizes its blocks from each process's own clock, so ranks would
     disagree and deadlock. ``timeit`` also runs a couple of untimed warmup calls, the same count
-    on every rank.
+    on every rank. And for the anchor, whose blocks must stay short (``measure.anchor``).
     """
     timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=num_threads, label=label)
     return [timer.timeit(number).times[0] for _ in range(repeats)]
