@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,11 +295,12 @@ def arms(base: str, new: str, repo: str | os.PathLike | None = None, plugins: li
     executable interpreter nor a revision of ``repo``, a missing or dirty repository, an interpreter
     without torch, or a revision whose worktree holds none of the code the arm would run."""
     with ExitStack() as stack:
-        out = []
-        for name, spec, flag in (("base", base, "--base"), ("new", new, "--new")):
-            arm = _resolve(name, spec, flag, repo, stack)
-            _probe(arm, flag, list(plugins))
-            out.append(arm)
+        flags = ("--base", "--new")
+        out = [_resolve(name, spec, flag, repo, stack) for name, spec, flag in zip(("base", "new"), (base, new), flags)]
+        with ThreadPoolExecutor(2) as pool:  # both interpreters import torch at once (~4 s each)
+            probes = [pool.submit(_probe, arm, flag, list(plugins)) for arm, flag in zip(out, flags)]
+        for probe in probes:  # the base's error first
+            probe.result()
         # The run validates the selected cases here, in this process, against the zoo: a plugin that
         # exists only in the revisions' trees must be importable here too (the new arm's, else the base's).
         tree = next((a.path[0] for a in (out[1], out[0]) if a.revision), None)

@@ -999,7 +999,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
                                    "metrics": list(s.metrics), "fail_on_nonfinite": s.fail_on_nonfinite}
                           for s, _ in plan},
               "environment": collect(hide_hostname=hide_hostname, threads=threads),
-              "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~1-2 s
+              "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~4 s on 2 cores
     if opts.anchor:
         from sciml_bench.measure import anchor
 
