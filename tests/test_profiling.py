@@ -143,18 +143,17 @@ def _cli(*args, cwd):
                           timeout=400, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-SELECT = ["--suite", "smoke", "--study", "models", "--model", "mlp", "--device", "cpu",
-          "--rounds", "3", "--round-time", "0.02"]
+SELECT = ["--suite", "smoke", "--study", "models", "--model", "mlp", "--device", "cpu"]
 
 
-def test_profile_command_keeps_the_timed_rounds_and_reports_the_views(tmp_path, capsys):
-    plain = _cli("run", *SELECT, "--out", str(tmp_path / "plain"), "--no-report", cwd=tmp_path)
-    assert plain.returncode == 0, plain.stderr[-2000:]
+def test_profile_command_keeps_the_timed_rounds_and_reports_the_views(tmp_path, capsys, smoke_run):
     prof = _cli("profile", *SELECT, "--results", str(tmp_path / "results"), cwd=tmp_path)
     assert prof.returncode == 0, prof.stderr[-2000:]
     assert "top operators by self CPU time" in prof.stdout and "aten::" in prof.stdout, prof.stdout[-3000:]
     assert "phase split" in prof.stdout and "memory peak" in prof.stdout
-    (h0, recs0), = [read_run(p) for p in (tmp_path / "plain").glob("*.jsonl")]
+    # the plain run of the same cases, same suite settings: the smoke run's mlp cases of its models study
+    h0, recs0 = read_run(smoke_run)
+    recs0 = [r for r in recs0 if r["study"] == "models" and r["case"]["model"] == "mlp"]
     (h1, recs1), = [read_run(p) for p in (tmp_path / "results").glob("*.jsonl")]
     assert [r["case_id"] for r in recs0] == [r["case_id"] for r in recs1]
     assert h1["options"]["profile"] and not h0["options"]["profile"]
