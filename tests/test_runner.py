@@ -98,9 +98,9 @@ def test_fault_matrix_every_status_and_reason(tmp_path):
 
 def test_ctrl_c_keeps_a_valid_file_and_resume_completes_without_duplicates(tmp_path):
     suite = tmp_path / "three.toml"
-    # A fast first study, then two slower ones, so SIGINT lands while the run is still going.
+    # A fast first study, then a slower one, so SIGINT lands while the run is still going, then a fast one.
     suite.write_text("\n".join(
-        f'[[study]]\nname = "s{i}"\nbase = {{ model = "{"mlp" if i == 0 else "resnet18"}" }}\n'
+        f'[[study]]\nname = "s{i}"\nbase = {{ model = "{"resnet18" if i == 1 else "mlp"}" }}\n'
         f'axes = {{ batch_size = [{8 * (i + 1)}] }}\n' for i in range(3)) + '[suite]\nrounds = 2\nround_time = 0.02\n')
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "sciml_bench", "run", "--suite", str(suite), "--device", "cpu", "--out", str(out),
@@ -204,14 +204,21 @@ def test_case_next_to_a_cpu_hog_is_starved_and_the_run_says_so(tmp_path):
 
     suite = tmp_path / "hogged.toml"
     suite.write_text(HOGGED)
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "sciml_bench", "run", "--suite", str(suite), "--device", "cpu",
+                            "--threads", "1", "--out", str(out), *no_report()], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("logs/*/*.log")) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # the hogs start with the first worker: the run's start-up is not what is tested
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) + 1)]
     try:
-        proc = run_cli("run", "--suite", str(suite), "--device", "cpu", "--threads", "1", "--out",
-                       str(tmp_path / "out"), *no_report(), timeout=240)
+        stdout, stderr = run.communicate(timeout=240)
     finally:
         for h in hogs:
             h.kill()
             h.wait()
+    proc = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stderr
     assert "was starved: it got" in proc.stdout and "of 1 core" in proc.stdout, proc.stdout[-2000:]
     (path,) = (tmp_path / "out").glob("*.jsonl")
