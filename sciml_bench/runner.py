@@ -508,14 +508,9 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     suffix = f"--pass{index + 1}" if index else ""
     contexts: list[Any] = []  # the arms' fork servers of this pass (closed in the finally below)
     workers: list[_Worker] = []
-    if arms:
-        from sciml_bench.ab import ArmContext
-
-        slots = [(c, a, f"--{a.name}", a.name) for a in arms for c in cases]
-    else:
-        ctx = _context()
-        slots = [(c, ctx, "", None) for c in cases]
-    cases = [c for c, *_ in slots]
+    # one slot per worker: (case, arm name or None), arm-major
+    slots = [(c, a.name) for a in arms for c in cases] if arms else [(c, None) for c in cases]
+    cases = [c for c, _ in slots]
     seed = f"{opts.seed}:{study.name}:{index}"
     # What takes a turn in a round: a worker, or with --duet a case's two arms at once (slots are arm-major).
     half = len(slots) // 2
@@ -532,13 +527,14 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     blocks: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cases))}
     try:
         if arms:  # both servers import torch side by side while the workers are set up
+            from sciml_bench.ab import ArmContext
+
             contexts = [ArmContext(a, log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
                         for a in arms]
-            by_arm = {a.name: c for a, c in zip(arms, contexts)}
-            slots = [(c, by_arm[name], tag, name) for c, _, tag, name in slots]
-        for c, ctx, tag, _ in slots:
-            workers.append(_Worker(ctx, c, log_dir / safe_filename(f"{study.name}--{c.case_id}{tag}{suffix}", ".log"),
-                                   opts))
+        by_arm = {a.name: c for a, c in zip(arms, contexts)} if arms else {None: _context()}
+        for c, name in slots:
+            log = log_dir / safe_filename(f"{study.name}--{c.case_id}{f'--{name}' if name else ''}{suffix}", ".log")
+            workers.append(_Worker(by_arm[name], c, log, opts))
         for i, w in enumerate(workers):
             progress(f"{study.name}: starting {w.case.case_id}", 0)
             status, payload = w.call(None, START_TIMEOUT, charge=False)
@@ -593,7 +589,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
             c.close()
     load["end"] = machine_load()
     finished = time.time()
-    return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][3], "pass": index, "failure": w.failure,
+    return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][1], "pass": index, "failure": w.failure,
              "info": info.get(i), "blocks": blocks[i], "order_seed": seed, "anchor": anchors[:len(blocks[i])],
              "position": [o.index(unit_of[i]) for o in orders[:len(blocks[i])]], "load": load, "started": started,
              "finished": finished, **({"cores": cores.get(i)} if opts.duet else {})} for i, w in enumerate(workers)]
