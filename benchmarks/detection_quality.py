@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+AB_SUITE = ROOT / "benchmarks" / "ab_detection_suite.toml"
 sys.path.insert(0, str(ROOT))
 
 from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison,  # noqa: E402
@@ -211,10 +212,10 @@ def _plugin_repo(where: Path) -> Path:
 
 
 def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None = None, threads: int | None = None,
-              duet: bool = False) -> None:
-    """``n`` A/B runs of ``benchmarks/ab_detection_suite.toml`` between the plugin repository's commits
-    (``rounds`` per pass and ``passes``: instead of the suite's, each raised to ab's minimum; ``threads``
-    per worker; ``duet``: ab --duet)."""
+              duet: bool = False, round_time: float | None = None, suite: Path = AB_SUITE) -> None:
+    """``n`` A/B runs of ``suite`` between the plugin repository's commits (``rounds`` per pass,
+    ``passes`` and ``round_time``: instead of the suite's, rounds and passes raised to ab's minimum;
+    ``threads`` per worker; ``duet``: ab --duet)."""
     import tempfile
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -222,10 +223,11 @@ def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None =
         repo = _plugin_repo(Path(tmp))
         for i in range(n):
             cmd = [sys.executable, "-m", "sciml_bench", "ab", "--base", "HEAD~1", "--new", "HEAD", "--repo", str(repo),
-                   "--suite", str(ROOT / "benchmarks/ab_detection_suite.toml"), "--plugin", "dq_ab",
+                   "--suite", str(suite), "--plugin", "dq_ab",
                    "--out", str(out), "--no-report", "--device", "cpu", "--json"] + (
                       ["--rounds", str(rounds)] if rounds else []) + (["--passes", str(passes)] if passes else []) + (
-                      ["--threads", str(threads)] if threads else []) + (["--duet"] if duet else [])
+                      ["--threads", str(threads)] if threads else []) + (["--duet"] if duet else []) + (
+                      ["--round-time", str(round_time)] if round_time else [])
             print(f"ab run {i + 1}/{n}", flush=True)
             t0 = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
@@ -309,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     ra.add_argument("--passes", type=int, help="passes (default: the suite's, 2)")
     ra.add_argument("--threads", type=int, help="torch threads per worker (default: torch's)")
     ra.add_argument("--duet", action="store_true", help="ab --duet: the arms' blocks at the same time")
+    ra.add_argument("--round-time", type=float, help="seconds per timed block (default: the suite's, 0.1)")
+    ra.add_argument("--suite", type=Path, default=AB_SUITE,
+                    help="the A/B suite (default benchmarks/ab_detection_suite.toml; "
+                         "benchmarks/ab_rounds_suite.toml: 10 A/A and 10 5 %% cases, for protocol comparisons)")
     sa = sub.add_parser("score-ab")
     sa.add_argument("dir", type=Path)
     sa.add_argument("--json", type=Path)
@@ -317,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         record(args.runs, args.out)
         return 0
     if args.cmd == "record-ab":
-        record_ab(args.runs, args.out, args.rounds, args.passes, args.threads, args.duet)
+        record_ab(args.runs, args.out, args.rounds, args.passes, args.threads, args.duet, args.round_time,
+                  args.suite)
         return 0
     res = score(args.dir) if args.cmd == "score" else score_ab(args.dir)
     if args.json:
