@@ -451,28 +451,6 @@ def _context():
     return ctx
 
 
-def _start_fork_server():
-    """Start the workers' fork server now, without waiting for it; None where there is none."""
-    ctx = _context()
-    if ctx.get_start_method() != "forkserver":
-        return None
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-    return ctx
-
-
-def _await_fork_server(ctx) -> None:
-    """Return once the fork server has imported its preload: it forks only then, so a no-op worker
-    returns only then. A server that cannot start is left to the workers to report, case by case."""
-    if ctx is None:
-        return
-    with contextlib.suppress(Exception):
-        p = ctx.Process(target=int, daemon=True)
-        p.start()
-        p.join(START_TIMEOUT)
-
-
 def round_orders(seed: str, n: int, rounds: int) -> list[list[int]]:
     """A fresh random order of ``n`` cases for every round, reproducible from ``seed``.
 
@@ -931,17 +909,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _set_plugins(plugins: list[str]) -> None:
-    """Name the plugin modules for the zoo, here and in every worker (which inherit the variable from
-    the fork server: set it before the server starts)."""
-    os.environ["SCIML_BENCH_PLUGINS"] = ",".join(plugins)
-
-
 def plan_cases(spec: RunSpec) -> tuple[Suite, list[tuple[Study, list[Case]]]]:
     """(suite, [(study, cases)]) selected by ``spec``; UsageError when nothing matches."""
     from sciml_bench.models import get_model_spec
 
-    _set_plugins(spec.plugins)
+    os.environ["SCIML_BENCH_PLUGINS"] = ",".join(spec.plugins)  # read by the zoo here and in every worker
     suite = load_suite(spec.suite)
     overrides = dict(parse_assignment(a) for a in spec.set)
     if "device" in overrides and spec.device != "auto" and overrides["device"] != spec.device:
@@ -997,8 +969,6 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds; ``least``:
     the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more); ``duet``:
     a case's two arms time each block at the same time, on disjoint cores (``ab.pin_duet``)."""
-    _set_plugins(spec.plugins)
-    server = None if arms else _start_fork_server()  # its imports (~5 s) overlap the planning's
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
@@ -1024,9 +994,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
               "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
                                    "metrics": list(s.metrics), "fail_on_nonfinite": s.fail_on_nonfinite}
                           for s, _ in plan},
-              "environment": collect(hide_hostname=hide_hostname, threads=threads)}
-    _await_fork_server(server)  # the calibration must not share the cores with the server's imports
-    header["machine_peak"] = calibrate(spec.device, threads=threads)  # roofline ceiling, ~4 s on 2 cores
+              "environment": collect(hide_hostname=hide_hostname, threads=threads),
+              "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~4 s on 2 cores
     if opts.anchor:
         from sciml_bench.measure import anchor
 
