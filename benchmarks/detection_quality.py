@@ -223,7 +223,7 @@ def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None =
         repo = _plugin_repo(Path(tmp))
         for i in range(n):
             cmd = [sys.executable, "-m", "sciml_bench", "ab", "--base", "HEAD~1", "--new", "HEAD", "--repo", str(repo),
-                   "--suite", str(suite), "--plugin", "dq_ab",
+                   "--suite", str(Path(suite).resolve()), "--plugin", "dq_ab",
                    "--out", str(out), "--no-report", "--device", "cpu", "--json"] + (
                       ["--rounds", str(rounds)] if rounds else []) + (["--passes", str(passes)] if passes else []) + (
                       ["--threads", str(threads)] if threads else []) + (["--duet"] if duet else []) + (
