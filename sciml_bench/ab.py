@@ -3,9 +3,10 @@
 An *arm* is a Python interpreter (another venv, e.g. another torch release, running this checkout's
 code) or a git revision of a source tree (checked out into a temporary worktree, put first on the
 arm's import path). Every selected case gets a worker per arm, forked by that arm's fork server
-(``sciml_bench.arm_server``: the arm's interpreter, started afresh for every pass); the runner's
-rounds shuffle all workers of a chunk together (RMIT, e.g. ``B N N B | N B B N``), so both arms
-share each round's machine and a ratio new/base is paired by round. Nothing here times or compares
+(``sciml_bench.arm_server``: the arm's interpreter, started afresh for every pass); in the runner's
+rounds a case's two arms take one turn, back to back in a random order, and the turns are shuffled
+per round (RMIT, e.g. ``B N N B | N B B N``), so both arms share each round's machine and a ratio
+new/base is paired by round. Nothing here times or compares
 anything: the runner times (``runner.execute`` with ``arms``) and ``compare.compare_ab`` compares,
 with the same verdicts and table as ``compare``.
 """

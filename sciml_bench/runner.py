@@ -467,13 +467,40 @@ def round_orders(seed: str, n: int, rounds: int) -> list[list[int]]:
     return out
 
 
+def round_plan(seed: str, units: list[list[int]], rounds: int, anchor: bool, together: bool) -> list[list[tuple[int, ...]]]:
+    """Every round's steps in run order: a step is the workers timed at once (one, or a duet's
+    two), or ``()`` for the anchor. Units take turns in ``round_orders``; a unit of several workers
+    runs them at once (``together``, --duet) or back to back in a fresh random order per round.
+
+    A/B pairs a case's two arms this way because the machine's speed wanders within a round: in
+    the fully shuffled A/B runs of ``results/detection/`` (2 cores), the robust sd of a round's log
+    ratio was 0.067-0.110 where the two arms happened to run back to back, 0.081-0.197 where they
+    ran 8 or more turns apart."""
+    rng = random.Random(f"{seed}:turns")
+    plan = []
+    for order in round_orders(seed, len(units) + anchor, rounds):
+        steps: list[tuple[int, ...]] = []
+        for u in order:
+            if u == len(units):
+                steps.append(())
+            elif together:
+                steps.append(tuple(units[u]))
+            else:
+                members = list(units[u])
+                rng.shuffle(members)
+                steps.extend((i,) for i in members)
+        plan.append(steps)
+    return plan
+
+
 def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
              progress: ProgressFn = lambda d, n: None, index: int = 0,
              arms: list[Any] | None = None) -> list[dict[str, Any]]:
     """Time one pass of a chunk in fresh workers; return one pass result per case, in ``cases`` order.
 
     ``arms`` (A/B, ``sciml_bench.ab``): every case once per arm, each worker started by its arm's
-    interpreter, all of them shuffled together in every round; results are per case x arm, arm-major.
+    interpreter; a case's two arms take one turn of the round (``round_plan``); results are per
+    case x arm, arm-major.
 
     Pass 0 measures everything (setup: memory, FLOPs, overhead); later passes only build, warm
     up and time. After the last pass's rounds come the phases/profile pass and fixed-budget training
@@ -490,12 +517,11 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     slots = [(c, a.name) for a in arms for c in cases] if arms else [(c, None) for c in cases]
     cases = [c for c, _ in slots]
     seed = f"{opts.seed}:{study.name}:{index}"
-    # What takes a turn in a round: a worker, or with --duet a case's two arms at once (slots are arm-major).
+    # What takes a turn in a round: a worker, or in A/B a case's two arms (slots are arm-major), at once
+    # with --duet; the anchor takes a turn of its own in every round's random order
     half = len(slots) // 2
-    units = [[i, i + half] for i in range(half)] if opts.duet else [[i] for i in range(len(slots))]
-    unit_of = {i: u for u, members in enumerate(units) for i in members}
-    # the anchor takes a slot of its own (index len(units)) in every round's random order
-    orders = round_orders(seed, len(units) + opts.anchor, opts.rounds)
+    units = [[i, i + half] for i in range(half)] if arms else [[i] for i in range(len(slots))]
+    plan = round_plan(seed, units, opts.rounds, opts.anchor, opts.duet)
     anchor_timer = anchor.Anchor() if opts.anchor else None
     anchors: list[float | None] = []
     load = {"start": machine_load()}
@@ -532,15 +558,15 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                     w.failure = (status, payload)
                     w.kill()
             progress(f"{study.name}: setup {w.case.case_id}", 1)
-        for r, order in enumerate(orders):
+        for r, steps in enumerate(plan):
             anchors.append(None)
-            for u in order:
-                if u == len(units):  # timed here, in the parent: it shares the round's machine, not a worker's code
+            for step in steps:
+                if not step:  # timed here, in the parent: it shares the round's machine, not a worker's code
                     anchors[r] = anchor_timer.time_block()
                     continue
-                live = [i for i in units[u] if workers[i].failure is None]
+                live = [i for i in step if workers[i].failure is None]
                 desc = f"{study.name}: {f'pass {index + 1}/{opts.passes} ' if opts.passes > 1 else ''}" \
-                       f"round {r + 1}/{opts.rounds} {workers[units[u][0]].case.case_id}"
+                       f"round {r + 1}/{opts.rounds} {workers[step[0]].case.case_id}"
                 progress(desc, 0)
                 posted = time.perf_counter()
                 for i in live[1:]:  # a duet: the other arm starts its block now too, then both are awaited
@@ -555,7 +581,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                     else:
                         w.failure = (status, payload)
                         w.kill()
-                progress(desc, len(units[u]))
+                progress(desc, len(step))
         if index == opts.passes - 1 and (opts.phases or opts.profile):  # after the last timed round
             _profile_pass(study, workers, info, opts, progress)
         if index == opts.passes - 1:
@@ -569,7 +595,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     finished = time.time()
     return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][1], "pass": index, "failure": w.failure,
              "info": info.get(i), "blocks": blocks[i], "order_seed": seed, "anchor": anchors[:len(blocks[i])],
-             "position": [o.index(unit_of[i]) for o in orders[:len(blocks[i])]], "load": load, "started": started,
+             "position": [next(k for k, st in enumerate(steps) if i in st) for steps in plan[:len(blocks[i])]],
+             "load": load, "started": started,
              "finished": finished, **({"cores": cores.get(i)} if opts.duet else {})} for i, w in enumerate(workers)]
 
 

@@ -90,6 +90,12 @@ def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
     # the arms' blocks were interleaved in the same rounds: positions span both arms' workers
     positions = {pos for r in records for p in r["timing"]["passes"] for pos in p["position"]}
     assert positions - {0, 1}, f"4 workers + anchor shuffled per round, got positions {positions}"
+    # a case's two arms ran back to back in every round, each arm first in some rounds
+    pos = {(r["case_id"], r["arm"], p["pass"]): p["position"] for r in records for p in r["timing"]["passes"]}
+    for (case, arm, ps), b in pos.items():
+        if arm == "base":
+            gaps = [n - b for b, n in zip(b, pos[case, "new", ps])]
+            assert set(gaps) == {-1, 1}, (case, ps, gaps)
     # the worktrees are gone and the repository is left as it was
     listed = subprocess.run(["git", "-C", str(plugin_repo), "worktree", "list"], capture_output=True, text=True)
     assert len(listed.stdout.strip().splitlines()) == 1, listed.stdout

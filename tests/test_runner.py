@@ -251,6 +251,30 @@ def test_round_orders_are_random_per_round_and_reproducible():
     assert all(sorted(o) == list(range(5)) for o in a) and len({tuple(o) for o in a}) > 10
 
 
+def test_round_plan_keeps_a_units_workers_together_in_a_random_order():
+    from sciml_bench.runner import round_orders, round_plan
+
+    units = [[0, 3], [1, 4], [2, 5]]  # A/B: a case's base and new slots
+    plan = round_plan("42:ab:0", units, 50, anchor=True, together=False)
+    assert plan == round_plan("42:ab:0", units, 50, anchor=True, together=False)
+    firsts = set()
+    for steps, order in zip(plan, round_orders("42:ab:0", 4, 50)):
+        assert steps.count(()) == 1 and sorted(i for st in steps for i in st) == list(range(6))
+        # the units take turns in round_orders' order, a unit's two workers back to back
+        unit_of = {i: k for k, m in enumerate(units) for i in m}
+        turns = [unit_of[st[0]] if st else len(units) for st in steps]
+        assert [u for k, u in enumerate(turns) if k == 0 or turns[k - 1] != u] == order
+        flat = [st[0] if st else None for st in steps]
+        for m in units:
+            assert abs(flat.index(m[0]) - flat.index(m[1])) == 1
+        firsts |= {flat.index(0) < flat.index(3)}
+    assert firsts == {True, False}, "each arm goes first in some rounds"
+    duet = round_plan("42:ab:0", units, 3, anchor=False, together=True)
+    assert all(sorted(steps) == [(0, 3), (1, 4), (2, 5)] for steps in duet)
+    plain = round_plan("42:s:0", [[0], [1], [2]], 4, anchor=True, together=True)
+    assert [[st[0] if st else 3 for st in steps] for steps in plain] == round_orders("42:s:0", 4, 4)
+
+
 def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, monkeypatch):
     """Bookkeeping of passes without workers (run_pass faked): every study's pass 1 runs before any pass 2,
     a pass is on disk as soon as it finishes, and --resume after a Ctrl-C in pass 2 reruns only what is missing."""
