@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python benchmarks/detection_quality.py score results/detection/runs [--json out.json]
     python benchmarks/detection_quality.py record-ab --runs 2 --passes 4 --out results/detection/ab-4x12  # ~31 min a run
     python benchmarks/detection_quality.py score-ab results/detection/ab [--json out.json]
+    python benchmarks/detection_quality.py pooling results/detection/ab-* [--json out.json]
 
 ``record`` runs ``benchmarks/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
 layers, i.e. a *real* extra op of ~5/10/20%) several times, minutes apart, on this machine.
@@ -295,6 +296,61 @@ def ab_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+POOLING_CAPS = (4, 8, 16, float("inf"))
+
+
+def _identical_arms(header: dict) -> bool:
+    """Both arms run the same code: the same interpreter, and no revision or the same one."""
+    base, new = (header["ab"]["arms"][k] for k in ("base", "new"))
+    return base.get("python") == new.get("python") and base.get("revision") == new.get("revision")
+
+
+def score_pooling(run_dirs: list[Path]) -> dict:
+    """What-if for A/B's pooled pass variance: the same recorded runs scored by ``compare_ab`` with
+    ``stats.PRIOR_DF_MAX`` (the most degrees of freedom the run's pooled variance lends a case) at
+    each of ``POOLING_CAPS``. A/A comparisons are ``dq_ab_same`` cases, or every case of a run whose
+    arms are identical; per directory: their p-values below 0.01 / 0.05 and verdicts, and the share
+    of ``dq_ab_plus5`` flagged slower."""
+    from unittest import mock
+
+    from sciml_bench import stats
+
+    out: dict = {}
+    for d in run_dirs:
+        for cap in POOLING_CAPS:
+            with mock.patch.object(stats, "PRIOR_DF_MAX", cap):
+                aa, plus5 = [], []
+                for f in run_files(d):
+                    header, _ = read_run(f)
+                    if not header.get("ab"):
+                        continue
+                    for row in compare_ab(f).rows:
+                        if row.metric != "step_time":
+                            continue
+                        if _identical_arms(header) or row.case_id.startswith("dq_ab_same"):
+                            aa.append(row)
+                        elif row.case_id.startswith("dq_ab_plus5"):
+                            plus5.append(row.verdict)
+            ps = [r.p_value for r in aa if r.p_value is not None]
+            out.setdefault(d.name, {})[str(cap)] = {
+                "aa_n": len(aa), "aa_p_below_0.01": sum(p < 0.01 for p in ps), "aa_p_below_0.05": sum(p < 0.05 for p in ps),
+                "aa_verdicts": {v: [r.verdict for r in aa].count(v) for v in sorted({r.verdict for r in aa})},
+                "aa_flagged": [f"{r.case_id}: {r.ratio:.3f} ({r.verdict})" for r in aa if r.verdict in ("slower", "faster")],
+                "plus5_n": len(plus5), "plus5_slower": plus5.count("slower")}
+    return out
+
+
+def pooling_markdown(res: dict) -> str:
+    lines = ["| runs | pooled df cap | A/A n | A/A p<0.01 | A/A p<0.05 | A/A flagged | 5 % op flagged slower |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for d, caps in res.items():
+        for cap, m in caps.items():
+            five = f"{m['plus5_slower']}/{m['plus5_n']}" if m["plus5_n"] else "-"
+            lines.append(f"| {d} | {cap} | {m['aa_n']} | {m['aa_p_below_0.01']} | {m['aa_p_below_0.05']} | "
+                         f"{'; '.join(m['aa_flagged']) or 'none'} | {five} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -318,7 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     sa = sub.add_parser("score-ab")
     sa.add_argument("dir", type=Path)
     sa.add_argument("--json", type=Path)
+    sp = sub.add_parser("pooling", help="A/B runs rescored with more or less weight on the pooled pass variance")
+    sp.add_argument("dir", type=Path, nargs="+")
+    sp.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if args.cmd == "pooling":
+        res = score_pooling(args.dir)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1))
+        print(pooling_markdown(res))
+        return 0
     if args.cmd == "record":
         record(args.runs, args.out)
         return 0

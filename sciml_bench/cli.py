@@ -469,8 +469,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "
                           f"pass(es) x {opts.rounds} rounds x {opts.round_time} s, "
                           + (f"the arms' blocks at the same time on disjoint cores ({opts.threads} thread(s) each), "
-                             "cases" if opts.duet else "arms") +
-                          f" interleaved in a random order per round (seed {opts.seed}) → {txt(run.path)}")
+                             "cases" if opts.duet else "a case's arms back to back, cases") +
+                          f" in a random order per round (seed {opts.seed}) → {txt(run.path)}")
         for arm in (base, new):
             err_console.print(f"  {arm.name}: {txt(arm.describe())}")
         if not execute_with_progress(run):
@@ -788,15 +788,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ab = sub.add_parser("ab", help="time two code versions (interpreters or git revisions) in one interleaved run; "
                                    "exit 1 on a regression",
-                        description="A/B: every selected case runs in a worker of each arm, and the arms' blocks "
-                                    "are interleaved in a random order every round, so both see the same machine. "
+                        description="A/B: every selected case runs in a worker of each arm; in every round a "
+                                    "case's two arms are timed back to back in a random order, and the cases "
+                                    "take turns in a random order, so both arms see the same machine. "
                                     "An ARM is a Python interpreter (another venv, e.g. another torch release; it "
                                     "runs this checkout's code) or a git revision of --repo (checked out into a "
                                     "temporary worktree, first on that arm's import path). Writes one run file "
                                     "with both arms, prints the comparison (as `compare`) and exits 1 when a case "
                                     "is significantly slower beyond --threshold. Rounds per pass: the suite's, but "
                                     "at least 12 unless --rounds is given (fewer missed real 10-percent slowdowns "
-                                    "here); passes: the suite's, at least 2.")
+                                    "here); passes: the suite's, at least 2. For a 5-percent change use more "
+                                    "passes, e.g. --passes 6 --rounds 24 (README: 'How far to trust compare and ab').")
     ab.add_argument("--base", required=True, metavar="ARM", help="baseline: interpreter path or git revision")
     ab.add_argument("--new", required=True, metavar="ARM", help="new version: interpreter path or git revision")
     ab.add_argument("--repo", metavar="PATH",
