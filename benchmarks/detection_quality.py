@@ -7,7 +7,8 @@ Usage (from the repository root)::
     python benchmarks/detection_quality.py score results/detection/runs [--json out.json]
     python benchmarks/detection_quality.py record-ab --runs 2 --passes 4 --out results/detection/ab-4x12  # ~31 min a run
     python benchmarks/detection_quality.py score-ab results/detection/ab [--json out.json]
-    python benchmarks/detection_quality.py pooling results/detection/ab-* [--json out.json]
+    python benchmarks/detection_quality.py pooling results/detection/{ab-4x12,ab-rounds-36x0.1,ab-rounds-72x0.1,\
+        ab-shuffled-36x0.1,ab-pairs-36x0.1,ab-pairs-72x0.1,ab-pairs-6x24,ab-aa-mixed} --json results/detection/pooling.json
 
 ``record`` runs ``benchmarks/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
 layers, i.e. a *real* extra op of ~5/10/20%) several times, minutes apart, on this machine.
@@ -235,12 +236,32 @@ def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None =
             print(f"  {time.perf_counter() - t0:.0f} s", flush=True)  # exit 1: the extra ops are slower
 
 
+def _round_deviations(new: dict, base: dict) -> list[tuple[float, int]]:
+    """(|log ratio - its pass's median|, turns between the two arms) for every round of two A/B
+    records where neither block was starved; a round's time is the runner's per-round median."""
+    a, b = new["metrics"]["step_time"], base["metrics"]["step_time"]
+    n = min(len(a["samples"]), len(b["samples"]))
+    passes = {"new": {p["pass"]: p["position"] for p in new["timing"]["passes"]},
+              "base": {p["pass"]: p["position"] for p in base["timing"]["passes"]}}
+    out = []
+    for p in sorted(set(a["pass"][:n])):
+        idx = [i for i in range(n) if a["pass"][i] == p and b["pass"][i] == p]
+        gaps = [abs(x - y) for x, y in zip(passes["new"][p], passes["base"][p])]
+        keep = [(i, g) for i, g in zip(idx, gaps) if not (a.get("starved", [False] * n)[i] or b.get("starved", [False] * n)[i])]
+        if len(keep) < 2:
+            continue
+        lr = np.log([a["samples"][i] / b["samples"][i] for i, _ in keep])
+        out += list(zip(np.abs(lr - np.median(lr)).tolist(), [g for _, g in keep]))
+    return out
+
+
 def score_ab(run_dir: Path) -> dict:
     """compare_ab's verdicts over the recorded A/B runs: A/A false alarms and detection per extra op."""
     flags: dict[str, list[str]] = {}
     ratios: dict[str, list[float]] = {}
     widths: dict[str, list[float]] = {}
     noise: dict[str, list[tuple[float, float]]] = {}
+    spread: dict[str, list[float]] = {}
     runs, protocols, seconds = 0, set(), []
     for f in run_files(run_dir):
         header, recs = read_run(f)
@@ -257,6 +278,10 @@ def score_ab(run_dir: Path) -> dict:
             if r["arm"] == "new" and r["status"] == "ok" and r["case_id"] in base:
                 pr = pass_ratio(*pass_pairs(r, base[r["case_id"]]))
                 noise.setdefault(r["case_id"].split(",")[0], []).append((pr["pass_var"], pr["ci_within"]))
+                for dev, gap in _round_deviations(r, base[r["case_id"]]):
+                    spread.setdefault("all", []).append(dev)
+                    spread.setdefault("back to back" if gap == 1 else "8+ turns apart" if gap >= 8 else "2-7 turns apart",
+                                      []).append(dev)
         for row in compare_ab(f).rows:
             if row.metric != "step_time":
                 continue
@@ -266,7 +291,11 @@ def score_ab(run_dir: Path) -> dict:
             if row.ci_low and row.ci_high:
                 widths.setdefault(model, []).append(row.ci_high / row.ci_low)
     out = {"runs": runs, "protocol": sorted(protocols), "threshold": DEFAULT_AB_THRESHOLD, "alpha": DEFAULT_ALPHA,
-           "timed_seconds_per_run": [round(x, 1) for x in seconds], "models": {}}
+           "timed_seconds_per_run": [round(x, 1) for x in seconds], "models": {},
+           # robust sd (1.4826 x median absolute deviation) of a round's log ratio new/base about its pass's
+           # median, over all cases, by how many turns apart the case's two arms ran in that round
+           "round_log_ratio_sd": {k: {"sd": float(1.4826 * np.median(v)), "rounds": len(v)}
+                                  for k, v in sorted(spread.items())}}
     for model, v in flags.items():
         out["models"][model] = {
             "n": len(v), "slower": float(np.mean([x == "slower" for x in v])),
@@ -283,8 +312,9 @@ def score_ab(run_dir: Path) -> dict:
 
 
 def ab_markdown(res: dict) -> str:
+    spread = ", ".join(f"{k} {v['sd']:.3f} ({v['rounds']} rounds)" for k, v in res["round_log_ratio_sd"].items())
     lines = [f"{res['runs']} A/B runs ({', '.join(res['protocol'])}), threshold {res['threshold']:.0%}, "
-             f"alpha {res['alpha']}", "",
+             f"alpha {res['alpha']}", f"Robust sd of a round's log ratio: {spread}", "",
              "| model (new vs base) | comparisons | flagged slower | flagged faster | ratio median (range) | "
              "CI width hi/lo | sd between passes | within-run half width |", "|---|---:|---:|---:|---|---:|---:|---:|"]
     for model, m in res["models"].items():
@@ -309,8 +339,8 @@ def score_pooling(run_dirs: list[Path]) -> dict:
     """What-if for A/B's pooled pass variance: the same recorded runs scored by ``compare_ab`` with
     ``stats.PRIOR_DF_MAX`` (the most degrees of freedom the run's pooled variance lends a case) at
     each of ``POOLING_CAPS``. A/A comparisons are ``dq_ab_same`` cases, or every case of a run whose
-    arms are identical; per directory: their p-values below 0.01 / 0.05 and verdicts, and the share
-    of ``dq_ab_plus5`` flagged slower."""
+    arms are identical; per directory: how many of their p-values fall below 0.01 / 0.05, their
+    verdicts, and how many ``dq_ab_plus5`` comparisons were flagged slower."""
     from unittest import mock
 
     from sciml_bench import stats
@@ -321,8 +351,8 @@ def score_pooling(run_dirs: list[Path]) -> dict:
             with mock.patch.object(stats, "PRIOR_DF_MAX", cap):
                 aa, plus5 = [], []
                 for f in run_files(d):
-                    header, _ = read_run(f)
-                    if not header.get("ab"):
+                    header, recs = read_run(f)
+                    if not header.get("ab") or not recs:  # an unfinished run has passes, no records
                         continue
                     for row in compare_ab(f).rows:
                         if row.metric != "step_time":

@@ -271,8 +271,9 @@ def test_round_plan_keeps_a_units_workers_together_in_a_random_order():
     assert firsts == {True, False}, "each arm goes first in some rounds"
     duet = round_plan("42:ab:0", units, 3, anchor=False, together=True)
     assert all(sorted(steps) == [(0, 3), (1, 4), (2, 5)] for steps in duet)
-    plain = round_plan("42:s:0", [[0], [1], [2]], 4, anchor=True, together=True)
-    assert [[st[0] if st else 3 for st in steps] for steps in plain] == round_orders("42:s:0", 4, 4)
+    for together in (False, True):  # a plain run: one worker per unit, in round_orders' order exactly
+        plain = round_plan("42:s:0", [[0], [1], [2]], 4, anchor=True, together=together)
+        assert [[st[0] if st else 3 for st in steps] for steps in plain] == round_orders("42:s:0", 4, 4)
 
 
 def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, monkeypatch):
