@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison,  # noqa: E402
                                  compare_ab, time_row, time_samples)
-from sciml_bench.results import pass_pairs, read_run, run_files  # noqa: E402
+from sciml_bench.results import pass_pairs, pass_rounds, read_run, run_files  # noqa: E402
 from sciml_bench.stats import pass_ratio  # noqa: E402
 
 SLOWDOWNS = (1.05, 1.10, 1.20)
@@ -237,21 +237,16 @@ def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None =
 
 
 def _round_deviations(new: dict, base: dict) -> list[tuple[float, int]]:
-    """(|log ratio - its pass's median|, turns between the two arms) for every round of two A/B
-    records where neither block was starved; a round's time is the runner's per-round median."""
-    a, b = new["metrics"]["step_time"], base["metrics"]["step_time"]
-    n = min(len(a["samples"]), len(b["samples"]))
-    passes = {"new": {p["pass"]: p["position"] for p in new["timing"]["passes"]},
-              "base": {p["pass"]: p["position"] for p in base["timing"]["passes"]}}
+    """(|log ratio - its pass's median|, turns between the two arms) for the rounds of two A/B records
+    that compare uses (``pass_rounds``); a round's time is the runner's per-round median."""
+    a, b = new["metrics"]["step_time"]["samples"], base["metrics"]["step_time"]["samples"]
+    pos = [{p["pass"]: p["position"] for p in r["timing"]["passes"]} for r in (new, base)]
+    first = {p: new["metrics"]["step_time"]["pass"].index(p) for p in pos[0]}  # a pass's rounds are contiguous
     out = []
-    for p in sorted(set(a["pass"][:n])):
-        idx = [i for i in range(n) if a["pass"][i] == p and b["pass"][i] == p]
-        gaps = [abs(x - y) for x, y in zip(passes["new"][p], passes["base"][p])]
-        keep = [(i, g) for i, g in zip(idx, gaps) if not (a.get("starved", [False] * n)[i] or b.get("starved", [False] * n)[i])]
-        if len(keep) < 2:
-            continue
-        lr = np.log([a["samples"][i] / b["samples"][i] for i, _ in keep])
-        out += list(zip(np.abs(lr - np.median(lr)).tolist(), [g for _, g in keep]))
+    for p, idx in pass_rounds(new, base).items():
+        lr = np.log([a[i] / b[i] for i in idx])
+        gaps = [abs(pos[0][p][i - first[p]] - pos[1][p][i - first[p]]) for i in idx]
+        out += list(zip(np.abs(lr - np.median(lr)).tolist(), gaps))
     return out
 
 

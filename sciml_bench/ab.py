@@ -6,10 +6,9 @@ arm's import path). Every selected case gets a worker per arm, forked by that ar
 (``sciml_bench.arm_server``: the arm's interpreter, started afresh for every pass); in the runner's
 rounds a case's two arms take one turn, back to back in a random order, and the turns are shuffled
 per round (RMIT; one case over four rounds: ``B N | N B | N B | B N``; with --duet both arms at
-once), so both arms share each round's machine and a ratio
-new/base is paired by round. Nothing here times or compares
-anything: the runner times (``runner.execute`` with ``arms``) and ``compare.compare_ab`` compares,
-with the same verdicts and table as ``compare``.
+once), so both arms share each round's machine and a ratio new/base is paired by round. Nothing
+here times or compares anything: the runner times (``runner.execute`` with ``arms``) and
+``compare.compare_ab`` compares, with the same verdicts and table as ``compare``.
 """
 from __future__ import annotations
 

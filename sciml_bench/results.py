@@ -256,19 +256,24 @@ def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
     raise UsageError(f"no such run {ref!r}: not a file, nor {candidate}; use a path, a run id, or 'latest'")
 
 
-def pass_pairs(rec: dict[str, Any], ref: dict[str, Any]) -> tuple[list[list[float]], list[list[float]]]:
-    """Per pass, the (variant, reference) per-round medians of rounds where neither block was starved
-    (all rounds of a pass where that would leave fewer than two)."""
+def pass_rounds(rec: dict[str, Any], ref: dict[str, Any]) -> dict[int, list[int]]:
+    """{pass: indices into both records' per-round samples} of the rounds where neither block was
+    starved (all rounds of a pass where that would leave fewer than two)."""
     a, b = rec["metrics"]["step_time"], ref["metrics"]["step_time"]
     n = min(len(a["samples"]), len(b["samples"]))
-    va, vb = [], []
+    out = {}
     for p in sorted(set(a.get("pass", [0] * n)[:n])):
         idx = [i for i in range(n) if a.get("pass", [0] * n)[i] == p and b.get("pass", [0] * n)[i] == p]
         clean = [i for i in idx if not (a.get("starved", [False] * n)[i] or b.get("starved", [False] * n)[i])]
-        idx = clean if len(clean) >= 2 else idx
-        va.append([a["samples"][i] for i in idx])
-        vb.append([b["samples"][i] for i in idx])
-    return va, vb
+        out[p] = clean if len(clean) >= 2 else idx
+    return out
+
+
+def pass_pairs(rec: dict[str, Any], ref: dict[str, Any]) -> tuple[list[list[float]], list[list[float]]]:
+    """Per pass, the (variant, reference) per-round medians of ``pass_rounds``."""
+    a, b = rec["metrics"]["step_time"]["samples"], ref["metrics"]["step_time"]["samples"]
+    rounds = pass_rounds(rec, ref).values()
+    return [[a[i] for i in idx] for idx in rounds], [[b[i] for i in idx] for idx in rounds]
 
 
 def starved_unreliable(rec: dict[str, Any]) -> str | None:

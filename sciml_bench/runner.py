@@ -493,6 +493,11 @@ def round_plan(seed: str, units: list[list[int]], rounds: int, anchor: bool, tog
     return plan
 
 
+def plan_positions(plan: list[list[tuple[int, ...]]], slot: int) -> list[int]:
+    """The step of every round of ``plan`` at which worker ``slot`` was timed (its recorded ``position``)."""
+    return [next(k for k, step in enumerate(steps) if slot in step) for steps in plan]
+
+
 def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
              progress: ProgressFn = lambda d, n: None, index: int = 0,
              arms: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -595,7 +600,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     finished = time.time()
     return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][1], "pass": index, "failure": w.failure,
              "info": info.get(i), "blocks": blocks[i], "order_seed": seed, "anchor": anchors[:len(blocks[i])],
-             "position": [next(k for k, st in enumerate(steps) if i in st) for steps in plan[:len(blocks[i])]],
+             "position": plan_positions(plan[:len(blocks[i])], i),
              "load": load, "started": started,
              "finished": finished, **({"cores": cores.get(i)} if opts.duet else {})} for i, w in enumerate(workers)]
 

@@ -89,7 +89,7 @@ def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
     assert sorted(r["arm"] for r in records) == ["base", "base", "new", "new"]
     # the recorded positions are the seed's plan: a case's two arms back to back in every round,
     # in a random order, the cases' turns and the anchor shuffled (slots are arm-major)
-    from sciml_bench.runner import round_plan
+    from sciml_bench.runner import plan_positions, round_plan
 
     cases = [r["case_id"] for r in records if r["arm"] == "base"]  # records keep the chunk's case order
     firsts = []
@@ -98,7 +98,7 @@ def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
         for p in r["timing"]["passes"]:
             plan = round_plan(p["order_seed"], [[0, 2], [1, 3]], len(p["position"]),
                               bool(header["options"]["anchor"]), False)
-            assert p["position"] == [next(k for k, st in enumerate(steps) if slot in st) for steps in plan]
+            assert p["position"] == plan_positions(plan, slot)
             if slot == 0:
                 firsts += [steps.index((0,)) < steps.index((2,)) for steps in plan]
     assert set(firsts) == {True, False}, "over 24 rounds, each arm of a case went first in some"
