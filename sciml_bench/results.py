@@ -307,6 +307,14 @@ def peak_memory(rec: dict[str, Any]) -> tuple[str, float] | None:
     return None
 
 
+def memory_ratio(rec: dict[str, Any], ref: dict[str, Any]) -> float | None:
+    """``rec``'s peak tensor memory over ``ref``'s, where both were measured on the same device."""
+    mine, theirs = peak_memory(rec), peak_memory(ref)
+    if mine and theirs and mine[0] == theirs[0] and theirs[1]:
+        return mine[1] / theirs[1]
+    return None
+
+
 def nonfinite_loss(rec: dict[str, Any]) -> str | None:
     """Why a case's training loss went NaN/inf (the runner's flag, or its numerics count), else None."""
     bad = (rec.get("metrics") or {}).get("nonfinite_loss_steps") or {}

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from sciml_bench.report.words import ratio_words
+from sciml_bench.results import memory_ratio
 from sciml_bench.stats import ratio_of_medians
 
 NOT_MEASURED = "not measured"
@@ -104,15 +105,6 @@ def time_ratio(v: dict[str, Any], b: dict[str, Any]) -> tuple[float, float | Non
     r = ratio_of_medians(v["metrics"]["step_time"].get("samples") or [v["metrics"]["step_time"]["value"]],
                          b["metrics"]["step_time"].get("samples") or [b["metrics"]["step_time"]["value"]])
     return v["metrics"]["step_time"]["value"] / b["metrics"]["step_time"]["value"], r["ci_low"], r["ci_high"]
-
-
-def memory_ratio(v: dict[str, Any], b: dict[str, Any]) -> float | None:
-    from sciml_bench.results import peak_memory
-
-    mv, mb = peak_memory(v), peak_memory(b)
-    if mv and mb and mv[0] == mb[0] and mb[1]:
-        return mv[1] / mb[1]
-    return None
 
 
 def _untrusted(*records: dict[str, Any]) -> str:
