@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from sciml_bench.cases import Case
-from sciml_bench.models import forward, get_model_spec
+from sciml_bench.models import forward, get_model_spec, to_device
 
 TRAIN_SIZE = 1024  # samples in the training pool
 VAL_SIZE = 256  # held-out validation samples
@@ -60,13 +60,7 @@ class Task:
     def sample(self, n: int, device, dtype: torch.dtype, seed: int, knobs: dict[str, Any]) -> Batch:
         """A seeded batch of ``n`` samples on ``device`` (floating tensors in ``dtype``)."""
         inputs, targets = self.make(n, torch.Generator().manual_seed(seed), knobs)
-        return _to(inputs, device, dtype), _to(targets, device, dtype)
-
-
-def _to(x: Any, device, dtype) -> Any:
-    if isinstance(x, (tuple, list)):
-        return tuple(_to(t, device, dtype) for t in x)
-    return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+        return to_device(inputs, device, dtype), to_device(targets, device, dtype)
 
 
 def _zoo_batch(model: str) -> Callable[[int, torch.Generator, dict[str, Any]], Batch]:
@@ -212,9 +206,8 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
     knobs = spec.merged(case.knobs)
     model = wl.model
     sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
-    val_dev = (_to(val[0], wl.device, DTYPES[case.precision]), _to(val[1], wl.device, DTYPES[case.precision]))
-    if wl.case.channels_last and isinstance(val_dev[0], torch.Tensor) and val_dev[0].dim() == 4:
-        val_dev = (val_dev[0].contiguous(memory_format=torch.channels_last), val_dev[1])
+    dtype, mf = DTYPES[case.precision], torch.channels_last if case.channels_last else None
+    val_dev = (to_device(val[0], wl.device, dtype, mf), to_device(val[1], wl.device, dtype))  # as Workload.load
     diag = (_take(val_dev[0], torch.arange(min(DIAG_BATCH, VAL_SIZE))),
             _take(val_dev[1], torch.arange(min(DIAG_BATCH, VAL_SIZE))))
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from sciml_bench.cases import Case
 from sciml_bench.errors import Unsupported
-from sciml_bench.models import create_model, forward, get_model_spec
+from sciml_bench.models import create_model, forward, get_model_spec, to_device
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "tf32": torch.float32,
           "bf16": torch.float32, "fp16": torch.float32}  # parameter dtype; bf16/fp16 are autocast
@@ -79,8 +79,8 @@ class Workload:
         """Make (inputs, targets) the next step's batch, moved and cast as the sample batch was
         (fixed-budget training feeds its minibatches through here)."""
         mf = torch.channels_last if self.case.channels_last else None
-        self.inputs = _to(inputs, self.device, DTYPES[self.case.precision], mf)
-        self.targets = _to(targets, self.device, DTYPES[self.case.precision])
+        self.inputs = to_device(inputs, self.device, DTYPES[self.case.precision], mf)
+        self.targets = to_device(targets, self.device, DTYPES[self.case.precision])
 
     @property
     def samples_per_step(self) -> int:
@@ -150,16 +150,6 @@ def _make_optimizer(case: Case, params) -> torch.optim.Optimizer:
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[case.optimizer](params, lr=case.lr)
 
 
-def _to(x: Any, device: torch.device, dtype: torch.dtype, memory_format=None, non_blocking: bool = False) -> Any:
-    """Move a (possibly nested) batch; floating tensors cast to ``dtype``; lists become tuples."""
-    if isinstance(x, (tuple, list)):
-        return tuple(_to(t, device, dtype, memory_format, non_blocking) for t in x)
-    x = x.to(device=device, dtype=dtype if x.is_floating_point() else None, non_blocking=non_blocking)
-    if memory_format is not None and x.dim() == 4 and x.is_floating_point():
-        x = x.contiguous(memory_format=memory_format)
-    return x
-
-
 def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
     """Endless batches: a new epoch (a new iterator, and new workers unless persistent) at each end."""
     epoch = 0
@@ -211,7 +201,7 @@ def build_workload(case: Case) -> Workload:
             with wl.mark("data"):
                 batch = next(batches)
             with wl.mark("h2d"):
-                wl.inputs, wl.targets = _to(batch, device, dtype, non_blocking=case.pin_memory)
+                wl.inputs, wl.targets = to_device(batch, device, dtype, non_blocking=case.pin_memory)
 
         wl.step = fetch
         return wl
@@ -242,7 +232,7 @@ def build_workload(case: Case) -> Workload:
         inputs, targets = task.sample(case.batch_size, device, dtype, case.seed, spec.merged(case.knobs))
     else:
         inputs, targets = spec.sample_batch(case.batch_size, device, dtype, seed=case.seed, **case.knobs)
-    inputs = _to(inputs, device, dtype, memory_format)
+    inputs = to_device(inputs, device, dtype, memory_format)
     eager = model
     if case.compile != "none":
         dynamo = _dynamo()
@@ -272,7 +262,7 @@ def build_workload(case: Case) -> Workload:
                 with mark("data"):
                     batch = next(batches)
                 with mark("h2d"):
-                    wl.inputs, wl.targets = _to(batch, device, dtype, memory_format, case.pin_memory)
+                    wl.inputs, wl.targets = to_device(batch, device, dtype, memory_format, case.pin_memory)
                 wl.data_wait_s += time.perf_counter() - t0
             with mark("optimizer"):
                 opt.zero_grad(set_to_none=True)
@@ -428,7 +418,7 @@ def _shape_sweep(wl: Workload, metrics: dict[str, dict[str, Any]], absent: dict[
         for size in sizes:
             x, y = spec.sample_batch(case.batch_size, wl.device, DTYPES[case.precision], seed=case.seed,
                                      **dict(case.knobs, **{knob: size}))
-            wl.inputs, wl.targets = _to(x, wl.device, DTYPES[case.precision],
+            wl.inputs, wl.targets = to_device(x, wl.device, DTYPES[case.precision],
                                         torch.channels_last if case.channels_last else None), y
             sync()
             t0 = time.perf_counter()

@@ -60,15 +60,20 @@ class ModelSpec:
         """A seeded sample batch on ``device``; floating tensors cast to ``dtype``, integer targets kept."""
         g = torch.Generator().manual_seed(seed)
         inputs, targets = self.batch(batch_size, g, **self.merged(knobs))
-        return _to(inputs, device, dtype), _to(targets, device, dtype)
+        return to_device(inputs, device, dtype), to_device(targets, device, dtype)
 
 
-def _to(x: Any, device, dtype) -> Any:
+def to_device(x: Any, device: str | torch.device, dtype: torch.dtype,
+              memory_format: torch.memory_format | None = None, non_blocking: bool = False) -> Any:
+    """Move a (possibly nested) batch to ``device``: floating tensors cast to ``dtype`` (integer ones
+    keep theirs), 4-D floating tensors put in ``memory_format`` when given; lists become tuples, the
+    form ``forward`` unpacks (a DataLoader collates a sample's tuple into a list)."""
     if isinstance(x, (tuple, list)):
-        return type(x)(_to(t, device, dtype) for t in x)
-    if x.is_floating_point():
-        return x.to(device=device, dtype=dtype)
-    return x.to(device=device)
+        return tuple(to_device(t, device, dtype, memory_format, non_blocking) for t in x)
+    x = x.to(device=device, dtype=dtype if x.is_floating_point() else None, non_blocking=non_blocking)
+    if memory_format is not None and x.dim() == 4 and x.is_floating_point():
+        x = x.contiguous(memory_format=memory_format)
+    return x
 
 
 def forward(model: nn.Module, inputs: Any) -> Any:
