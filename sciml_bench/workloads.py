@@ -9,7 +9,7 @@ Knobs applied here, each in one place:
 - cudnn_benchmark: ``torch.backends.cudnn.benchmark`` (CUDA);
 - grad_mode: eval + no_grad / inference_mode / grad for inference;
 - dataset and DataLoader fields: a loader epoch (mode='data') or a train step that loads its batch;
-- mode='fit': a train step on the case's generated training task (``sciml_bench.training``), with
+- mode='fit': a train step on the case's generated training task (``sciml_bench.tasks``), with
   gradient-norm clipping when ``clip`` is set.
 
 Values this device cannot honour raise :class:`Unsupported` (recorded as ``status="skipped"``
@@ -30,6 +30,7 @@ from torch import nn
 from sciml_bench.cases import Case
 from sciml_bench.errors import Unsupported
 from sciml_bench.models import create_model, forward, get_model_spec, to_device
+from sciml_bench.tasks import get_task
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "tf32": torch.float32,
           "bf16": torch.float32, "fp16": torch.float32}  # parameter dtype; bf16/fp16 are autocast
@@ -208,8 +209,6 @@ def build_workload(case: Case) -> Workload:
 
     task = None
     if case.mode == "fit":  # the training task fixes the data, and any input size the model must match
-        from sciml_bench.training import get_task
-
         task = get_task(case.model)
     model = create_model(case.model, model_args=task.model_args if task else None,
                          **case.knobs).to(device=device, dtype=dtype)

@@ -7,7 +7,8 @@ import torch
 
 from sciml_bench.cases import Case
 from sciml_bench.errors import UsageError
-from sciml_bench.training import TRAIN_SIZE, VAL_SIZE, fit, fit_seed, get_task
+from sciml_bench.tasks import get_task
+from sciml_bench.training import TRAIN_SIZE, VAL_SIZE, fit, fit_seed
 
 
 def _data(case):

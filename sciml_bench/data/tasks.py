@@ -1,4 +1,4 @@
-"""Generated learning tasks with known ground truth, for fixed-budget training (sciml_bench.training).
+"""Generated learning tasks with known ground truth, for fixed-budget training (sciml_bench.tasks).
 
 The zoo's sample batches are shaped for timing; a few have random labels, which no model can learn.
 These generators give those families a task whose answer is known exactly.
