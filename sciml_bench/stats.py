@@ -1,7 +1,9 @@
-"""Statistics over timing samples, built on scipy.stats: medians with CIs, IQR, paired ratios, ratios over passes."""
+"""Statistics over timing samples, built on scipy.stats: medians with CIs, IQR, paired ratios, ratios over passes,
+ratios of geometric means over seeds, power-law exponents."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -279,3 +281,50 @@ def mean_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> dict[st
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "std": 0.0, "n": n}
     lo, hi = stats.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
     return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "std": std, "n": n}
+
+
+def ratio_of_geomeans(new: Sequence[float], base: Sequence[float], paired: bool = False,
+                      confidence: float = CONFIDENCE) -> dict[str, float | int | bool | None]:
+    """Ratio of geometric means new/base (e.g. a loss over training seeds) with a Student-t CI on the logs.
+
+    ``paired``: ``new[i]`` and ``base[i]`` share a seed, so per-seed log ratios cancel what the seed
+    fixes (``scipy.stats.ttest_rel``); used unless those log ratios are all equal. Otherwise Welch's
+    unpaired interval (``scipy.stats.ttest_ind``, unequal variances). Values must be positive. The CI
+    is None with fewer than 2 values on a side, or when neither side varies; ``paired`` in the result
+    says which interval was used.
+    """
+    a, b = np.log(np.asarray(new, dtype=float)), np.log(np.asarray(base, dtype=float))
+    if a.size == 0 or b.size == 0:
+        raise ValueError("ratio_of_geomeans needs at least one value per side")
+    out: dict[str, float | int | bool | None] = {"ratio": float(np.exp(a.mean() - b.mean())), "n_new": int(a.size),
+                                                 "n_base": int(b.size), "ci_low": None, "ci_high": None,
+                                                 "paired": False}
+    if a.size < 2 or b.size < 2 or (a.std() == 0 and b.std() == 0):
+        return out
+    out["paired"] = paired and bool(np.std(a - b) > 0)
+    with warnings.catch_warnings():  # near-identical values (e.g. seeds of a zero init) make scipy warn, not fail
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if out["paired"]:
+            ci = stats.ttest_rel(a, b).confidence_interval(confidence)
+        else:
+            ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    out["ci_low"], out["ci_high"] = float(np.exp(ci.low)), float(np.exp(ci.high))
+    return out
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float],
+                 confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None] | None:
+    """Power-law exponent k of y ~ x^k: least squares on logs (``scipy.stats.linregress``).
+
+    Returns (k, ci_low, ci_high), the CI a Student-t interval on the slope (n - 2 df) from 3 points
+    up, None bounds from 2 points (the line through them); None with fewer than 2 points or one x.
+    """
+    xs, ys = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    if xs.size < 2 or np.ptp(xs) == 0:
+        return None
+    if xs.size == 2:
+        k = float((ys[1] - ys[0]) / (xs[1] - xs[0]))
+        return k, None, None
+    res = stats.linregress(xs, ys)
+    t = stats.t.ppf(0.5 + confidence / 2, xs.size - 2)
+    return float(res.slope), float(res.slope - t * res.stderr), float(res.slope + t * res.stderr)

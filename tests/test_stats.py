@@ -130,3 +130,37 @@ def test_pass_ratio_with_one_pass_is_the_within_run_ci_and_says_so():
     pr = pass_ratio([[1.2, 1.25, 1.22, 1.21]], [[1.0, 1.01, 0.99, 1.0]])
     assert pr["passes"] == 1 and pr["pass_var"] is None and "within-run" in pr["ci_method"]
     assert [pr["ci_low"], pr["ci_high"]] == pr["ci_within"] and 1.15 < pr["ratio"] < 1.3
+
+
+# ---------------------------------------------------------------- training seeds and scaling fits
+
+def test_ratio_of_geomeans_pairs_seeds_else_welch():
+    from sciml_bench.stats import mean_ci, ratio_of_geomeans
+
+    rng = np.random.default_rng(8)
+    seed_effect = np.exp(rng.normal(0, 0.5, 5))  # a seed moves both cases' loss alike
+    base = 1.0 * seed_effect * np.exp(rng.normal(0, 0.02, 5))
+    new = 2.0 * seed_effect * np.exp(rng.normal(0, 0.02, 5))
+    paired, welch = ratio_of_geomeans(new, base, paired=True), ratio_of_geomeans(new, base)
+    assert paired["paired"] and not welch["paired"]
+    assert paired["ratio"] == welch["ratio"] and abs(paired["ratio"] - 2.0) < 0.1, paired
+    assert paired["ci_low"] <= 2.0 <= paired["ci_high"] and welch["ci_low"] <= 2.0 <= welch["ci_high"]
+    assert paired["ci_high"] / paired["ci_low"] < 1.2 < welch["ci_high"] / welch["ci_low"], \
+        f"the seed effect widens the unpaired interval only: {paired} {welch}"
+    d = mean_ci(np.log(new) - np.log(base))
+    assert np.allclose([paired["ci_low"], paired["ci_high"]], np.exp([d["ci_low"], d["ci_high"]])), \
+        "paired: the t-interval of the mean per-seed log ratio"
+    assert ratio_of_geomeans([2.0], [1.0, 1.1])["ci_low"] is None, "no CI from one seed"
+    same = ratio_of_geomeans([2.0, 2.0], [1.0, 1.0], paired=True)
+    assert same["ratio"] == 2.0 and same["ci_low"] is None
+
+
+def test_loglog_slope_recovers_a_power_law():
+    from sciml_bench.stats import loglog_slope
+
+    x = np.array([16.0, 32.0, 64.0, 128.0, 256.0])
+    rng = np.random.default_rng(9)
+    k, lo, hi = loglog_slope(x, 3.0 * x ** 2 * np.exp(rng.normal(0, 0.05, x.size)))
+    assert lo < 2.0 < hi and abs(k - 2.0) < 0.1, (k, lo, hi)
+    assert loglog_slope([1.0, 2.0], [1.0, 4.0]) == (2.0, None, None), "two points: the line, no CI"
+    assert loglog_slope([2.0, 2.0], [1.0, 4.0]) is None and loglog_slope([1.0], [1.0]) is None

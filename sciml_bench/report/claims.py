@@ -10,7 +10,7 @@ import numpy as np
 
 from sciml_bench.report.words import ratio_words
 from sciml_bench.results import memory_ratio
-from sciml_bench.stats import ratio_of_medians
+from sciml_bench.stats import loglog_slope, ratio_of_geomeans, ratio_of_medians
 
 NOT_MEASURED = "not measured"
 
@@ -316,21 +316,6 @@ def _batchnorm_claim(records) -> Claim:
     return c
 
 
-def loglog_slope(x: list[float], y: list[float]) -> tuple[float, float | None, float | None] | None:
-    """Power-law exponent of y ~ x^k by least squares on logs, with a 95% CI when >= 3 points."""
-    from scipy import stats
-
-    xs, ys = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    if xs.size < 2 or np.ptp(xs) == 0:
-        return None
-    if xs.size == 2:
-        k = float((ys[1] - ys[0]) / (xs[1] - xs[0]))
-        return k, None, None
-    res = stats.linregress(xs, ys)
-    t = stats.t.ppf(0.975, xs.size - 2)
-    return float(res.slope), float(res.slope - t * res.stderr), float(res.slope + t * res.stderr)
-
-
 def _attention_claim(records) -> Claim:
     c = Claim("Attention memory grows quadratically with sequence length",
               "cases varying seq_len with attention (manual or SDPA): fitted memory exponent in [1.7, 2.3]; "
@@ -417,30 +402,17 @@ def seed_ratio(v: dict[str, Any], b: dict[str, Any], metric: str) -> tuple[float
     """Ratio of ``metric`` between two fit cases (geometric means over their seeds) with a 95% t-interval
     on the log values; None when either side lacks the metric.
 
-    Paired by seed (scipy.stats.ttest_rel) when both cases ran the same seeds to the end: a seed fixes
-    the minibatch order (and, for one architecture, the random draws of the init), so per-seed ratios
-    cancel that shared variation. Otherwise Welch's unpaired interval (scipy.stats.ttest_ind)."""
-    from scipy import stats
-
+    Paired by seed (``stats.ratio_of_geomeans``) when both cases ran the same seeds to the end: a seed
+    fixes the minibatch order (and, for one architecture, the random draws of the init), so per-seed
+    ratios cancel that shared variation. Otherwise Welch's unpaired interval."""
     a = [x for x in v["metrics"].get(metric, {}).get("samples", []) if x and x > 0]
     c = [x for x in b["metrics"].get(metric, {}).get("samples", []) if x and x > 0]
     if not a or not c:
         return None
-    la, lc = np.log(a), np.log(c)
-    ratio = float(np.exp(la.mean() - lc.mean()))
-    if len(a) < 2 or len(c) < 2 or (la.std() == 0 and lc.std() == 0):
-        return ratio, None, None
-    import warnings
-
     paired = (len(a) == len(c) == len(v["metrics"][metric]["samples"]) == len(b["metrics"][metric]["samples"])
               and (v.get("fit") or {}).get("seeds") == (b.get("fit") or {}).get("seeds") is not None)
-    with warnings.catch_warnings():  # near-identical seeds (e.g. a zero init) make scipy warn, not fail
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if paired and np.std(la - lc) > 0:
-            ci = stats.ttest_rel(la, lc).confidence_interval(0.95)
-        else:
-            ci = stats.ttest_ind(la, lc, equal_var=False).confidence_interval(0.95)
-    return ratio, float(np.exp(ci.low)), float(np.exp(ci.high))
+    r = ratio_of_geomeans(a, c, paired=paired)
+    return r["ratio"], r["ci_low"], r["ci_high"]
 
 
 def _fit_label(v: dict[str, Any], b: dict[str, Any], field_name: str) -> str:

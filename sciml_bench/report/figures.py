@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sciml_bench.report.claims import loglog_slope  # noqa: E402
+from sciml_bench.stats import loglog_slope  # noqa: E402
 
 SCALING_AXES = ("depth", "width", "batch_size", "seq_len", "resolution")
 DPI = 90
