@@ -7,8 +7,9 @@ arm's import path). Every selected case gets a worker per arm, forked by that ar
 rounds a case's two arms take one turn, back to back in a random order, and the turns are shuffled
 per round (RMIT; one case over four rounds: ``B N | N B | N B | B N``; with --duet both arms at
 once), so both arms share each round's machine and a ratio new/base is paired by round. Nothing
-here times or compares anything: the runner times (``runner.execute`` with ``arms``) and
-``compare.compare_ab`` compares, with the same verdicts and table as ``compare``.
+here times or compares anything: the runner times (``runner.execute`` with ``arms``, each arm
+handing in its process ``context``) and ``compare.compare_ab`` compares, with the same verdicts and
+table as ``compare``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.errors import UsageError
+from sciml_bench.supervise import FORKSERVER_PRELOAD, START_TIMEOUT, duet_cores  # noqa: F401  (duet_cores: the CLI's)
 
 # Rounds per pass unless --rounds says otherwise (at least; a suite with more keeps its own). Measured on
 # 2 cores (README, "How far to trust compare"): 4 rounds caught 42 % of real 10 % slowdowns, 12 caught them all.
@@ -60,6 +62,10 @@ class Arm:
         what = f"{self.spec} = {self.revision[:12]} of {self.repo}" if self.revision else f"interpreter {self.python}"
         return f"{what} (torch {self.info.get('torch', '?')}, Python {self.info.get('python', '?')})"
 
+    def context(self, log_path: Path) -> ArmContext:
+        """This arm's process context for one pass (``supervise.ProcessContext``): its fork server starts now."""
+        return ArmContext(self, log_path)
+
     def header(self) -> dict[str, Any]:
         return {"spec": self.spec, "python": self.python, "path": self.path, "revision": self.revision,
                 "repo": self.repo, "torch": self.info.get("torch"), "python_version": self.info.get("python"),
@@ -70,8 +76,6 @@ class _ArmServer:
     """Run side of one arm's fork server (``sciml_bench/arm_server.py``) for one pass."""
 
     def __init__(self, arm: Arm, log_path: Path):
-        from sciml_bench.runner import FORKSERVER_PRELOAD
-
         self.log_path = log_path
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -105,8 +109,6 @@ class _ArmServer:
     def spawn(self, fd: int, log_path: str, threads: int | None) -> int:
         """Fork a worker that runs the worker loop over the pipe end ``fd``; its pid. OSError when the
         server is not running (``down`` says why)."""
-        from sciml_bench.runner import START_TIMEOUT
-
         deadline = time.monotonic() + START_TIMEOUT
         while not self.ready and not self.down:
             left = deadline - time.monotonic()
@@ -153,7 +155,7 @@ class _ArmServer:
 
 class _ArmProcess:
     """A worker forked by an arm's server, with the ``multiprocessing.Process`` surface that
-    ``runner._Worker`` uses (start, pid, exitcode, is_alive, kill, join)."""
+    ``supervise.Worker`` uses (start, pid, exitcode, is_alive, kill, join)."""
 
     def __init__(self, server: _ArmServer, conn, log_path: str, threads: int | None):
         self.server, self.conn, self.log_path, self.threads = server, conn, log_path, threads
@@ -192,7 +194,7 @@ class _ArmProcess:
 
 
 class ArmContext:
-    """What ``runner._Worker`` asks of a multiprocessing context (``Pipe``, ``Process``), for one arm
+    """A ``supervise.ProcessContext`` (``Pipe``, ``Process``) for one arm
     and one pass: its fork server starts now, so both arms' servers import torch side by side."""
 
     def __init__(self, arm: Arm, log_path: Path):
@@ -212,38 +214,6 @@ class ArmContext:
 
     def close(self) -> None:
         self.server.close()
-
-
-def duet_cores() -> tuple[set[int], set[int]]:
-    """The two disjoint halves of this process's cores that ``--duet`` pins the arms to; UsageError
-    where there are not two cores or the platform cannot pin."""
-    if not hasattr(os, "sched_setaffinity"):
-        raise UsageError("--duet pins the arms to disjoint cores, which this platform cannot do "
-                         "(no sched_setaffinity); run ab without --duet")
-    cpus = sorted(os.sched_getaffinity(0))
-    half = len(cpus) // 2
-    if half < 1:
-        raise UsageError(f"--duet needs at least 2 cores to give each arm its own, this process may use {len(cpus)}")
-    return set(cpus[:half]), set(cpus[half:2 * half])
-
-
-def pin_duet(units: list[list[int]], workers: list[Any], index: int) -> dict[int, list[int]]:
-    """Pin each case's base and new workers (``units``: their slots) to the two core halves. Which arm
-    gets which half alternates by case and pass: a half that also serves interrupts or the run's own
-    process must not favour one arm throughout, and the pass-to-pass spread then shows the difference.
-    Returns {slot: its cores}, for the record."""
-    halves, out = duet_cores(), {}
-    for u, members in enumerate(units):
-        for k, i in enumerate(members):
-            if workers[i].failure is None:
-                pid, half = workers[i].proc.pid, halves[(k + u + index) % 2]
-                try:  # every thread: sched_setaffinity(pid) alone pins only the main one (a thread pool may exist)
-                    for tid in [int(t) for t in os.listdir(f"/proc/{pid}/task")] if os.path.isdir("/proc") else [pid]:
-                        os.sched_setaffinity(tid, half)
-                    out[i] = sorted(half)
-                except OSError:  # gone already: its next call reports why
-                    pass
-    return out
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:

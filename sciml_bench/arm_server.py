@@ -2,7 +2,8 @@
 
 Started by ``sciml_bench.ab`` with the arm's interpreter and import path, *as a file*, so this file is
 this checkout's while every ``sciml_bench`` import resolves to the arm's code. It therefore uses
-only the standard library and the worker loop every arm has (``sciml_bench.runner._worker_main``).
+only the standard library and the worker loop every arm has (``sciml_bench.worker.main``; in arms
+older than that module, ``sciml_bench.runner._worker_main``).
 Without it, each case's worker was a fresh interpreter importing torch (~3 s of CPU on 2 cores,
 the bulk of an A/B run); now that costs one interpreter per arm and pass. One server per pass on
 purpose: a fresh process re-draws per-process effects (library addresses, heap layout), which the
@@ -36,9 +37,12 @@ def _fork_worker(server: socket.socket, msg: dict, fd: int, own: tuple[int, ...]
             os.close(f)
         from multiprocessing.connection import Connection
 
-        from sciml_bench.runner import _worker_main
+        try:
+            from sciml_bench.worker import main
+        except ImportError:  # an arm older than the worker module: the same loop and messages
+            from sciml_bench.runner import _worker_main as main
 
-        _worker_main(Connection(fd), msg["log"], msg.get("threads") or None)
+        main(Connection(fd), msg["log"], msg.get("threads") or None)
         code = 0
     except BaseException:  # noqa: BLE001  (into the case log: the worker may have failed before opening it)
         import traceback

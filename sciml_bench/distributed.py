@@ -3,8 +3,9 @@
 A case with ``ddp_ranks = N`` runs in the runner's worker like any other: that worker launches
 ``torchrun --standalone --nproc_per_node=N`` as its child (its own session) and talks to rank 0
 over a local authenticated connection; rank 0 relays each command to the other ranks by
-broadcast. Every rank builds the case through the Workload (which wraps the model in DDP), is
-set up by the runner's own setup (warmup, FLOPs, memory, probes) and is timed in the same
+broadcast. Every rank (``sciml_bench.ranks``) builds the case through the Workload (which wraps the
+model in DDP), is set up as every worker sets a case up (``worker.setup``: warmup, FLOPs, memory,
+probes) and is timed in the same
 interleaved rounds as every case: at each round all ranks pass a barrier, then time the same
 fixed number of steps (a collective needs every rank to call it). The case's step time is the
 slowest rank's, measurement by measurement; each rank's own times are kept in the record.
@@ -15,7 +16,6 @@ when the runner kills a hung or failed case no rank outlives it.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import secrets
@@ -26,12 +26,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import traceback
-from dataclasses import asdict, replace
-from datetime import timedelta
+from dataclasses import asdict
 from multiprocessing import util
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import Listener
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +83,11 @@ def slowest(per_rank: list[list[float]]) -> list[float]:
     return [max(ts) for ts in zip(*per_rank)]
 
 
-def _die_with_parent(sig: int, parent: int | None = None) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
-        if parent is not None and os.getppid() != parent:  # the parent died before prctl
-            os._exit(1)
-
-
 # ---------------------------------------------------------------- the case's worker
 
 class RankGroup:
-    """The worker's handle on a case's torchrun ranks. Construction launches them and waits for
-    their setup; ``info`` is rank 0's setup result, as the runner's ``_setup`` returns it."""
+    """The worker's handle on a case's torchrun ranks (``sciml_bench.ranks``). Construction launches
+    them and waits for their setup; ``info`` is rank 0's setup result, as ``worker.setup`` returns it."""
 
     def __init__(self, case: Case, opts: Any):
         import torch
@@ -120,8 +109,8 @@ class RankGroup:
         if case.device == "cpu":
             env["OMP_NUM_THREADS"] = "1"  # one thread per rank: N ranks share the cores
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sciml_bench.distributed", "launch", str(os.getpid()), "--standalone",
-             f"--nproc_per_node={case.ddp_ranks}", "--max-restarts=0", "-m", "sciml_bench.distributed", "rank"],
+            [sys.executable, "-m", "sciml_bench.ranks", "launch", str(os.getpid()), "--standalone",
+             f"--nproc_per_node={case.ddp_ranks}", "--max-restarts=0", "-m", "sciml_bench.ranks", "rank"],
             env=env, start_new_session=True)  # its own session: killable as a group
         util.Finalize(self, RankGroup.close, args=(self,), exitpriority=10)  # the worker's exit stops the ranks
         self.conn = self._accept()
@@ -259,146 +248,3 @@ def add_scaling(records: list[dict[str, Any]]) -> None:
             "ci_high": inv(tr.get("ci_low")), "n": tr.get("n"), "reference": ref["case_id"],
             "note": f"{rec['case']['ddp_scaling']} scaling: " + ("t1 / tN (batch per rank)" if k == 1 else
                                                                  "t1 / (N tN) (global batch fixed)")}
-
-
-# ---------------------------------------------------------------- inside a rank
-
-def _comm_share(wl: Any, steps: int = PROFILE_STEPS) -> tuple[dict[str, Any] | None, str | None]:
-    """Fraction of the step with an all-reduce in flight, from the profiler's all-reduce events."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = wl.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            wl.step()
-        sync()
-        wall = time.perf_counter() - t0
-    if cuda:  # NCCL kernels on the GPU; their CPU-side events are only launches
-        events = [(e.key, getattr(e, "device_time_total", 0)) for e in prof.key_averages()
-                  if "nccl" in e.key.lower() and "allreduce" in e.key.lower().replace("_", "")]
-    else:  # gloo runs the all-reduce on its own thread; the event spans the whole exchange
-        events = [(e.key, e.cpu_time_total) for e in prof.key_averages() if e.key == "gloo:all_reduce"]
-    if not events:
-        return None, f"the profiler recorded no all-reduce events for {BACKENDS[wl.device.type]} over {steps} steps"
-    comm = sum(t for _, t in events) / 1e6
-    return {"share": comm / wall, "comm_s": comm / steps, "step_s": wall / steps, "events": sorted({k for k, _ in events})}, None
-
-
-def _report_failure(rank: int, exc: BaseException) -> None:
-    from sciml_bench.runner import _classify
-
-    status, reason = getattr(exc, "status", None), str(exc)
-    if status is None:
-        status, reason = _classify(exc)
-    path = Path(os.environ[ENV_FAILURES]) / f"rank{rank}.json"
-    path.write_text(json.dumps({"rank": rank, "status": status, "reason": reason, "time": time.time()}))
-
-
-def _rank_main() -> None:
-    """One torchrun rank: set up the case, then answer rank 0's broadcast commands until 'stop'."""
-    _die_with_parent(signal.SIGKILL)
-    rank = int(os.environ["RANK"])
-    try:
-        _serve(rank)
-    except BaseException as e:  # noqa: BLE001  (every failure is reported to the worker, then the rank exits)
-        traceback.print_exc()
-        try:
-            _report_failure(rank, e)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)  # never block in a collective's teardown
-
-
-def _serve(rank: int) -> None:
-    import torch
-    import torch.distributed as dist
-
-    from sciml_bench.measure.timing import time_fixed
-    from sciml_bench.runner import _WORKER, RunOptions, _setup
-
-    payload = json.loads(os.environ[ENV_CASE])
-    case = Case(**payload["case"])
-    # A fixed warmup count: with a time-based warmup, ranks would step a different number of times.
-    opts = replace(RunOptions(**payload["options"]), warmup_time=0.0)
-    if case.device == "cuda":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    else:
-        torch.set_num_threads(1)
-    # The per-collective timeout outlasts the case's budget: between rounds ranks wait in a broadcast
-    # while the runner times the other cases; a hang is ended by the runner's per-case timeout.
-    dist.init_process_group(BACKENDS[case.device], timeout=timedelta(seconds=opts.timeout + 60))
-    # Each rank its own data: its own synthetic batch, or (with a dataset) its DistributedSampler share,
-    # which needs the same seed on every rank.
-    local = case.replace(batch_size=local_batch(case), ddp_scaling="weak",
-                         seed=case.seed + (rank if case.dataset is None else 0))
-    info = _setup(local, opts)
-    wl = _WORKER["workload"]
-    comm, why = _comm_share(wl)
-    threads = torch.get_num_threads()
-    est = statistics.median(time_fixed(wl.step, 1, 3, threads))
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, {"first": info["metrics"]["first_step_time"]["value"], "comm": comm,
-                                      "step": est, "pid": os.getpid(), "host": os.uname().nodename})
-    conn = None
-    if rank == 0:
-        info["metrics"]["global_batch"] = {"value": global_batch(case), "unit": "samples",
-                                           "local_batch": local_batch(case), "backend": BACKENDS[case.device],
-                                           "ranks": case.ddp_ranks, "pids": [g["pid"] for g in gathered],
-                                           "hosts": [g["host"] for g in gathered],
-                                           "note": "memory, FLOPs and params are rank 0's (per rank); step times "
-                                                   "are every rank's"}
-        info["metrics"]["first_step_time"]["per_rank"] = [g["first"] for g in gathered]
-        if why is None and all(g["comm"] for g in gathered):
-            shares = [g["comm"]["share"] for g in gathered]
-            info["metrics"]["comm_share"] = {
-                "value": statistics.mean(shares), "unit": "fraction", "per_rank": shares, "steps": PROFILE_STEPS,
-                "comm_s_per_step": [g["comm"]["comm_s"] for g in gathered], "events": comm["events"],
-                "note": "all-reduce time / step time under torch.profiler (after warmup, outside the timed "
-                        "rounds); includes waiting for the slowest rank and overlaps the backward pass"}
-        else:
-            info["absent"]["comm_share"] = why or "a rank recorded no all-reduce events"
-        host, port = os.environ[ENV_CONTROL].rsplit(":", 1)
-        conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ[ENV_KEY]))
-        conn.send(("ready", info))
-    step_s = max(g["step"] for g in gathered)
-    while True:
-        cmd = [conn.recv() if rank == 0 else None]
-        if rank == 0 and cmd[0][0] == "round":  # the same number of steps on every rank
-            cmd[0] = ("round", max(1, round(cmd[0][1] / MEASUREMENTS / step_s)))
-        dist.broadcast_object_list(cmd, src=0)
-        kind, number = cmd[0]
-        if kind != "round":
-            break
-        dist.barrier()
-        times = time_fixed(wl.step, number, MEASUREMENTS, threads, label=case.case_id)
-        all_times: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(all_times, times)
-        step_s = statistics.median(slowest(all_times))
-        if rank == 0:
-            conn.send(("ok", all_times))
-    dist.destroy_process_group()
-    if conn is not None:
-        conn.close()
-
-
-def _launch_main(argv: list[str]) -> None:
-    """torchrun, bound to the worker that started it: it gets SIGTERM (and stops its ranks) if the
-    worker dies, e.g. killed by the runner for a timeout."""
-    _die_with_parent(signal.SIGTERM, parent=int(argv[0]))
-    from torch.distributed.run import main
-
-    main(argv[1:])
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["launch"]:
-        _launch_main(sys.argv[2:])
-    elif sys.argv[1:2] == ["rank"]:
-        _rank_main()
-    else:
-        sys.exit("usage: python -m sciml_bench.distributed launch WORKER_PID TORCHRUN_ARGS... | rank")

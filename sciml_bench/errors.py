@@ -23,3 +23,20 @@ def unknown(kind: str, name: object, allowed: Iterable[object]) -> UsageError:
     close = difflib.get_close_matches(str(name), allowed, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
     return UsageError(f"unknown {kind} {name!r}{hint}; expected one of: {', '.join(allowed)}")
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """A record's (status, reason) for an exception a case raised: a DDP rank's own status
+    (``distributed.RankFailure``), ``skipped`` for Unsupported, ``oom`` for out of memory, else ``error``."""
+    import torch
+
+    msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    if getattr(exc, "status", None):
+        return exc.status, str(exc)[:500]
+    if isinstance(exc, Unsupported):
+        return "skipped", str(exc)
+    text = str(exc).lower()
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (isinstance(exc, RuntimeError) and any(
+            s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))):
+        return "oom", msg
+    return "error", msg

@@ -89,7 +89,7 @@ def test_revision_with_extra_layers_is_slower_exit_1(tmp_path, plugin_repo):
     assert sorted(r["arm"] for r in records) == ["base", "base", "new", "new"]
     # the recorded positions are the seed's plan: a case's two arms back to back in every round,
     # in a random order, the cases' turns and the anchor shuffled (slots are arm-major)
-    from sciml_bench.runner import plan_positions, round_plan
+    from sciml_bench.rounds import plan_positions, round_plan
 
     cases = [r["case_id"] for r in records if r["arm"] == "base"]  # records keep the chunk's case order
     firsts = []

@@ -46,7 +46,7 @@ axes = { batch_size = [2] }
 def test_fault_matrix_every_status_and_reason(tmp_path):
     """Each fault becomes the right status with a reason that says why; the run goes on; names that
     try to leave logs/<run_id>/ stay inside it; a chatty case's log is capped, head and tail kept."""
-    from sciml_bench.runner import LOG_LIMIT
+    from sciml_bench.supervise import LOG_LIMIT
 
     suite = tmp_path / "suite" / "faults.toml"
     suite.parent.mkdir()
@@ -156,12 +156,13 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_stops_the_run():
 def test_non_finite_measurements_become_absent_with_reason():
     """A diverged loss (NaN) cannot go into strict JSON and must not become 0: it is absent, with why."""
     from sciml_bench.cases import Case, Study
-    from sciml_bench.runner import RunOptions, _record
+    from sciml_bench.records import record
+    from sciml_bench.worker import RunOptions
 
     info = {"metrics": {"loss_after_steps": {"value": float("nan"), "unit": ""},
                         "flops": {"value": 100, "unit": "FLOP"}},
             "absent": {}, "pid": 1, "threads": 1, "warmup_steps": 3}
-    rec = _record(Study("s", "", {}, {}), Case(), None, info, [[0.1, 0.2], [0.3]], RunOptions(), 0.0)
+    rec = record(Study("s", "", {}, {}), Case(), None, info, [[0.1, 0.2], [0.3]], RunOptions(), 0.0)
     assert "loss_after_steps" not in rec["metrics"] and "non-finite" in rec["absent"]["loss_after_steps"]
     assert rec["metrics"]["step_time"]["samples"] == [0.15000000000000002, 0.3]
     json.dumps(rec, allow_nan=False)
@@ -199,7 +200,7 @@ def test_case_next_to_a_cpu_hog_is_starved_and_the_run_says_so(tmp_path):
     are flagged starved (run summary, record, compare), and the two passes' RMIT orders replay from the seed."""
     import os
 
-    from sciml_bench.runner import round_orders
+    from sciml_bench.rounds import round_orders
 
     suite = tmp_path / "hogged.toml"
     suite.write_text(HOGGED)
@@ -244,7 +245,7 @@ def test_case_next_to_a_cpu_hog_is_starved_and_the_run_says_so(tmp_path):
 
 
 def test_round_orders_are_random_per_round_and_reproducible():
-    from sciml_bench.runner import round_orders
+    from sciml_bench.rounds import round_orders
 
     a = round_orders("42:study:0", 5, 20)
     assert a == round_orders("42:study:0", 5, 20) and a != round_orders("42:study:1", 5, 20)
@@ -252,7 +253,7 @@ def test_round_orders_are_random_per_round_and_reproducible():
 
 
 def test_round_plan_keeps_a_units_workers_together_in_a_random_order():
-    from sciml_bench.runner import round_orders, round_plan
+    from sciml_bench.rounds import round_orders, round_plan
 
     units = [[0, 3], [1, 4], [2, 5]]  # A/B: a case's base and new slots
     plan = round_plan("42:ab:0", units, 50, anchor=True, together=False)

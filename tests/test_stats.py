@@ -99,7 +99,7 @@ def _simulated_run(rng, k, passes, rounds, log_ratio, tau, sigma):
 
 
 def _first_ratio_ci(run):
-    """pass_ratio of the run's first ratio, moderated by the others' pass variances (as _add_ratios does)."""
+    """pass_ratio of the run's first ratio, moderated by the others' pass variances (as records.add_ratios does)."""
     from sciml_bench.stats import pass_ratio
 
     others = [pass_ratio(v, r)["pass_var"] for v, r in run[1:]]

@@ -1,0 +1,275 @@
+"""Supervision: the parent's side of the worker processes.
+
+A ``Worker`` is one case's process (``sciml_bench.worker.main``) with its time budget: commands go
+out, replies come back, and a worker that dies, hangs or is killed becomes a status and a reason
+(``crashed``, ``oom`` with the kernel's evidence, ``timeout``) with the last lines of its log. Its log
+is kept under ``LOG_LIMIT``. Workers come from a process context: this run's fork server
+(``context``), or an A/B arm's (``ab.ArmContext``), which implements the same ``ProcessContext``.
+``pin_duet`` pins a case's two A/B arms to disjoint cores (``--duet``).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from sciml_bench.cases import Case
+from sciml_bench.errors import UsageError
+from sciml_bench.worker import RunOptions, main
+
+START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
+
+
+class ProcessContext(Protocol):
+    """Where workers come from: what ``Worker`` asks of a ``multiprocessing`` context. A/B arms
+    implement it with their own fork servers (``ab.ArmContext``)."""
+
+    def Pipe(self) -> tuple[Any, Any]: ...  # noqa: N802  (the multiprocessing names)
+
+    def Process(self, target, args, daemon=True) -> Any: ...  # noqa: N802  (start, pid, exitcode, is_alive, kill, join)
+
+
+LOG_LIMIT = 2 * 2 ** 20  # bytes of a case log kept: its first and last half, so a chatty case cannot fill a disk
+POLL_SLICE = 0.5  # seconds between the parent's looks at a busy worker (log size, RSS)
+# Lines that are never the reason a worker died: torch's import-time chatter and warning boilerplate.
+LOG_NOISE = ("CUDA_HOME", "USDT:", "warnings.warn(", "Warning: ", "warn(", "gpuGetDeviceCount failed",
+             "allocated before the profiling started")
+_FRAME = re.compile(r'File "(.+)", line (\d+) in (\S+)')  # a faulthandler stack frame
+
+
+class Worker:
+    """Parent-side handle of one case's worker process, with its remaining time budget."""
+
+    def __init__(self, ctx: ProcessContext, case: Case, log_path: Path, opts: RunOptions):
+        self.case, self.log_path, self.budget = case, log_path, opts.timeout
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=main, args=(child, str(log_path), opts.threads), daemon=True)
+        self.oom_kills = _oom_kill_count()  # the cgroup's counter before this worker could be killed
+        self.rss = 0  # largest resident set seen, for OOM evidence
+        self.proc.start()
+        child.close()
+        self.failure: tuple[str, str] | None = None
+
+    def call(self, msg: tuple | None, timeout: float, charge: bool = True) -> tuple[str, Any]:
+        """Send ``msg`` (None: just wait) and return the reply, or a failure (status, reason).
+
+        Time spent waiting comes off the case's budget when ``charge`` (not for start-up). While
+        waiting, the log is kept under LOG_LIMIT and the worker's RSS is sampled."""
+        t0 = time.perf_counter()
+        reply = None
+        try:
+            if msg is not None:
+                self.conn.send(msg)
+            while (left := timeout - (time.perf_counter() - t0)) > 0:
+                if self.conn.poll(min(left, POLL_SLICE)):
+                    reply = self.conn.recv()
+                    break
+                self._watch()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
+            reply = self._crash_reason()
+        finally:
+            if charge:
+                self.budget -= time.perf_counter() - t0
+            cap_log(self.log_path)
+        if reply is None:
+            self.kill()
+            reply = ("timeout", f"no answer within {timeout:.0f} s" + (" (the rest of its --timeout)" if charge
+                                                                       else " of starting") + self.log_tail())
+        return reply
+
+    def post(self, msg: tuple) -> None:
+        """Send ``msg`` without waiting; the next ``call(None, ...)`` collects the reply (or the crash)."""
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+
+    def _watch(self) -> None:
+        cap_log(self.log_path)
+        try:
+            import psutil
+
+            self.rss = max(self.rss, psutil.Process(self.proc.pid).memory_info().rss)
+        except Exception:  # noqa: BLE001  (the worker may be gone; that shows up on the pipe)
+            pass
+
+    def _crash_reason(self) -> tuple[str, str]:
+        self.proc.join(5)
+        code = self.proc.exitcode
+        tail = self.log_tail()
+        if code is not None and code < 0:
+            sig = signal.Signals(-code).name
+            if sig == "SIGKILL":
+                evidence = _oom_evidence(self.proc.pid, self.oom_kills, self.rss)
+                if evidence:
+                    return "oom", f"worker killed by SIGKILL: out of memory ({evidence}){tail}"
+                return "crashed", (f"killed (SIGKILL), with no sign of the OOM killer (cgroup oom_kill count "
+                                   f"unchanged or unreadable, RSS below 80% of the limit, no kernel log line){tail}")
+            return "crashed", f"worker died from {sig}{tail}"
+        return "crashed", f"worker exited with code {code}{tail}"
+
+    def log_tail(self, n: int = 400) -> str:
+        """'; last output: ...': the traceback's last lines or the last real lines, noise left out."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 64 * 1024))
+                text = fh.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not any(s in ln for s in LOG_NOISE)]
+        fatal = max((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), default=None)
+        if fatal is not None:  # faulthandler: its headline and the innermost frames, not its module list
+            frames = [m.groups() for ln in lines[fatal + 1:] if (m := _FRAME.match(ln))][:3]
+            last = [lines[fatal]] + [" < ".join(f"{fn} ({Path(f).name}:{no})" for f, no, fn in frames)]
+        else:
+            last = lines[-3:]
+        return f"; last output: {' | '.join(ln for ln in last if ln)[-n:]}" if last else ""
+
+    def kill(self) -> None:
+        cap_log(self.log_path)
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(10)
+        self.kill()
+        self.conn.close()
+
+
+def cap_log(path: Path, limit: int = LOG_LIMIT) -> None:
+    """Keep a log under ``limit`` bytes: its first and last halves around a marker.
+
+    The worker appends (O_APPEND), so it keeps writing at the new end."""
+    try:
+        size = path.stat().st_size
+        if size <= limit:
+            return
+        with open(path, "r+b") as fh:
+            fh.seek(size - limit // 2)
+            tail = fh.read()
+            fh.seek(limit // 2)
+            fh.write(f"\n[... sciml-bench dropped {size - limit} bytes of output here ...]\n".encode() + tail)
+            fh.truncate()
+    except OSError:
+        pass
+
+
+def _cgroup_dir() -> Path | None:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):  # cgroup v2
+                return Path("/sys/fs/cgroup") / line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return None
+
+
+def _oom_kill_count() -> int | None:
+    """The cgroup's ``oom_kill`` counter (memory.events), or None where it is not readable."""
+    d = _cgroup_dir()
+    try:
+        for line in (d / "memory.events").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, TypeError, ValueError):
+        pass
+    return None
+
+
+def _memory_limit() -> int:
+    d = _cgroup_dir()
+    try:
+        text = (d / "memory.max").read_text().strip()
+        if text != "max":
+            return int(text)
+    except (OSError, TypeError, ValueError):
+        pass
+    import psutil
+
+    return psutil.virtual_memory().total
+
+
+def _oom_evidence(pid: int, oom_kills_before: int | None, rss: int) -> str | None:
+    """Why a SIGKILL looks like the OOM killer's, or None: the cgroup's oom_kill counter went up,
+    the kernel log names the pid, or the worker's RSS was near the memory limit."""
+    after = _oom_kill_count()
+    if oom_kills_before is not None and after is not None and after > oom_kills_before:
+        return f"cgroup memory.events oom_kill {oom_kills_before} -> {after}"
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            chunks_ = []
+            while True:
+                try:
+                    chunks_.append(os.read(fd, 8192).decode(errors="replace"))
+                except BlockingIOError:
+                    break
+        finally:
+            os.close(fd)
+        if any(f"Killed process {pid} " in c or f"Killed process {pid}," in c for c in chunks_):
+            return f"kernel log: Killed process {pid}"
+    except OSError:
+        pass  # /dev/kmsg is root-only on most systems
+    limit = _memory_limit()
+    if rss and rss >= 0.8 * limit:
+        return f"worker RSS {rss / 2 ** 30:.1f} GiB of a {limit / 2 ** 30:.1f} GiB limit"
+    return None
+
+
+# What a fork server imports before forking workers (this run's, and each A/B arm's: sciml_bench.ab).
+FORKSERVER_PRELOAD = ["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.worker", "sciml_bench.workloads"]
+
+
+def context() -> ProcessContext:
+    """Start workers from a fork server that has imported torch once (a worker then starts in
+    a fraction of a second instead of ~3 s); spawn where fork servers do not exist. Plain fork
+    is unsafe once the parent has initialised CUDA or thread pools; the server never does."""
+    from sciml_bench.lifetime import mark_run
+
+    mark_run()  # the fork server (via the lifetime preload) and the workers die with this process
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return ctx
+
+
+def duet_cores() -> tuple[set[int], set[int]]:
+    """The two disjoint halves of this process's cores that ``--duet`` pins the arms to; UsageError
+    where there are not two cores or the platform cannot pin."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise UsageError("--duet pins the arms to disjoint cores, which this platform cannot do "
+                         "(no sched_setaffinity); run ab without --duet")
+    cpus = sorted(os.sched_getaffinity(0))
+    half = len(cpus) // 2
+    if half < 1:
+        raise UsageError(f"--duet needs at least 2 cores to give each arm its own, this process may use {len(cpus)}")
+    return set(cpus[:half]), set(cpus[half:2 * half])
+
+
+def pin_duet(units: list[list[int]], workers: list[Any], index: int) -> dict[int, list[int]]:
+    """Pin each case's base and new workers (``units``: their slots) to the two core halves. Which arm
+    gets which half alternates by case and pass: a half that also serves interrupts or the run's own
+    process must not favour one arm throughout, and the pass-to-pass spread then shows the difference.
+    Returns {slot: its cores}, for the record."""
+    halves, out = duet_cores(), {}
+    for u, members in enumerate(units):
+        for k, i in enumerate(members):
+            if workers[i].failure is None:
+                pid, half = workers[i].proc.pid, halves[(k + u + index) % 2]
+                try:  # every thread: sched_setaffinity(pid) alone pins only the main one (a thread pool may exist)
+                    for tid in [int(t) for t in os.listdir(f"/proc/{pid}/task")] if os.path.isdir("/proc") else [pid]:
+                        os.sched_setaffinity(tid, half)
+                    out[i] = sorted(half)
+                except OSError:  # gone already: its next call reports why
+                    pass
+    return out
