@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sciml_bench.errors import UsageError
 from sciml_bench.cases import positive_number
+from sciml_bench.units import fmt_bytes
 
 # Piped output (files, CI logs) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -345,12 +346,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
                           f"({escape(r.get('absent', {}).get('profile', 'see the case log'))})")
     console.print(phase_table(records))
     return 0
-
-
-def fmt_bytes(b: float) -> str:
-    from sciml_bench.compare import fmt_value
-
-    return fmt_value(b, "B")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
 from sciml_bench.results import anchored_samples, pass_pairs, read_run, starved_unreliable
 from sciml_bench.stats import cliffs_delta, mann_whitney, pass_ratio, ratio_of_medians
+from sciml_bench.units import fmt_bytes
 
 DEFAULT_THRESHOLD = 0.05
 # A/B rounds are paired within one run, so far smaller changes are resolvable than across runs
@@ -408,10 +409,7 @@ def fmt_value(v: float | None, unit: str) -> str:
                 return f"{v / scale:.3g} {u}"
         return f"{v * 1e9:.3g} ns"
     if unit == "B":
-        for u, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-            if abs(v) >= scale:
-                return f"{v / scale:.3g} {u}"
-        return f"{v:.0f} B"
+        return fmt_bytes(v)
     return f"{v:.4g}"
 
 

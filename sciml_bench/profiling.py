@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from sciml_bench.units import fmt_bytes
 from sciml_bench.workloads import PHASES, Workload, absent_phases
 
 PHASE_MIN_STEPS = 5
@@ -258,20 +259,12 @@ def write_operator_tables(ops: list[dict[str, Any]], out: Path, top: int, cuda: 
         for r in sorted(ops, key=lambda r: r[key], reverse=True)[:top]:
             md.append(f"| `{r['name']}` | {r['input_shapes'].replace('|', '/') or '-'} | {r['calls']:.3g} | "
                       f"{r['self_cpu_us']:.1f} | {r['self_device_us']:.1f} | "
-                      f"{(r['flops'] or 0) / 1e6:.3g} | {_fmt_bytes(r['self_cpu_mem_bytes'])} |")
+                      f"{(r['flops'] or 0) / 1e6:.3g} | {fmt_bytes(r['self_cpu_mem_bytes'])} |")
         md.append("")
     if not cuda:
         md.append("Device time: not measured (the case ran on CPU; no CUDA activity was recorded).")
     (out / "operators.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     return {"operators_csv": "operators.csv", "operators_md": "operators.md"}
-
-
-def _fmt_bytes(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(b) < 1024 or unit == "GiB":
-            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
-        b /= 1024
-    return f"{b:.1f} GiB"
 
 
 def read_trace(path: str | Path) -> dict[str, Any]:

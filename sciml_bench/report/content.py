@@ -104,10 +104,6 @@ def fmt_time(s: float | None) -> str:
     return fmt_value(s, "s")
 
 
-def fmt_bytes(b: float | None) -> str:
-    return fmt_value(b, "B")
-
-
 @dataclass
 class Section:
     """One study in the report: its question, table rows, verdicts, figures and scaling fits."""

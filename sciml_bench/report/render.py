@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sciml_bench.report.claims import NOT_MEASURED
-from sciml_bench.report.content import (METRIC_LABELS, Block, Part, Report, Section, fmt_bytes, fmt_metric,
-                                        fmt_peak_frac, fmt_time, skip_reason_kind)
+from sciml_bench.report.content import (METRIC_LABELS, Block, Part, Report, Section, fmt_metric, fmt_peak_frac,
+                                        fmt_time, skip_reason_kind)
 from sciml_bench.report.profiles import profiles_part
 from sciml_bench.report.words import ratio_words
+from sciml_bench.units import fmt_bytes
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;

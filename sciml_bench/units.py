@@ -1,0 +1,12 @@
+"""Numbers with units as text, for the terminal, the report and profile files (imports nothing of the package)."""
+from __future__ import annotations
+
+
+def fmt_bytes(b: float | None) -> str:
+    """``b`` bytes to three significant figures in binary units (``"1.5 KiB"``, ``"312 B"``); ``"-"`` for None."""
+    if b is None:
+        return "-"
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(b) >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b:.0f} B"
