@@ -13,7 +13,8 @@ Knobs applied here, each in one place:
   gradient-norm clipping when ``clip`` is set.
 
 Values this device cannot honour raise :class:`Unsupported` (recorded as ``status="skipped"``
-with the reason); nothing is silently replaced by something else.
+with the reason); nothing is silently replaced by something else. What the knobs call for measuring
+once per case (compile, shape sweep, numerics, loader) is in ``sciml_bench.measure.probes``.
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "tf32": torch.float32,
           "bf16": torch.float32, "fp16": torch.float32}  # parameter dtype; bf16/fp16 are autocast
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_KW = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune"}
-NUMERICS_STEPS = 10  # train steps compared against fp32 for the numerics drift
 MAX_WORKERS_ENV = "SCIML_BENCH_MAX_WORKERS"  # cap on DataLoader num_workers (cases above it are skipped)
 EPOCH_BATCHES = 16  # batches per generated dataset epoch
 PHASES = ("data", "h2d", "forward", "loss", "backward", "optimizer")  # a step's phases, in order
@@ -136,7 +136,8 @@ def max_workers() -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _set_backend_flags(case: Case) -> None:
+def set_backend_flags(case: Case) -> None:
+    """Set the process-wide TF32 and cudnn.benchmark flags to the case's values."""
     # Explicit in both directions: fp32 must mean true fp32, since cuDNN allows TF32 by default.
     tf32 = case.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -173,7 +174,7 @@ def build_workload(case: Case) -> Workload:
         from sciml_bench.distributed import require_ranks
 
         require_ranks()
-    _set_backend_flags(case)
+    set_backend_flags(case)
     torch.manual_seed(case.seed)
     spec = get_model_spec(case.model)
     dtype = DTYPES[case.precision]
@@ -234,7 +235,7 @@ def build_workload(case: Case) -> Workload:
     inputs = to_device(inputs, device, dtype, memory_format)
     eager = model
     if case.compile != "none":
-        dynamo = _dynamo()
+        dynamo = torch_dynamo()
         dynamo.reset()  # counters and caches belong to this case alone
         dynamo.utils.counters.clear()
         model = torch.compile(model, mode=COMPILE_KW[case.compile], dynamic=case.dynamic)
@@ -328,7 +329,7 @@ def absent_phases(case: Case) -> dict[str, str]:
     return out
 
 
-def _dynamo():
+def torch_dynamo():
     """``torch._dynamo`` (imported on first use: it costs seconds)."""
     import importlib
 
@@ -347,162 +348,3 @@ def _allow_children() -> None:
     proc = multiprocessing.current_process()
     if proc.daemon:
         proc._config["daemon"] = False  # noqa: SLF001  (no public API for this)
-
-
-# ---------------------------------------------------------------- once-per-case measurements
-
-def probe(wl: Workload, first_step_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Measurements a case's knobs call for, taken once after warmup: (metrics, absent reasons).
-
-    - compile: compile time (the first call), graphs, graph breaks, frames compiled;
-    - shape_sweep: first-call time per extra input size and the recompilations they caused;
-    - precision (train, not fp32): loss after ``NUMERICS_STEPS`` steps and its drift from fp32
-      from the same seed, GradScaler skipped steps, non-finite losses;
-    - dataset: data-stall fraction of a loaded train step, live DataLoader worker processes.
-    """
-    metrics: dict[str, dict[str, Any]] = {}
-    absent: dict[str, str] = {}
-    case = wl.case
-    if case.compile != "none":
-        _compile_metrics(first_step_s, metrics)
-    if case.shape_sweep:
-        _shape_sweep(wl, metrics, absent)
-    if case.mode == "train" and case.precision != "fp32" and case.dataset is None:
-        _numerics(case, metrics, absent)
-    if case.dataset is not None:
-        _loader_metrics(wl, metrics)
-    return metrics, absent
-
-
-def dynamo_counts() -> dict[str, int]:
-    """Graphs, graph breaks and frames compiled so far, from ``torch._dynamo.utils.counters``."""
-    c = _dynamo().utils.counters
-    return {"graphs": int(c["stats"]["unique_graphs"]), "graph_breaks": int(sum(c["graph_break"].values())),
-            "frames": int(c["frames"]["total"]), "fxgraph_cache_hits": int(c["inductor"]["fxgraph_cache_hit"])}
-
-
-def _compile_metrics(first_step_s: float, metrics: dict[str, dict[str, Any]]) -> None:
-    counts = dynamo_counts()
-    metrics["compile_time"] = {"value": first_step_s, "unit": "s",
-                               "note": "first call of the compiled step (compilation plus one step)"}
-    metrics["compiled_graphs"] = {"value": counts["graphs"], "unit": "count"}
-    metrics["graph_breaks"] = {"value": counts["graph_breaks"], "unit": "count",
-                               "reasons": {str(k): v for k, v in _dynamo().utils.counters["graph_break"].items()}}
-    metrics["frames_compiled"] = {"value": counts["frames"], "unit": "count"}
-    metrics["compile_cache_hits"] = {"value": counts["fxgraph_cache_hits"], "unit": "count",
-                                     "note": "inductor FX-graph cache hits: a warm cache shortens compile_time"}
-
-
-def sweep_sizes(case: Case) -> tuple[str, int, list[int]]:
-    """(knob, base size, extra sizes) of a shape sweep: resolution or seq_len, base x 1.5, 2, 2.5, ..."""
-    spec = get_model_spec(case.model)
-    merged = spec.merged(case.knobs)
-    for knob in ("resolution", "seq_len"):
-        if knob in spec.knobs and merged.get(knob):
-            base = merged[knob]
-            return knob, base, [int(base * (2 + k) / 2) for k in range(1, case.shape_sweep + 1)]
-    raise Unsupported(f"shape_sweep needs a model with a resolution or seq_len knob; {case.model} has neither")
-
-
-def _shape_sweep(wl: Workload, metrics: dict[str, dict[str, Any]], absent: dict[str, str]) -> None:
-    case = wl.case
-    knob, base, sizes = sweep_sizes(case)
-    spec = get_model_spec(case.model)
-    compiled = case.compile != "none"
-    before = dynamo_counts()["frames"] if compiled else 0
-    saved = wl.inputs, wl.targets
-    times = []
-    sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
-    try:
-        for size in sizes:
-            x, y = spec.sample_batch(case.batch_size, wl.device, DTYPES[case.precision], seed=case.seed,
-                                     **dict(case.knobs, **{knob: size}))
-            wl.inputs, wl.targets = to_device(x, wl.device, DTYPES[case.precision],
-                                        torch.channels_last if case.channels_last else None), y
-            sync()
-            t0 = time.perf_counter()
-            wl.step()
-            sync()
-            times.append(time.perf_counter() - t0)
-    finally:
-        wl.inputs, wl.targets = saved
-    metrics["sweep_first_call_time"] = {"value": sum(times) / len(times), "unit": "s", "samples": times,
-                                        "sizes": sizes, "knob": knob, "base": base}
-    if compiled:
-        after = dynamo_counts()
-        metrics["recompiles"] = {"value": after["frames"] - before, "unit": "count", "sizes": sizes,
-                                 "graphs_after_sweep": after["graphs"],
-                                 "note": "frames compiled by calls at new input sizes; TORCH_LOGS=recompiles "
-                                         "shows the guard failures behind them"}
-    else:
-        absent["recompiles"] = "compile=none: nothing is compiled"
-
-
-def _numerics(case: Case, metrics: dict[str, dict[str, Any]], absent: dict[str, str]) -> None:
-    """Train fresh copies of the case and of its fp32 twin from the same seed; compare losses."""
-    mine = _train_losses(build_workload(case), NUMERICS_STEPS)
-    ref = _train_losses(build_workload(case.replace(precision="fp32", compile="none", dynamic=None, shape_sweep=0)),
-                        NUMERICS_STEPS)
-    _set_backend_flags(case)  # building the fp32 twin reset TF32 / cudnn flags; restore this case's
-    metrics["loss_after_steps"] = {"value": mine["losses"][-1], "unit": "loss", "steps": NUMERICS_STEPS,
-                                   "samples": mine["losses"]}
-    metrics["fp32_loss_after_steps"] = {"value": ref["losses"][-1], "unit": "loss", "steps": NUMERICS_STEPS,
-                                        "samples": ref["losses"]}
-    a, b = mine["losses"][-1], ref["losses"][-1]
-    if all(map(_finite, (a, b))) and b != 0:
-        metrics["loss_drift"] = {"value": abs(a - b) / abs(b), "unit": "relative",
-                                 "note": f"|loss - fp32 loss| / |fp32 loss| after {NUMERICS_STEPS} steps, same seed"}
-    else:
-        absent["loss_drift"] = f"non-finite or zero loss after {NUMERICS_STEPS} steps (this {a}, fp32 {b})"
-    metrics["nonfinite_loss_steps"] = {"value": mine["nonfinite"], "unit": "count", "steps": NUMERICS_STEPS}
-    metrics["nonfinite_params"] = {"value": mine["nonfinite_params"], "unit": "count"}
-    if mine["skipped"] is None:
-        absent["scaler_skipped_steps"] = f"no GradScaler at precision {case.precision}"
-    else:
-        metrics["scaler_skipped_steps"] = {"value": mine["skipped"], "unit": "count", "steps": NUMERICS_STEPS}
-
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
-
-
-def _train_losses(wl: Workload, steps: int) -> dict[str, Any]:
-    """Losses of ``steps`` train steps (synced after each, outside any timed region), with the
-    steps GradScaler skipped (its scale dropped after an inf/NaN gradient)."""
-    losses, skipped = [], 0
-    for _ in range(steps):
-        scale = wl.scaler.get_scale() if wl.scaler is not None else None
-        wl.step()
-        losses.append(float(wl.last_loss.float()))
-        if wl.scaler is not None and wl.scaler.get_scale() < scale:
-            skipped += 1
-    bad_params = sum(int((~torch.isfinite(p)).sum()) for p in wl.model.parameters())
-    return {"losses": losses, "nonfinite": sum(not _finite(v) for v in losses),
-            "nonfinite_params": bad_params, "skipped": skipped if wl.scaler is not None else None}
-
-
-def _loader_metrics(wl: Workload, metrics: dict[str, dict[str, Any]]) -> None:
-    import psutil
-
-    case = wl.case
-    metrics["cpu_count"] = {"value": os.cpu_count(), "unit": "count",
-                            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
-    from sciml_bench.data import default_start_method
-
-    children = psutil.Process().children(recursive=False)
-    metrics["loader_worker_processes"] = {"value": len(children), "unit": "count",
-                                          "start_method": default_start_method() if case.num_workers else None,
-                                          "note": "live child processes of the case worker after warmup"}
-    if case.mode == "train":
-        n = max(EPOCH_BATCHES, 8)
-        sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
-        sync()
-        wl.data_wait_s = 0.0
-        t0 = time.perf_counter()
-        for _ in range(n):
-            wl.step()
-        sync()
-        total = time.perf_counter() - t0
-        metrics["data_stall_fraction"] = {"value": wl.data_wait_s / total, "unit": "fraction", "steps": n,
-                                          "wait_s": wl.data_wait_s, "total_s": total,
-                                          "note": "host time waiting for the next batch / loaded train step time"}

@@ -9,8 +9,9 @@ import torch
 from sciml_bench.cases import Case
 from sciml_bench.data import MemmapDataset, make_dataset, make_loader
 from sciml_bench.errors import UsageError
+from sciml_bench.measure.probes import probe
 from sciml_bench.models import get_model_spec
-from sciml_bench.workloads import build_workload, probe
+from sciml_bench.workloads import build_workload
 
 PAIRS = [("images", "resnet18"), ("images", "simple_cnn"), ("memmap", "fno1d"), ("memmap", "deeponet"),
          ("timeseries", "lstm_forecaster"), ("timeseries", "cnn1d"), ("timeseries", "lorenz_gpt")]

@@ -7,8 +7,9 @@ from torch import nn
 from sciml_bench.cases import Case
 from sciml_bench.errors import Unsupported, UsageError
 from sciml_bench.measure.memory import cpu_step_peak_bytes
+from sciml_bench.measure.probes import probe
 from sciml_bench.models import create_model, get_model_spec
-from sciml_bench.workloads import MAX_WORKERS_ENV, build_workload, probe
+from sciml_bench.workloads import MAX_WORKERS_ENV, build_workload
 
 cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallbacks")
 

@@ -1,1 +1,1 @@
-"""Measurement: timing (torch.utils.benchmark), memory, FLOPs and the environment fingerprint."""
+"""Measurement: timing (torch.utils.benchmark), memory, FLOPs, the environment fingerprint and the once-per-case probes."""
