@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from sciml_bench.models import register_model
+from sciml_bench.models.registry import register_model
 from sciml_bench.models.layers import checkpoint_seq, get_act_layer, get_norm_layer
 
 _CONV = {"seq": nn.Conv1d, "2d": nn.Conv2d, "3d": nn.Conv3d}

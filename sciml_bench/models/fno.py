@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from sciml_bench.models import mse, register_model
+from sciml_bench.models.registry import mse, register_model
 from sciml_bench.data.fields import burgers_1d, heat_2d
 from sciml_bench.models.layers import get_act_layer, maybe_checkpoint
 

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from sciml_bench.models import register_model
+from sciml_bench.models.registry import register_model
 from sciml_bench.models.mlp import MLP
 
 T_END = 2 * math.pi

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sciml_bench.models import register_model
+from sciml_bench.models.registry import register_model
 from sciml_bench.models.cnn import image_batch
 from sciml_bench.models.layers import checkpoint_seq, get_act_layer, get_norm_layer
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from sciml_bench.models import cross_entropy, mse, register_model
+from sciml_bench.models.registry import cross_entropy, mse, register_model
 from sciml_bench.data.fields import damped_oscillator
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sciml_bench.errors import unknown
-from sciml_bench.models import mse, register_model
+from sciml_bench.models.registry import mse, register_model
 from sciml_bench.data.fields import burgers_1d, lorenz63
 from sciml_bench.models.layers import checkpoint_seq, get_act_layer
 

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from sciml_bench.models import mse, register_model
+from sciml_bench.models.registry import mse, register_model
 from sciml_bench.models.layers import get_act_layer, get_norm_layer, maybe_checkpoint
 
 
