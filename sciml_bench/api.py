@@ -37,8 +37,8 @@ class RunResult:
 def run(suite: str = "quick", *, studies: Iterable[str] = (), models: Iterable[str] = (),
         overrides: Mapping[str, Any] | Iterable[str] = (), device: str = "auto", plugins: Iterable[str] = (),
         out: str | os.PathLike = "results", rounds: int | None = None, round_time: float | None = None,
-        timeout: float | None = None, threads: int | None = None, max_live: int = 8, hide_hostname: bool = False,
-        progress: Callable[[str, int], None] | None = None) -> RunResult:
+        timeout: float | None = None, threads: int | None = None, max_live: int | None = None,
+        hide_hostname: bool = False, progress: Callable[[str, int], None] | None = None) -> RunResult:
     """Run a suite (``sciml-bench run``) and return the finished run; no report is written.
 
     Parameters
@@ -47,7 +47,8 @@ def run(suite: str = "quick", *, studies: Iterable[str] = (), models: Iterable[s
     studies, models: keep only these studies / models (globs), as ``--study`` / ``--model``.
     overrides: case fields set on every case, as ``{"batch_size": 16}`` or ``["batch_size=16"]``.
     device: auto, cpu or cuda. out: results directory.
-    rounds, round_time, timeout, threads, max_live: as the CLI options (default: the suite's).
+    rounds, round_time, timeout, threads, max_live: as the CLI options (default: the suite's; max_live
+    ``RunOptions.max_live``).
     progress: called as ``progress(description, n_done)`` while cases finish.
 
     Cases run in worker subprocesses, so a crash or hang becomes a record, never an exception

@@ -168,20 +168,20 @@ def run_label(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec)
 
 def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int | None = None,
               round_time: float | None = None, timeout: float | None = None, threads: int | None = None,
-              max_live: int = 8, hide_hostname: bool = False, phases: bool = False,
+              max_live: int | None = None, hide_hostname: bool = False, phases: bool = False,
               profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None,
               arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None,
               least: tuple[int, int] = (1, 1), duet: bool = False) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
-    fingerprint and machine peak). Timing options default to the suite's. Bad input raises
-    UsageError before any file exists.
+    fingerprint and machine peak). Timing options default to the suite's (``max_live`` to
+    ``RunOptions.max_live``). Bad input raises UsageError before any file exists.
 
     ``phases`` adds a phase-breakdown pass per case after its timed rounds; ``profile``
     (ProfileOptions fields) also a torch.profiler trace, under ``profile["out"]`` (default
     ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up). ``arms``
     (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds; ``least``:
     the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more); ``duet``:
-    a case's two arms time each block at the same time, on disjoint cores (``ab.pin_duet``)."""
+    a case's two arms time each block at the same time, on disjoint cores (``supervise.pin_duet``)."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
@@ -191,7 +191,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
         raise ValueError("duet pairs the two arms of each case: it needs arms (sciml-bench ab)")
     threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or max(suite.rounds, least[0]), round_time=round_time or suite.round_time,
-                      timeout=timeout or suite.timeout, threads=threads, max_live=max_live,
+                      timeout=timeout or suite.timeout, threads=threads,
+                      max_live=max_live or RunOptions.max_live,
                       passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed,
                       duet=duet)
     run_id = new_run_id(("ab-" if arms else "") + run_label(suite, plan, spec))
