@@ -63,7 +63,7 @@ def round_plan(seed: str, units: list[list[int]], rounds: int, anchor: bool, tog
     A/B pairs a case's two arms this way because the machine's speed wanders within a round: in
     the fully shuffled A/B runs of ``results/detection/`` (2 cores), the robust sd of a round's log
     ratio was 0.064-0.106 where the two arms happened to run back to back, 0.079-0.180 where they
-    ran 8 or more turns apart (``benchmarks/detection_quality.py score-ab``)."""
+    ran 8 or more turns apart (``evidence/detection_quality.py score-ab``)."""
     rng = random.Random(f"{seed}:turns")
     plan = []
     for order in round_orders(seed, len(units) + anchor, rounds):

@@ -2,7 +2,7 @@
 
 One command records and scores (from the repository root, on a quiet machine)::
 
-    python benchmarks/rerun_coverage.py --runs 3 \
+    python evidence/rerun_coverage.py --runs 3 \
         --studies activations,inference-modes,inference-modes-mlp,precision,zoo-parity-attention,recurrent \
         --out results/coverage/quick-passes
 

@@ -3,14 +3,14 @@ CI honesty, measured.
 
 Usage (from the repository root)::
 
-    python benchmarks/detection_quality.py record --runs 6 --out results/detection/runs   # ~2-10 min
-    python benchmarks/detection_quality.py score results/detection/runs [--json out.json]
-    python benchmarks/detection_quality.py record-ab --runs 2 --passes 4 --out results/detection/ab-4x12  # ~31 min a run
-    python benchmarks/detection_quality.py score-ab results/detection/ab [--json out.json]
-    python benchmarks/detection_quality.py pooling results/detection/{ab-4x12,ab-rounds-36x0.1,ab-rounds-72x0.1,\
+    python evidence/detection_quality.py record --runs 6 --out results/detection/runs   # ~2-10 min
+    python evidence/detection_quality.py score results/detection/runs [--json out.json]
+    python evidence/detection_quality.py record-ab --runs 2 --passes 4 --out results/detection/ab-4x12  # ~31 min a run
+    python evidence/detection_quality.py score-ab results/detection/ab [--json out.json]
+    python evidence/detection_quality.py pooling results/detection/{ab-4x12,ab-rounds-36x0.1,ab-rounds-72x0.1,\
         ab-shuffled-36x0.1,ab-pairs-36x0.1,ab-pairs-72x0.1,ab-pairs-6x24,ab-aa-mixed} --json results/detection/pooling.json
 
-``record`` runs ``benchmarks/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
+``record`` runs ``evidence/detection_suite.toml`` (a base MLP and the same MLP with 1/2/4 extra
 layers, i.e. a *real* extra op of ~5/10/20%) several times, minutes apart, on this machine.
 ``score`` then uses only those recorded samples:
 
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-AB_SUITE = ROOT / "benchmarks" / "ab_detection_suite.toml"
+AB_SUITE = ROOT / "evidence" / "ab_detection_suite.toml"
 sys.path.insert(0, str(ROOT))
 
 from sciml_bench.compare import (DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison,  # noqa: E402
@@ -69,8 +69,8 @@ def record(n: int, out: Path) -> None:
     """Run the detection suite ``n`` times into ``out`` (no reports)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for i in range(n):
-        cmd = [sys.executable, "-m", "sciml_bench", "run", "--suite", str(ROOT / "benchmarks/detection_suite.toml"),
-               "--plugin", "benchmarks.detect_plugin", "--out", str(out), "--no-report", "--device", "cpu"]
+        cmd = [sys.executable, "-m", "sciml_bench", "run", "--suite", str(ROOT / "evidence/detection_suite.toml"),
+               "--plugin", "evidence.detect_plugin", "--out", str(out), "--no-report", "--device", "cpu"]
         print(f"run {i + 1}/{n}: {' '.join(cmd[3:])}", flush=True)
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
@@ -394,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     ra.add_argument("--duet", action="store_true", help="ab --duet: the arms' blocks at the same time")
     ra.add_argument("--round-time", type=float, help="seconds per timed block (default: the suite's, 0.1)")
     ra.add_argument("--suite", type=Path, default=AB_SUITE,
-                    help="the A/B suite (default benchmarks/ab_detection_suite.toml; "
-                         "benchmarks/ab_rounds_suite.toml: 10 A/A and 10 5 %% cases, for protocol comparisons)")
+                    help="the A/B suite (default evidence/ab_detection_suite.toml; "
+                         "evidence/ab_rounds_suite.toml: 10 A/A and 10 5 %% cases, for protocol comparisons)")
     sa = sub.add_parser("score-ab")
     sa.add_argument("dir", type=Path)
     sa.add_argument("--json", type=Path)
