@@ -68,6 +68,25 @@ def test_list_commands(capsys):
     assert "11,173,962" in out, "resnet18 (CIFAR stem) parameter count"
 
 
+def test_every_command_runs_one_handler_and_shares_run_options():
+    """parser.build_parser declares the commands, cli.COMMANDS runs them: the two name the same set; and an
+    option of `run` that profile, ab or submit also take means the same there (type, choices, help)."""
+    from sciml_bench.cli import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+    run = {a.option_strings[0]: a for a in sub.choices["run"]._actions if a.option_strings}
+    # their own: profile's --out is the profiles root; submit's suite defaults to full, its device is resolved
+    # on each job's machine, and its shard runs, merged run and report go elsewhere than run's
+    own = {("profile", "--out"), ("submit", "--suite"), ("submit", "--device"), ("submit", "--out"),
+           ("submit", "--no-report")}
+    for name in ("profile", "ab", "submit"):
+        for a in sub.choices[name]._actions:
+            r = run.get(a.option_strings[0] if a.option_strings else None)
+            if r is not None and a.dest != "help" and (name, a.option_strings[0]) not in own:
+                assert (a.dest, a.type, a.choices, a.help) == (r.dest, r.type, r.choices, r.help), (name, a.dest)
+
+
 def test_smoke_run_end_to_end(smoke_run):
     header, records = read_run(smoke_run)
     env = header["environment"]
