@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.errors import UsageError
-from sciml_bench.supervise import FORKSERVER_PRELOAD, START_TIMEOUT, duet_cores  # noqa: F401  (duet_cores: the CLI's)
+from sciml_bench.supervise import FORKSERVER_PRELOAD, START_TIMEOUT
 
 # Rounds per pass unless --rounds says otherwise (at least; a suite with more keeps its own). Measured on
 # 2 cores (README, "How far to trust compare"): 4 rounds caught 42 % of real 10 % slowdowns, 12 caught them all.

@@ -123,7 +123,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_ab(args: argparse.Namespace) -> int:
     """Time two code versions in one interleaved run, then compare the arms like `compare`."""
-    from sciml_bench.ab import MIN_PASSES, MIN_ROUNDS, arms, duet_cores
+    from sciml_bench.ab import MIN_PASSES, MIN_ROUNDS, arms
+    from sciml_bench.supervise import duet_cores
     from sciml_bench.compare import DEFAULT_AB_THRESHOLD, DEFAULT_ALPHA, check_options, compare_ab
     from sciml_bench.runner import RunSpec, start_run
 

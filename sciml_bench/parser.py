@@ -14,6 +14,7 @@ from typing import Any
 
 from sciml_bench.cases import positive_number
 from sciml_bench.errors import UsageError
+from sciml_bench.worker import RunOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,9 +104,9 @@ def add_timing_options(p: argparse.ArgumentParser, max_live: bool = True) -> Non
                    help="per-case limit for setup plus all rounds (default: the suite's)")
     p.add_argument("--threads", type=int, help="torch intra-op threads in workers (default: torch's)")
     if max_live:
-        p.add_argument("--max-live", type=int, default=8,
+        p.add_argument("--max-live", type=int, default=RunOptions.max_live,
                        help="most worker processes alive at once; a study's cases are timed side by side "
-                            "in chunks of this size (default: 8)")
+                            f"in chunks of this size (default: {RunOptions.max_live})")
 
 
 def add_setup_options(p: argparse.ArgumentParser) -> None:
