@@ -52,23 +52,6 @@ def global_batch(case: Case) -> int:
     return case.batch_size if case.ddp_scaling == "strong" else case.batch_size * case.ddp_ranks
 
 
-def require_ranks() -> None:
-    """Unsupported outside a torchrun rank (e.g. asv or pytest-benchmark timing one process)."""
-    import torch.distributed as dist
-
-    from sciml_bench.errors import Unsupported
-
-    if not dist.is_initialized():
-        raise Unsupported("ddp_ranks > 0 runs on torchrun ranks (sciml-bench run); this front end times one process")
-
-
-def wrap_ddp(model, device):
-    """``model`` under DistributedDataParallel (its constructor broadcasts rank 0's parameters)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
 class RankFailure(RuntimeError):
     """A rank (or torchrun) failed; ``status`` is the record status the runner should give the case."""
 

@@ -171,9 +171,11 @@ def build_workload(case: Case) -> Workload:
     """
     device = check_device(case)
     if case.ddp_ranks:
-        from sciml_bench.distributed import require_ranks
+        import torch.distributed as dist
 
-        require_ranks()
+        if not dist.is_initialized():  # e.g. asv or pytest-benchmark timing one process
+            raise Unsupported("ddp_ranks > 0 runs on torchrun ranks (sciml-bench run); this front end times "
+                              "one process")
     set_backend_flags(case)
     torch.manual_seed(case.seed)
     spec = get_model_spec(case.model)
@@ -224,10 +226,11 @@ def build_workload(case: Case) -> Workload:
             raise ValueError(f"{case.model} checkpoints each of its blocks, on or off: use checkpoint=1, "
                              f"not {case.checkpoint}")
         model.checkpoint_segments = case.checkpoint
-    if case.ddp_ranks:  # inside a torchrun rank (sciml_bench.distributed); batch_size is per rank
-        from sciml_bench.distributed import wrap_ddp
+    if case.ddp_ranks:  # inside a torchrun rank (sciml_bench.ranks); batch_size is per rank
+        from torch.nn.parallel import DistributedDataParallel
 
-        model = wrap_ddp(model, device)
+        # its constructor broadcasts rank 0's parameters
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if task is not None:
         inputs, targets = task.sample(case.batch_size, device, dtype, case.seed, spec.merged(case.knobs))
     else:
