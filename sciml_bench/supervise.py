@@ -226,7 +226,8 @@ def _oom_evidence(pid: int, oom_kills_before: int | None, rss: int) -> str | Non
 
 
 # What a fork server imports before forking workers (this run's, and each A/B arm's: sciml_bench.ab).
-FORKSERVER_PRELOAD = ["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.worker", "sciml_bench.workloads"]
+FORKSERVER_PRELOAD = ["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.worker", "sciml_bench.workloads",
+                      "sciml_bench.measure.probes"]
 
 
 def context() -> ProcessContext:
