@@ -248,3 +248,17 @@ def test_history_leaves_ab_runs_out_and_load_results_names_the_arm(tmp_path):
     assert [r["run_id"] for r in h.runs] == ["r0", "r2"]
     df = load_results(runs / "r1.jsonl")
     assert sorted(df.loc[df.metric == "step_time", "arm"]) == ["base", "new"]
+
+
+def test_an_arm_imports_its_own_code_not_the_current_directorys(tmp_path, monkeypatch):
+    """`ab` run from a checkout's root: the arm's interpreter must not pick up the sciml_bench of the
+    current directory (``python -c`` puts it first on the path) instead of the arm's own."""
+    from sciml_bench.ab import Arm, _probe, source_root
+
+    decoy = tmp_path / "sciml_bench"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the current directory decoy was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    arm = Arm("new", "interpreter", sys.executable, [source_root()])
+    _probe(arm, "--new", [])  # UsageError ("cannot import sciml_bench's worker") if the decoy shadows it
+    assert arm.info["torch"]
