@@ -39,7 +39,7 @@ MIN_ROUNDS = 12
 MIN_PASSES = 2  # the arms' CI is the spread between passes (fresh processes): one pass has none
 # How an arm's interpreter runs this checkout's arm_server.py as a file (its imports are the arm's).
 # -P: no current directory first on the import path, where a checkout's own sciml_bench (``ab`` run
-# from the repository's root) would shadow the arm's.
+# from the repository's root) would shadow the arm's; ``Arm.env`` puts it last instead.
 _SERVER_CODE = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
@@ -56,8 +56,10 @@ class Arm:
     info: dict[str, Any] = field(default_factory=dict)  # torch / python versions, environment fingerprint
 
     def env(self) -> dict[str, str]:
+        """The arm's environment: its own code first on the import path, the current directory (a
+        plugin of the user's may live there) last: the interpreter runs with -P, which leaves it out."""
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(self.path + [p for p in [env.get("PYTHONPATH", "")] if p])
+        env["PYTHONPATH"] = os.pathsep.join(self.path + [p for p in [env.get("PYTHONPATH", "")] if p] + [os.getcwd()])
         return env
 
     def describe(self) -> str:
