@@ -38,8 +38,6 @@ from sciml_bench.supervise import FORKSERVER_PRELOAD, START_TIMEOUT
 MIN_ROUNDS = 12
 MIN_PASSES = 2  # the arms' CI is the spread between passes (fresh processes): one pass has none
 # How an arm's interpreter runs this checkout's arm_server.py as a file (its imports are the arm's).
-# -P: no current directory first on the import path, where a checkout's own sciml_bench (``ab`` run
-# from the repository's root) would shadow the arm's; ``Arm.env`` puts it last instead.
 _SERVER_CODE = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
@@ -57,8 +55,10 @@ class Arm:
 
     def env(self) -> dict[str, str]:
         """The arm's environment: its own code first on the import path, the current directory (a
-        plugin of the user's may live there) last: the interpreter runs with -P, which leaves it out."""
-        env = dict(os.environ)
+        plugin of the user's may live there) last. PYTHONSAFEPATH keeps ``python -c`` / ``-m`` from
+        putting the current directory first, in the arm's interpreter and in every process it starts
+        (DDP ranks): ``ab`` run from a checkout's root would otherwise import that checkout's sciml_bench."""
+        env = dict(os.environ, PYTHONSAFEPATH="1")
         env["PYTHONPATH"] = os.pathsep.join(self.path + [p for p in [env.get("PYTHONPATH", "")] if p] + [os.getcwd()])
         return env
 
@@ -85,7 +85,7 @@ class _ArmServer:
         try:
             with open(log_path, "ab") as log:  # its import errors land here
                 self.popen = subprocess.Popen(
-                    [arm.python, "-P", "-c", _SERVER_CODE, str(Path(__file__).with_name("arm_server.py")),
+                    [arm.python, "-c", _SERVER_CODE, str(Path(__file__).with_name("arm_server.py")),
                      str(theirs.fileno()), json.dumps(FORKSERVER_PRELOAD)],
                     pass_fds=(theirs.fileno(),), env=arm.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         except BaseException:
@@ -236,7 +236,7 @@ def _probe(arm: Arm, flag: str, plugins: list[str]) -> None:
             "print(json.dumps({'torch': torch.__version__, 'python': sys.version.split()[0],"
             " 'environment': collect(), 'files': files}))\n")
     try:
-        p = subprocess.run([arm.python, "-P", "-c", code], capture_output=True, text=True, env=arm.env(), timeout=300)
+        p = subprocess.run([arm.python, "-c", code], capture_output=True, text=True, env=arm.env(), timeout=300)
     except OSError as e:
         raise UsageError(f"{flag} {arm.spec}: cannot run {arm.python}: {e.strerror}") from None
     except subprocess.TimeoutExpired:

@@ -192,7 +192,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or max(suite.rounds, least[0]), round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads,
-                      max_live=max_live or RunOptions.max_live,
+                      max_live=RunOptions.max_live if max_live is None else max_live,
                       passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed,
                       duet=duet)
     run_id = new_run_id(("ab-" if arms else "") + run_label(suite, plan, spec))

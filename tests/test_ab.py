@@ -262,3 +262,7 @@ def test_an_arm_imports_its_own_code_not_the_current_directorys(tmp_path, monkey
     arm = Arm("new", "interpreter", sys.executable, [source_root()])
     _probe(arm, "--new", [])  # UsageError ("cannot import sciml_bench's worker") if the decoy shadows it
     assert arm.info["torch"]
+    # and in the processes an arm's worker starts with `python -m` (a DDP case's torchrun and ranks)
+    grandchild = "import subprocess, sys; subprocess.run([sys.executable, '-m', 'sciml_bench.ranks'])"
+    p = subprocess.run([sys.executable, "-c", grandchild], env=arm.env(), capture_output=True, text=True, timeout=120)
+    assert "usage: python -m sciml_bench.ranks" in p.stderr and "decoy" not in p.stderr, p.stderr[-500:]
