@@ -14,12 +14,16 @@ keeps every run file (raw samples included) under ``--out``, and prints:
   CI contain run j's ratio? Scored for the CI the record carries (``ci_low``/``ci_high``: the
   rerun interval over passes, "after") and for the within-run paired-round bootstrap over the
   same rounds (``ci_within``, the CI before this change), overall and per study;
-* the between-run spread per study (max/min of a case's ratio over runs, median over cases) and
-  the median CI width (hi/lo) of both definitions;
+* the between-run spread per study (max/min of a case's ratio over runs, median over cases): the
+  floor no honest interval can go below on this machine; and the median CI width (hi/lo) of both
+  definitions, per study and overall;
+* resolution: the fraction of variant cases whose record CI excludes 1, of all of them and of
+  those whose effect is at least 10 % (the mean ratio over the runs beyond 1.1x either way);
 * how often a run's A/A twin ratios' CIs contain 1 (they should, about 95 %);
 * verdict stability: per variant case, whether "faster / slower / not significant" agrees in
   all runs;
-* wall time per run.
+* wall time per run (as recorded; ``span_s``, from each run file's header to its last record, is
+  there for scored-only directories too).
 
 ``--score DIR`` only scores existing run files (e.g. to compare protocols: record once with the
 suite's defaults and once with ``--passes 1 --rounds 8`` into another directory). This is a
@@ -36,6 +40,8 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+
+from datetime import datetime
 
 import numpy as np
 
@@ -95,6 +101,15 @@ def _ratios(path: Path) -> tuple[dict, dict[tuple[str, str], dict]]:
     return h, out
 
 
+def _span(path: Path) -> float | None:
+    """Seconds from a run file's header to its last record (the run's own time, without start-up)."""
+    h, recs = read_run(path)
+    ends = [r["finished"] for r in recs if r.get("finished")]
+    if not ends or not h.get("created"):
+        return None
+    return max(ends) - datetime.strptime(h["created"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+
+
 def _covers(ci, x: float) -> bool | None:
     if not ci or ci[0] is None or ci[1] is None:
         return None
@@ -108,11 +123,12 @@ def _sign(ci) -> str:
 
 
 def score(run_dir: Path) -> dict:
-    runs = []
+    runs, spans = [], []
     for f in run_files(run_dir):
         h, ratios = _ratios(f)
         if ratios:
             runs.append((h, ratios))
+            spans.append(_span(f))
     if len(runs) < 2:
         raise SystemExit(f"need at least 2 runs with ratios in {run_dir}, found {len(runs)}")
     defs = {"after (record's CI)": lambda tr: (tr.get("ci_low"), tr.get("ci_high")),
@@ -136,6 +152,21 @@ def score(run_dir: Path) -> dict:
         vals = [r[key]["value"] for _, r in runs]
         spread.setdefault(key[0], []).append(max(vals) / min(vals))
         stable.setdefault(key[0], []).append(len({_sign(defs["after (record's CI)"](r[key])) for _, r in runs}) == 1)
+    # resolution: a CI that excludes 1 decides the question; "large" effects are those of at least 10 %
+    # by the mean log ratio over the runs, so that one run's noise does not choose the cases it is scored on
+    resolved: dict[str, list[bool]] = {}
+    resolved_large: dict[str, list[bool]] = {}
+    for key in set.union(*(set(r) for _, r in runs)):
+        if key[0] == TWINS:
+            continue
+        per_run = [r[key] for _, r in runs if key in r]
+        large = abs(np.mean([np.log(tr["value"]) for tr in per_run])) >= np.log(1.1)
+        for tr in per_run:
+            hit = _covers(defs["after (record's CI)"](tr), 1.0)
+            if hit is not None:
+                resolved.setdefault(key[0], []).append(not hit)
+                if large:
+                    resolved_large.setdefault(key[0], []).append(not hit)
     twins = [_covers(defs[d](r[k]), 1.0) for _, r in runs for k in r if k[0] == TWINS for d in defs]
     twins_after = [_covers((r[k].get("ci_low"), r[k].get("ci_high")), 1.0) for _, r in runs for k in r
                    if k[0] == TWINS]
@@ -151,8 +182,14 @@ def score(run_dir: Path) -> dict:
                             f"{(h.get('options') or {}).get('round_time')} s" for h, _ in runs}),
         "coverage": {d: dict(all=rate([x for s in c.values() for x in s]), **{s: rate(c.get(s, [])) for s in studies})
                      for d, c in cover.items()},
-        "median_width": {d: {s: float(np.median(w[s])) for s in studies if w.get(s)} for d, w in widths.items()},
-        "between_run_spread": {s: float(np.median(v)) for s, v in spread.items()},
+        "median_width": {d: dict(all=float(np.median([x for v in w.values() for x in v])),
+                                 **{s: float(np.median(w[s])) for s in studies if w.get(s)}) for d, w in widths.items()},
+        "between_run_spread": dict(all=float(np.median([x for v in spread.values() for x in v])),
+                                   **{s: float(np.median(v)) for s, v in spread.items()}),
+        "resolved": dict(all=rate([x for v in resolved.values() for x in v]), **{s: rate(v) for s, v in resolved.items()}),
+        "resolved_10pct": dict(all=rate([x for v in resolved_large.values() for x in v]),
+                               **{s: rate(resolved_large.get(s, [])) for s in studies}),
+        "span_s": spans,
         "verdict_stable": {s: rate(v) for s, v in stable.items()},
         "aa_twins_cover_1": rate([x for x in twins_after if x is not None]),
         "aa_twins_cover_1_both_defs": rate([x for x in twins if x is not None]),
@@ -167,20 +204,27 @@ def to_markdown(res: dict, walls: list[float] | None = None) -> str:
     pct = lambda r: "-" if r["rate"] is None else f"{r['rate']:.0%} ({r['n']})"  # noqa: E731
     lines = [f"{len(res['runs'])} runs ({', '.join(res['protocol'])}): {', '.join(res['runs'])}", "",
              "| study | " + " | ".join(f"covers next run: {d}" for d in defs) + " | median CI width hi/lo "
-             + " / ".join(d.split(' ')[0] for d in defs) + " | between-run spread max/min | verdict same in all runs |",
-             "|---|" + "---:|" * (len(defs) + 3)]
-    for s in studies:
-        w = " / ".join(f"{res['median_width'][d].get(s, float('nan')):.3g}" for d in defs)
-        lines.append(f"| {s} | " + " | ".join(pct(res["coverage"][d][s]) for d in defs) + f" | {w} | "
+             + " / ".join(d.split(' ')[0] for d in defs) + " | between-run spread max/min | verdict same in all runs |"
+             " resolved (CI excludes 1) | resolved, effect >= 10 % |",
+             "|---|" + "---:|" * (len(defs) + 5)]
+    none = {"rate": None, "n": 0}
+    for s in [*studies, "all"]:
+        # hi/lo, and as the x/÷ half-width the README quotes (its square root)
+        w = " / ".join(f"{x:.3g} (x/÷{x ** 0.5:.3g})" for d in defs
+                       for x in [res["median_width"][d].get(s, float("nan"))])
+        name, b = ("**all**", "**") if s == "all" else (s, "")
+        lines.append(f"| {name} | " + " | ".join(f"{b}{pct(res['coverage'][d][s])}{b}" for d in defs) + f" | {w} | "
                      f"{res['between_run_spread'].get(s, float('nan')):.3f} | "
-                     f"{pct(res['verdict_stable'].get(s, {'rate': None, 'n': 0}))} |")
-    lines.append("| **all** | " + " | ".join(f"**{pct(res['coverage'][d]['all'])}**" for d in defs) + " | | | |")
+                     f"{pct(res['verdict_stable'].get(s, none)) if s != 'all' else ''} | "
+                     f"{pct(res['resolved'].get(s, none))} | {pct(res['resolved_10pct'].get(s, none))} |")
     lines += ["", f"A/A twins: the record's CI contains 1 in {pct(res['aa_twins_cover_1'])} "
                   f"(both definitions: {pct(res['aa_twins_cover_1_both_defs'])}).",
               f"Flagged ratios over all runs: {res['flagged']['starved']} starved, "
               f"{res['flagged']['overhead_dominated']} overhead-dominated."]
     if walls:
         lines.append(f"Wall time per run: {', '.join(f'{w:.0f} s' for w in walls)}.")
+    if any(res.get("span_s") or []):
+        lines.append(f"Run file spans (header to last record): {', '.join(f'{w:.0f} s' for w in res['span_s'] if w)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                  for a in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
         walls = record(args.runs, args.suite, [s for s in args.studies.split(",") if s], args.out, extra)
     res = score(run_dir)
+    old = Path(run_dir) / "coverage.json"
+    if walls is None and old.exists():  # scoring again keeps the wall times the recording measured
+        walls = json.loads(old.read_text(encoding="utf-8")).get("wall_s")
     res["wall_s"] = walls
     (Path(run_dir) / "coverage.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
     print(to_markdown(res, walls))
