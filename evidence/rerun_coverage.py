@@ -25,6 +25,10 @@ keeps every run file (raw samples included) under ``--out``, and prints:
 * wall time per run (as recorded; ``span_s``, from each run file's header to its last record, is
   there for scored-only directories too).
 
+Runs may also be recorded one at a time (``--runs 1``), alternating protocols between two
+``--out`` directories so that the machine's slow drift falls on both alike; each recording adds
+its wall time to the directory's ``coverage.json``.
+
 ``--score DIR`` only scores existing run files (e.g. to compare protocols: record once with the
 suite's defaults and once with ``--passes 1 --rounds 8`` into another directory). This is a
 measurement script, not a test: it takes minutes per run.
@@ -146,7 +150,7 @@ def score(run_dir: Path) -> dict:
                     widths[d].setdefault(key[0], []).append(ci(a[key])[1] / ci(a[key])[0])
     spread: dict[str, list[float]] = {}
     stable: dict[str, list[bool]] = {}
-    for key in set.intersection(*(set(r) for _, r in runs)):
+    for key in sorted(set.intersection(*(set(r) for _, r in runs))):
         if key[0] == TWINS:
             continue
         vals = [r[key]["value"] for _, r in runs]
@@ -156,7 +160,7 @@ def score(run_dir: Path) -> dict:
     # by the mean log ratio over the runs, so that one run's noise does not choose the cases it is scored on
     resolved: dict[str, list[bool]] = {}
     resolved_large: dict[str, list[bool]] = {}
-    for key in set.union(*(set(r) for _, r in runs)):
+    for key in sorted(set.union(*(set(r) for _, r in runs))):
         if key[0] == TWINS:
             continue
         per_run = [r[key] for _, r in runs if key in r]
@@ -246,10 +250,19 @@ def main(argv: list[str] | None = None) -> int:
         extra = [a for k in ("passes", "rounds", "round_time") if getattr(args, k) is not None
                  for a in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
         walls = record(args.runs, args.suite, [s for s in args.studies.split(",") if s], args.out, extra)
-    res = score(run_dir)
     old = Path(run_dir) / "coverage.json"
-    if walls is None and old.exists():  # scoring again keeps the wall times the recording measured
-        walls = json.loads(old.read_text(encoding="utf-8")).get("wall_s")
+    # scoring again keeps the wall times the recordings measured; a new recording adds its own
+    # (so runs recorded one at a time, alternating protocols between directories, keep every wall)
+    before = json.loads(old.read_text(encoding="utf-8")).get("wall_s") or [] if old.exists() else []
+    walls = before + (walls or []) or None
+    try:
+        res = score(run_dir)
+    except SystemExit as too_few:  # the first of runs recorded one at a time: keep its wall for later
+        if args.score is not None:
+            raise
+        old.write_text(json.dumps({"wall_s": walls}, indent=1), encoding="utf-8")
+        print(too_few)
+        return 0
     res["wall_s"] = walls
     (Path(run_dir) / "coverage.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
     print(to_markdown(res, walls))
