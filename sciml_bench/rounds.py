@@ -92,12 +92,13 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     """Time one pass of a chunk in fresh workers; return one pass result per case, in ``cases`` order.
 
     ``arms`` (A/B, ``sciml_bench.ab``): every case once per arm, each worker started from its arm's
-    process context (``arm.context(log_path)``, a ``supervise.ProcessContext``); a case's two arms take one turn of the round (``round_plan``); results are per
-    case x arm, arm-major.
+    process context (``arm.context(log_path)``, a ``supervise.ProcessContext``); a case's two arms
+    take one turn of the round (``round_plan``); results are per case x arm, arm-major.
 
     Pass 0 measures everything (setup: memory, FLOPs, overhead); later passes only build, warm
     up and time. After the last pass's rounds come the ``AFTER_ROUNDS`` commands (the phases/profile
-    pass, fixed-budget training). Progress units: one per case setup and case round, one per profile and per fit.
+    pass, fixed-budget training). Progress units: one per case setup and case round, one per
+    ``AFTER_ROUNDS`` command.
     """
     from sciml_bench.measure import anchor
     from sciml_bench.measure.timing import machine_load
@@ -209,6 +210,10 @@ def _trace_dir(study: Study, case: Case, opts: RunOptions) -> str | None:
         if opts.profile else None
 
 
+def _keep_fit(info: dict[str, Any], payload: dict[str, Any]) -> None:
+    info["fit"] = payload
+
+
 def _keep_profile(info: dict[str, Any], payload: dict[str, Any]) -> None:
     info["metrics"].update(payload["metrics"])
     info["absent"].update(payload["absent"])
@@ -223,7 +228,7 @@ AFTER_ROUNDS = (
                 keep=_keep_profile, fatal=False, label=lambda c: f"profile {c.case_id}"),
     # Fixed-budget training of a mode='fit' case (sciml_bench.training): one record, speed beside convergence.
     AfterRounds("fit", wanted=lambda c, o: c.mode == "fit", command=lambda s, c, o: ("fit", c.to_dict()),
-                keep=lambda info, payload: info.__setitem__("fit", payload), fatal=True,
+                keep=_keep_fit, fatal=True,
                 label=lambda c: f"fit {c.case_id} ({c.steps} steps x {c.seeds} seeds)"),
 )
 

@@ -24,7 +24,7 @@ from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_
 from sciml_bench.errors import UsageError
 from sciml_bench.records import combine
 from sciml_bench.results import RunWriter, done_keys, is_locked, new_run_id, read_run, safe_filename
-from sciml_bench.rounds import ProgressFn, chunks, run_pass
+from sciml_bench.rounds import AFTER_ROUNDS, ProgressFn, chunks, run_pass
 from sciml_bench.worker import RunOptions
 from sciml_bench.worker import main as _worker_main  # noqa: F401  (its old name: an older checkout's A/B arm server starts it)
 
@@ -101,13 +101,12 @@ class Run:
     @property
     def units(self) -> int:
         """Progress units of the remaining work: one per case setup and case round per pass, and one
-        per case profile pass and per fit."""
+        per ``AFTER_ROUNDS`` command a case gets (profile pass, fit)."""
         units = 0
-        profiled = 1 if self.opts.phases or self.opts.profile else 0
         for s, ch in self.work:
             have = self.passes_of(s, ch)
-            units += sum((self.opts.passes - len(have.get(c.case_id, []))) * (1 + self.opts.rounds) + profiled
-                         + (c.mode == "fit") for c in ch)
+            units += sum((self.opts.passes - len(have.get(c.case_id, []))) * (1 + self.opts.rounds)
+                         + sum(extra.wanted(c, self.opts) for extra in AFTER_ROUNDS) for c in ch)
         return units * (len(self.arms) if self.arms else 1)
 
 
