@@ -93,17 +93,21 @@ def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Tabl
 
 
 def verdict_summary(path: Path, width: int = 80) -> list[str]:
-    """The end of ``run``: the case counts, then one line per study with its answer, each within ``width``."""
+    """The end of ``run``: the case counts, then one line per study with the smallest effect its run
+    could resolve (so that "no clear difference" says whether to run longer) and its answer, each
+    within ``width``."""
     from sciml_bench.report import collect
     from sciml_bench.report.content import status_counts
+    from sciml_bench.report.words import at_least
     from sciml_bench.results import read_run
 
     header, records = read_run(path)
     rep, _ = collect([path])
     out = [f"{len(records)} cases: {status_counts(records)}"[:width]]
-    name_w = min(max((len(s.name) for s in rep.sections), default=0), 24)
+    name_w = min(max((len(s.name) for s in rep.sections), default=5), 24)
+    out.append(f"{'study':<{name_w}}  resolves  answer")
     for s in rep.sections:
-        line = f"{s.name[:name_w]:<{name_w}}  {s.short_answer}"
+        line = f"{s.name[:name_w]:<{name_w}}  {at_least(s.resolves):<8}  {s.short_answer}"
         out.append(line if len(line) <= width else line[:width - 1] + "…")
     return out
 

@@ -95,6 +95,7 @@ def test_summary_shows_measured_claims_and_the_full_table_every_claim(tmp_path):
 
 
 STORED_RUN = Path(__file__).parent / "data" / "smoke_run.jsonl"  # a real smoke run recorded on a 2-core CPU
+QUICK_RUN = Path(__file__).parents[1] / "results" / "reference" / "cpu-2core-quick-quiet.jsonl"  # the quick suite
 
 
 def test_report_from_stored_real_run(tmp_path):
@@ -112,6 +113,7 @@ def test_run_writes_report_by_default(tmp_path):
     assert m, f"run must print the report path: {proc.stdout}"
     lines = proc.stdout.splitlines()
     assert re.match(r"\d+ cases: \d+ ok, \d+ skipped.*, 0 failed", lines[0]), f"counts first: {lines[:2]}"
+    assert lines[1].split() == ["study", "resolves", "answer"], f"a header names the columns: {lines[:3]}"
     # a ratio within 0.5 % of 1 with no CI (2 rounds, 1 pass) reads "same time (1.00x)" (report.words)
     assert any(ln.startswith("batch-size ") and any(w in ln for w in ("slower", "faster", "no clear", "same time"))
                for ln in lines[1:3]), f"one verdict line per study: {lines[:3]}"
@@ -160,13 +162,15 @@ def _dom_positions(chromium: str, index: Path, tmp_path: Path) -> dict[str, int]
               "b.setAttribute('data-first',document.querySelector('section').id);"
               "b.setAttribute('data-summary',pos(document.getElementById('summary')));"
               "b.setAttribute('data-claims',pos(document.querySelector('#summary table')));"
-              "b.setAttribute('data-study',pos(document.getElementById('study-0')));</script></body>")
+              "b.setAttribute('data-study',pos(document.getElementById('study-0')));"
+              "const f=document.querySelector('#summary img');"
+              "b.setAttribute('data-forest',f&&f.getAttribute('src').endsWith('forest.png')?pos(f):-1);</script></body>")
     probe.write_text(index.read_text().replace("</body>", script))
     proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
                            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", probe.as_uri()],
                           capture_output=True, text=True, timeout=120, env=dict(os.environ, HOME=str(tmp_path)))
-    attrs = dict(re.findall(r'data-(height|first|summary|claims|study)="([^"]*)"', proc.stdout))
-    assert len(attrs) == 5, f"Chromium did not lay the page out: {proc.stderr[-1000:]}"
+    attrs = dict(re.findall(r'data-(height|first|summary|claims|study|forest)="([^"]*)"', proc.stdout))
+    assert len(attrs) == 6, f"Chromium did not lay the page out: {proc.stderr[-1000:]}"
     return {k: (v if k == "first" else int(v)) for k, v in attrs.items()}
 
 
@@ -177,6 +181,7 @@ def test_browser_shows_summary_with_claims_first(tmp_path):
     assert pos["first"] == "summary", f"the first section must be the summary, got {pos['first']!r}"
     assert 0 <= pos["summary"] < pos["claims"] < pos["study"], \
         f"the claims table must sit inside the summary, above the first study: {pos}"
+    assert pos["summary"] < pos["forest"] < pos["claims"], f"the forest plot opens the summary, first of its images: {pos}"
     html = (out / "index.html").read_text()
     summary = html[html.index('id="summary"'):html.index('id="study-0"')]
     assert "On this machine" in summary and "Larger batches raise throughput" in summary, \
@@ -242,3 +247,52 @@ def test_combined_report_labels_every_bullet_with_its_run(tmp_path):
     lines = [v for s in rep.sections for v in s.verdicts] + [e.text() for c in rep.claims for e in c.evidence]
     assert lines and all(v.startswith(("[run-a]", "[run-b]")) for v in lines), lines
     assert "[run-a]" in rep.sections[0].answer and "[run-b]" in rep.sections[0].answer
+
+
+def test_forest_plot_shows_every_variant_with_its_ci_and_each_studys_band(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from sciml_bench.report import collect
+    from sciml_bench.report.figures import forest, forest_figure
+
+    rep, _ = collect([QUICK_RUN])
+    assert forest(rep.sections, tmp_path) == "forest.png" and (tmp_path / "forest.png").stat().st_size > 10_000
+    variants = [r for s in rep.sections for r in s.rows if r.get("ratio") is not None and not r.get("is_reference")]
+    assert len(variants) > 40, "the stored quick run has ratios"
+    fig = forest_figure(rep.sections)
+    ax = fig.axes[0]
+    drawn = [(float(c.lines[0].get_xdata()[0]), c.lines[2][0].get_segments()[0]) for c in ax.containers]
+    assert sorted(x for x, _ in drawn) == pytest.approx(sorted(r["ratio"] for r in variants)), "one point per variant"
+    cis = sorted((r.get("ratio_lo") or r["ratio"], r.get("ratio_hi") or r["ratio"]) for r in variants)
+    bars = sorted((seg[0][0], seg[1][0]) for _, seg in drawn)
+    assert [x for b in bars for x in b] == pytest.approx([x for c in cis for x in c]), "each bar is the case's CI"
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert [s.name for s in rep.sections if any(r in variants for r in s.rows)] == \
+        [t for t in labels if t in {s.name for s in rep.sections}], "grouped by study, in the report's order"
+    from matplotlib.collections import PolyCollection
+
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == sum(s.resolves is not None for s in rep.sections), "one resolvable band per study"
+    assert len(fig.axes) == 2 and fig.axes[1].lines, "memory ratios beside, where measured"
+    plt.close(fig)
+
+
+def test_resolvable_effect_is_where_a_symmetric_interval_stops_including_one():
+    from sciml_bench.report.words import at_least, resolvable, resolvable_words, significant
+
+    assert resolvable([(1.0 / 1.08, 1.08)]) == pytest.approx(0.08)
+    assert resolvable([(1.2 / 1.1, 1.2 * 1.1), (0.5 / 1.3, 0.5 * 1.3), (1 / 1.05, 1.05)]) == pytest.approx(0.10)
+    assert resolvable([(None, None)]) is None and resolvable_words(None) == "" and at_least(None) == "-"
+    assert resolvable_words(0.083) == "resolves ≥ 8 %" and at_least(0.001) == "≥ 1 %"
+    # on a real run: a ratio is significant exactly when it lies beyond its own interval's resolvable effect
+    # (the rerun interval is symmetric on the log axis), so "resolves >= X %" means what it says
+    from sciml_bench.report import collect
+
+    rep, _ = collect([QUICK_RUN])
+    rows = [r for s in rep.sections for r in s.rows if r.get("ratio_lo") and not r.get("is_reference")]
+    assert len(rows) > 40
+    for r in rows:
+        f = resolvable([(r["ratio_lo"], r["ratio_hi"])])
+        beyond = max(r["ratio"], 1 / r["ratio"]) > 1 + f
+        assert beyond == significant(r["ratio_lo"], r["ratio_hi"]), r["case_id"]

@@ -17,7 +17,7 @@ from sciml_bench.report.claims import check_claims
 from sciml_bench.report.content import (METRIC_LABELS, PEAK_FLAG, Report, Section, fmt_metric, status_counts,
                                         study_metrics)
 from sciml_bench.report.render import render_html, render_markdown
-from sciml_bench.report.words import ratio_words, significant
+from sciml_bench.report.words import ratio_words, resolvable, significant
 from sciml_bench.results import peak_memory, read_run, starved_unreliable
 
 __all__ = ["Report", "Section", "build_report", "collect"]
@@ -252,6 +252,8 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
         sec.verdicts = _verdicts(sec, multi)
         sec.answer = _answer(sec, multi)
         sec.short_answer = _answer(sec, multi, short=True)
+        sec.resolves = resolvable([(r.get("ratio_lo"), r.get("ratio_hi")) for r in sec.rows
+                                   if r.get("ratio") is not None and not r.get("is_reference")])
     from sciml_bench.results import trust_warnings
 
     warnings += trust_warnings(all_records)  # shown at the top, like environment differences
@@ -307,6 +309,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             name, sec.pareto = figures.pareto(sec.name, ok, fig_dir)
             if name:
                 sec.figures.append(name)
+        rep.forest = figures.forest(rep.sections, fig_dir)
         from sciml_bench.report import training
 
         training.attach(rep.sections, records, fig_dir)  # loss curves, cost vs benefit, gradient health
@@ -346,6 +349,7 @@ def _summary(rep: Report) -> dict[str, Any]:
             "studies": {s.name: {"verdicts": s.verdicts, "fits": s.fits, "pareto_front": s.pareto} for s in rep.sections},
             "claims": [{"claim": c.claim, "verdict": c.verdict, "evidence": c.summary()} for c in rep.claims],
             "answers": {s.name: s.answer for s in rep.sections}, "trust": rep.trust,
+            "resolves": {s.name: s.resolves for s in rep.sections},
             "failed": rep.failed, "env_warnings": rep.env_warnings}
 
 

@@ -120,6 +120,7 @@ class Section:
     metrics: list[str] = field(default_factory=list)  # extra metrics its question promises
     answer: str = ""  # one line for the summary at the top
     short_answer: str = ""  # the same, as ranges over contexts, for the terminal
+    resolves: float | None = None  # smallest effect its ratio CIs could tell from 1 (words.resolvable)
     training: dict[str, Any] = field(default_factory=dict)  # fit studies: see report/training.py
 
 
@@ -141,6 +142,7 @@ class Report:
     trust: list[str] = field(default_factory=list)  # lines saying how far to trust the numbers
     profiles: Any = None  # report.profiles.ProfileViews
     ab: Any = None  # compare.Comparison of an A/B run's arms (sciml-bench ab)
+    forest: str | None = None  # the summary's figure: every variant's time ratio (figures.forest)
 
     @property
     def multi_run(self) -> bool:

@@ -213,3 +213,68 @@ def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("Roofline-style: achieved FLOP/s vs the machine's measured peak", fontsize=10)
     return _save(fig, out_dir, "roofline.png")
+
+
+def forest(sections: list[Any], out_dir: Path) -> str | None:
+    """``forest_figure`` saved as ``forest.png``."""
+    fig = forest_figure(sections)
+    return _save(fig, out_dir, "forest.png") if fig is not None else None
+
+
+def forest_figure(sections: list[Any]):
+    """Every variant's time ratio with its 95% CI on one log axis, grouped by study (a forest plot):
+    the line at "same", each study's resolvable band shaded (inside it a ratio cannot be told from 1
+    at that study's median interval width), the memory ratio beside it where measured. None when no
+    study has a ratio."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    from sciml_bench.report.words import resolvable, significant
+
+    groups = []
+    for sec in sections:
+        rows = [r for r in sec.rows if r["status"] == "ok" and r.get("ratio") is not None and not r.get("is_reference")]
+        if rows:
+            groups.append((sec.name, rows, resolvable([(r.get("ratio_lo"), r.get("ratio_hi")) for r in rows])))
+    if not groups:
+        return None
+    n = sum(len(rows) + 1 for _, rows, _ in groups)
+    mem = any(r.get("mem_ratio") for _, rows, _ in groups for r in rows)
+    fig, axes = plt.subplots(1, 2 if mem else 1, figsize=(WIDTH, 0.17 * n + 1.2), sharey=True, squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1] if mem else [1]})
+    ax, ax_m = axes[0][0], axes[0][1] if mem else None
+    labels, y, lo_all, hi_all = [], 0, [], []
+    for name, rows, effect in groups:
+        labels.append((y, name, True))
+        top, y = y, y + 1
+        for r in rows:
+            lo, hi, v = r.get("ratio_lo") or r["ratio"], r.get("ratio_hi") or r["ratio"], r["ratio"]
+            color = ("tab:green" if v < 1 else "tab:red") if significant(r.get("ratio_lo"), r.get("ratio_hi")) \
+                else "tab:gray"
+            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", ms=3.5, color=color, capsize=2, lw=1.2)
+            if ax_m is not None and r.get("mem_ratio"):
+                ax_m.plot([r["mem_ratio"]], [y], "s", ms=3.5, color="tab:blue")
+            labels.append((y, r["label"], False))
+            lo_all.append(lo)
+            hi_all.append(hi)
+            y += 1
+        if effect is not None:  # the band a ratio of this study must leave to be told from "same"
+            ax.fill_betweenx([top + 0.5, y - 0.5], 1 / (1 + effect), 1 + effect, color="0.85", lw=0, zorder=0)
+    for a, tick in zip(axes[0], (_ratio_tick, lambda x, p: f"{x:.3g}x")):
+        a.axvline(1.0, color="k", lw=0.8)
+        a.set_xscale("log")
+        a.xaxis.set_major_locator(LogLocator(base=2))
+        a.xaxis.set_major_formatter(FuncFormatter(tick))
+        a.xaxis.set_minor_formatter(FuncFormatter(lambda x, p: ""))
+        a.grid(axis="x", color="0.9", lw=0.6)
+    span = max(max(hi_all), 1 / min(lo_all), 1.25) * 1.15
+    ax.set_xlim(1 / span, span)
+    ax.set_yticks([p for p, _, _ in labels], [t if len(t) <= 48 else t[:47] + "…" for _, t, _ in labels], fontsize=7.5)
+    for tick, (_, _, head) in zip(ax.get_yticklabels(), labels):
+        tick.set_fontweight("bold" if head else "normal")
+    ax.set_ylim(y - 0.5, -0.5)
+    ax.set_xlabel("time / reference (log; 95% rerun interval; grey band: what the study's run cannot resolve)")
+    ax.set_title("Every variant against its study's reference", fontsize=10)
+    if ax_m is not None:
+        ax_m.set_xlabel("peak memory / reference (log)")
+        ax_m.set_title("memory", fontsize=10)
+    return fig

@@ -14,7 +14,7 @@ from sciml_bench.report.claims import NOT_MEASURED
 from sciml_bench.report.content import (METRIC_LABELS, Block, Part, Report, Section, fmt_metric, fmt_peak_frac,
                                         fmt_time, skip_reason_kind)
 from sciml_bench.report.profiles import profiles_part
-from sciml_bench.report.words import ratio_words
+from sciml_bench.report.words import ratio_words, resolvable_words
 from sciml_bench.units import fmt_bytes
 
 CSS = """
@@ -142,8 +142,14 @@ def summary(rep: Report) -> list[Part]:
         b.append(("muted", f"run {h.get('run_id')} · suite {h.get('suite')} · {h.get('created')} · "
                            f"{env.get('cpu_model')} · {env.get('gpu_name') or 'no GPU'} · torch {env.get('torch')} · "
                            f"{(h.get('options') or {}).get('rounds')} rounds"))
+    if rep.forest:  # one picture first: every answer at a glance
+        b.append(("img", rep.forest, "every variant's time ratio with its 95% CI, grouped by study"))
+        b.append(("muted", "Each point is a case's time against its study's reference (log axis; green faster, red "
+                           "slower, grey: the interval includes \"same\"). A study's grey band is the effect its run "
+                           "can resolve (the median interval's half-width): inside it, run longer to see less."))
     b.append(("strong", "Answers, one line per study (ratios are case time / reference time)"))
-    b.append(("ul", [f"{s.name}: {s.answer}" for s in rep.sections]))
+    b.append(("ul", [f"{s.name}: {s.answer}" + (f" ({resolvable_words(s.resolves)})" if s.resolves is not None else "")
+                     for s in rep.sections]))
     b.append(("strong", "Claims checked on this hardware"))
     measured = [c for c in rep.claims if c.verdict != NOT_MEASURED]  # the answer; the rest would bury it
     unmeasured = [c for c in rep.claims if c.verdict == NOT_MEASURED]

@@ -38,3 +38,26 @@ def ratio_words(ratio: float | None, lo: float | None = None, hi: float | None =
 def significant(lo: float | None, hi: float | None) -> bool:
     """Whether a ratio's CI excludes 1."""
     return lo is not None and hi is not None and not lo <= 1 <= hi
+
+
+def resolvable(cis: list[tuple[float | None, float | None]]) -> float | None:
+    """The smallest effect a study's run could resolve, as a fraction (0.08: "resolves ≥ 8 %").
+
+    A ratio r with the CI r ×/÷ f (symmetric on the log axis, as the rerun interval is) excludes 1
+    exactly when r > f or r < 1/f, so a case's interval resolves effects beyond f - 1; the study's
+    is the median over its variant cases' intervals. None without any CI."""
+    fs = sorted(math.sqrt(hi / lo) for lo, hi in cis if lo and hi and lo > 0 and hi >= lo)
+    if not fs:
+        return None
+    mid = len(fs) // 2
+    return (fs[mid] if len(fs) % 2 else math.sqrt(fs[mid - 1] * fs[mid])) - 1
+
+
+def at_least(effect: float | None) -> str:
+    """``≥ 8 %`` for a resolvable effect of 0.08 (never below 1 %), "-" without one."""
+    return "-" if effect is None else f"≥ {max(effect, 0.01) * 100:.0f} %"
+
+
+def resolvable_words(effect: float | None) -> str:
+    """``resolves ≥ 8 %``: what an "unclear" verdict of the study means (run longer to see less); "" without a CI."""
+    return "" if effect is None else f"resolves {at_least(effect)}"
