@@ -40,12 +40,19 @@ def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, An
                   for p in ps for k, b in enumerate(p["blocks"])]
         rec = record(study, c, failure, _pass_info(ps), [b["times"] for b in blocks], opts,
                       ps[0]["started"] if ps else time.time(), blocks)
-        rec["timing"] = {"passes": [{k: p[k] for k in ("pass", "order_seed", "position", "load", "started",
-                                                        "finished", "cores") if k in p} for p in ps]}
+        rec["timing"] = {"passes": [dict({k: p[k] for k in ("pass", "order_seed", "position", "load", "started",
+                                                             "finished", "cores") if k in p}, **_pass_worker(p))
+                                    for p in ps]}
         records.append(rec)
     add_ratios(study, records, pool)
     add_scaling(records)
     return records
+
+
+def _pass_worker(p: dict[str, Any]) -> dict[str, Any]:
+    """``{"worker": {pid, parent_pid}}`` of a pass (its parent: that pass's fork server), as far as its setup said."""
+    info = p.get("info") or {}
+    return {"worker": {k: info[k] for k in ("pid", "parent_pid") if k in info}} if "pid" in info else {}
 
 
 def _pass_info(ps: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -69,7 +69,9 @@ def setup(case: Case, opts: RunOptions, full: bool = True) -> tuple[dict[str, An
     rss_before = rss_bytes()
     wl = build_workload(case)
     warm = warmup(wl.step, opts.warmup_steps, opts.warmup_time)
-    done = {"threads": torch.get_num_threads(), "warmup_steps": warm["warmup_steps"], "pid": os.getpid()}
+    # parent_pid: the fork server that forked this worker (one per pass; the run itself where workers are spawned)
+    done = {"threads": torch.get_num_threads(), "warmup_steps": warm["warmup_steps"], "pid": os.getpid(),
+            "parent_pid": os.getppid()}
     if not full:
         return dict(done, metrics={}, absent={}), wl
     metrics["first_step_time"] = {"value": warm["first_step_s"], "unit": "s"}
