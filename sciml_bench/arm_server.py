@@ -1,18 +1,19 @@
-"""The fork server of one A/B arm: imports torch and the arm's worker once, then forks a worker per case.
+"""A fork server: imports torch and sciml_bench's worker once, then forks a worker per case.
 
-Started by ``sciml_bench.ab`` with the arm's interpreter and import path, *as a file*, so this file is
-this checkout's while every ``sciml_bench`` import resolves to the arm's code. It therefore uses
+It serves one pass of a plain run (``supervise.pass_context``) or of one A/B arm (``ab.Arm.context``);
+``sciml_bench.forkserver`` starts it with an interpreter and import path, *as a file*, so this file
+is this checkout's while every ``sciml_bench`` import resolves to the arm's code. It therefore uses
 only the standard library and the worker loop every arm has (``sciml_bench.worker.main``; in arms
 older than that module, ``sciml_bench.runner._worker_main``).
 Without it, each case's worker was a fresh interpreter importing torch (~3 s of CPU on 2 cores,
-the bulk of an A/B run); now that costs one interpreter per arm and pass. One server per pass on
-purpose: a fresh process re-draws per-process effects (library addresses, heap layout), which the
-pass-to-pass spread of the A/B CI must go on seeing.
+the bulk of an A/B run); now that costs one interpreter per pass (per arm and pass in A/B). One
+server per pass on purpose: a fresh process re-draws per-process effects (library addresses, heap
+layout), which the pass-to-pass spread of the CIs must go on seeing.
 
 Protocol over the Unix socket given as argv[1] (SOCK_SEQPACKET, one JSON object a packet):
 ``{"log": path, "threads": n}`` with the worker's pipe end attached (SCM_RIGHTS); the server answers
 ``{"pid": pid}`` and, whenever a worker ends, ``{"exit": pid, "code": c}`` (``-N``: killed by signal N,
-as ``subprocess`` reports it). EOF on the socket: the run is done with this arm's pass; exit.
+as ``subprocess`` reports it). EOF on the socket: the run is done with this pass; exit.
 """
 import importlib
 import json
@@ -79,7 +80,7 @@ def serve(fd: int, preload: list[str]) -> None:
         die_with_parent()  # the run's death ends this server, whose death ends its workers
     except ImportError:  # an arm older than the lifetime module
         pass
-    for name in preload:  # what the runner's own fork server preloads; an older arm may lack some
+    for name in preload:  # the run's list (forkserver.FORKSERVER_PRELOAD); an older arm may lack some
         try:
             importlib.import_module(name)
         except ImportError:

@@ -1,11 +1,12 @@
 """Rounds: one pass of a study chunk, its cases timed in interleaved rounds.
 
-The parent builds every case of the chunk in its own worker (one at a time, so first-step and
-memory figures are undisturbed), then times them in short blocks, one per case per round, in a
-fresh random order every round (RMIT, ``round_orders``); the anchor takes a turn of its own. In an
-A/B run a case's two arms take one turn, back to back (``round_plan``). After the last pass's
-rounds, each case's worker gets the extra commands of ``AFTER_ROUNDS`` (the profile pass and
-fixed-budget training), whose load then cannot skew a timed round.
+The parent builds every case of the chunk in its own worker (forked by the pass's fork server,
+``supervise.pass_context``; one at a time, so first-step and memory figures are undisturbed), then
+times them in short blocks, one per case per round, in a fresh random order every round (RMIT,
+``round_orders``); the anchor takes a turn of its own. In an A/B run a case's two arms take one
+turn, back to back (``round_plan``). After the last pass's rounds, each case's worker gets the
+extra commands of ``AFTER_ROUNDS`` (the profile pass and fixed-budget training), whose load then
+cannot skew a timed round.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from sciml_bench.cases import Case, Study
 from sciml_bench.results import safe_filename
-from sciml_bench.supervise import START_TIMEOUT, Worker, context, pin_duet
+from sciml_bench.supervise import START_TIMEOUT, ProcessContext, Worker, pass_context, pin_duet
 from sciml_bench.worker import RunOptions
 
 ProgressFn = Callable[[str, int], None]  # (description, units done now)
@@ -88,12 +89,15 @@ def plan_positions(plan: list[list[tuple[int, ...]]], slot: int) -> list[int]:
 
 def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
              progress: ProgressFn = lambda d, n: None, index: int = 0,
-             arms: list[Any] | None = None) -> list[dict[str, Any]]:
+             arms: list[Any] | None = None, context: ProcessContext | None = None) -> list[dict[str, Any]]:
     """Time one pass of a chunk in fresh workers; return one pass result per case, in ``cases`` order.
 
-    ``arms`` (A/B, ``sciml_bench.ab``): every case once per arm, each worker started from its arm's
-    process context (``arm.context(log_path)``, a ``supervise.ProcessContext``); a case's two arms
-    take one turn of the round (``round_plan``); results are per case x arm, arm-major.
+    Workers are forked by ``context``, the pass index's fork server that the caller started and
+    closes (``supervise.pass_context``: one per pass index, not per chunk, as a server imports
+    torch); None: a server of this call's own. ``arms`` (A/B, ``sciml_bench.ab``): every case once
+    per arm, each worker started from its arm's process context, made here for this call
+    (``arm.context(log_path)``, a ``supervise.ProcessContext``); a case's two arms take one turn of
+    the round (``round_plan``); results are per case x arm, arm-major.
 
     Pass 0 measures everything (setup: memory, FLOPs, overhead); later passes only build, warm
     up and time. After the last pass's rounds come the ``AFTER_ROUNDS`` commands (the phases/profile
@@ -105,7 +109,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
 
     log_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"--pass{index + 1}" if index else ""
-    contexts: list[Any] = []  # the arms' fork servers of this pass (closed in the finally below)
+    contexts: list[ProcessContext] = []  # the fork servers this call starts (closed in the finally below)
     workers: list[Worker] = []
     # one slot per worker: (case, arm name or None), arm-major
     slots = [(c, a.name) for a in arms for c in cases] if arms else [(c, None) for c in cases]
@@ -126,9 +130,12 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     try:
         # each arm hands in its own process context; its fork server starts now, so both arms'
         # servers import torch side by side while the workers are set up
-        contexts = [a.context(log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
-                    for a in arms or []]
-        by_arm = {a.name: c for a, c in zip(arms, contexts)} if arms else {None: context()}
+        if arms:
+            contexts = [a.context(log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
+                        for a in arms]
+        elif context is None:
+            contexts = [pass_context(log_dir / safe_filename(f"{study.name}--server{suffix}", ".log"))]
+        by_arm = {a.name: c for a, c in zip(arms, contexts)} if arms else {None: context or contexts[0]}
         for c, name in slots:
             log = log_dir / safe_filename(f"{study.name}--{c.case_id}{f'--{name}' if name else ''}{suffix}", ".log")
             workers.append(Worker(by_arm[name], c, log, opts))
@@ -178,7 +185,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     finally:
         for w in workers:
             w.stop()
-        for c in contexts:  # the arms' fork servers of this pass
+        for c in contexts:  # the fork servers this call started
             c.close()
     load["end"] = machine_load()
     finished = time.time()

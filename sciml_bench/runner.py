@@ -25,6 +25,7 @@ from sciml_bench.errors import UsageError
 from sciml_bench.records import combine
 from sciml_bench.results import RunWriter, done_keys, is_locked, new_run_id, read_run, safe_filename
 from sciml_bench.rounds import AFTER_ROUNDS, ProgressFn, chunks, run_pass
+from sciml_bench.supervise import ProcessContext, pass_context
 from sciml_bench.worker import RunOptions
 from sciml_bench.worker import main as _worker_main  # noqa: F401  (its old name: an older checkout's A/B arm server starts it)
 
@@ -275,8 +276,12 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
 
     With several passes, every chunk's pass 1 runs before any chunk's pass 2, so the passes of a
     study are minutes apart, in fresh workers, with other studies in between: the ratio CIs then
-    see the machine's slow changes that one time window hides. A pass is written as it finishes
-    (``type: pass`` lines) and the case's record after its last pass.
+    see the machine's slow changes that one time window hides. Each pass index's workers come from
+    a fork server of its own (``supervise.pass_context``, started for the first chunk with work in
+    that pass and shared by its chunks; an A/B run's arms start theirs per chunk), so per-process
+    effects of a server (library addresses, heap layout) differ between passes, where the CIs see
+    them. A pass is written as it finishes (``type: pass`` lines) and the case's record after its
+    last pass.
 
     Ctrl-C propagates as KeyboardInterrupt after the workers are stopped; records and passes of
     finished chunks are already on disk, the chunk pass in progress is discarded (``--resume``
@@ -293,23 +298,31 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
         work = run.work  # fixed for this session: records written below must not reshape the chunks
         for index in range(run.opts.passes):
             last = index == run.opts.passes - 1
-            for study, chunk in work:
-                names = [a.name for a in run.arms] if run.arms else [None]
-                haves = [run.passes_of(study, chunk, arm) for arm in names]
-                # a case that failed in any arm is dropped from later passes in all of them
-                alive = [c for c in chunk if not any(p["failure"] for have in haves for p in have.get(c.case_id, []))]
-                # a pass is paired across the chunk: rerun it whole unless every live case has it
-                todo = [] if all(any(p["pass"] == index for p in have.get(c.case_id, []))
-                                 for have in haves for c in alive) else alive
-                for p in run_pass(study, todo, run.opts, log_dir, progress, index, run.arms) if todo else []:
-                    if not last:
-                        writer.append(p, kind="pass")
-                    run.partial.append(p)
-                if last:
-                    for arm in names:
-                        for rec in combine(study, chunk, run.passes_of(study, chunk, arm), run.opts, run.pool):
-                            if arm is not None:
-                                rec = {"arm": arm, **rec}
-                            writer.append(rec)
-                            run.done.add((rec["study"], rec["case_id"]))
-                            on_record(rec)
+            with contextlib.ExitStack() as server:  # this pass index's fork server (plain runs), closed at its end
+                context: ProcessContext | None = None
+                for study, chunk in work:
+                    names = [a.name for a in run.arms] if run.arms else [None]
+                    haves = [run.passes_of(study, chunk, arm) for arm in names]
+                    # a case that failed in any arm is dropped from later passes in all of them
+                    alive = [c for c in chunk
+                             if not any(p["failure"] for have in haves for p in have.get(c.case_id, []))]
+                    # a pass is paired across the chunk: rerun it whole unless every live case has it
+                    todo = [] if all(any(p["pass"] == index for p in have.get(c.case_id, []))
+                                     for have in haves for c in alive) else alive
+                    if todo and not run.arms and context is None:  # started for the pass's first chunk with work
+                        log_dir.mkdir(parents=True, exist_ok=True)
+                        context = pass_context(log_dir / f"server--pass{index + 1}.log")
+                        server.callback(context.close)
+                    for p in run_pass(study, todo, run.opts, log_dir, progress, index, run.arms,
+                                      context=context) if todo else []:
+                        if not last:
+                            writer.append(p, kind="pass")
+                        run.partial.append(p)
+                    if last:
+                        for arm in names:
+                            for rec in combine(study, chunk, run.passes_of(study, chunk, arm), run.opts, run.pool):
+                                if arm is not None:
+                                    rec = {"arm": arm, **rec}
+                                writer.append(rec)
+                                run.done.add((rec["study"], rec["case_id"]))
+                                on_record(rec)

@@ -3,9 +3,10 @@
 A ``Worker`` is one case's process (``sciml_bench.worker.main``) with its time budget: commands go
 out, replies come back, and a worker that dies, hangs or is killed becomes a status and a reason
 (``crashed``, ``oom`` with the kernel's evidence, ``timeout``) with the last lines of its log. Its log
-is kept under ``LOG_LIMIT``. Workers come from a process context: this run's fork server
-(``context``), or an A/B arm's (``ab.ArmContext``), which implements the same ``ProcessContext``.
-``pin_duet`` pins a case's two A/B arms to disjoint cores (``--duet``).
+is kept under ``LOG_LIMIT``. Workers come from a ``ProcessContext``: a fork server started afresh
+for each pass (``pass_context``; an A/B arm's: ``ab.Arm.context``), which forks them with torch
+already imported (``sciml_bench.forkserver``). ``pin_duet`` pins a case's two A/B arms to disjoint
+cores (``--duet``).
 """
 from __future__ import annotations
 
@@ -13,24 +14,29 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from sciml_bench.cases import Case
 from sciml_bench.errors import UsageError
+from sciml_bench.forkserver import ServerContext
 from sciml_bench.worker import RunOptions, main
 
 START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
 
 
 class ProcessContext(Protocol):
-    """Where workers come from: what ``Worker`` asks of a ``multiprocessing`` context. A/B arms
-    implement it with their own fork servers (``ab.ArmContext``)."""
+    """Where workers come from: what ``Worker`` asks of a ``multiprocessing`` context, and ``close``
+    when the pass is done with it (``forkserver.ServerContext``, ``SpawnContext``)."""
 
     def Pipe(self) -> tuple[Any, Any]: ...  # noqa: N802  (the multiprocessing names)
 
     def Process(self, target, args, daemon=True) -> Any: ...  # noqa: N802  (start, pid, exitcode, is_alive, kill, join)
+
+    def close(self) -> None: ...
 
 
 LOG_LIMIT = 2 * 2 ** 20  # bytes of a case log kept: its first and last half, so a chatty case cannot fill a disk
@@ -225,23 +231,55 @@ def _oom_evidence(pid: int, oom_kills_before: int | None, rss: int) -> str | Non
     return None
 
 
-# What a fork server imports before forking workers (this run's, and each A/B arm's: sciml_bench.ab).
-FORKSERVER_PRELOAD = ["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.worker", "sciml_bench.workloads",
-                      "sciml_bench.measure.probes"]
+class SpawnContext:
+    """Workers as fresh interpreters (``multiprocessing``'s spawn), where fork servers do not exist."""
+
+    def __init__(self):
+        self._ctx = mp.get_context("spawn")
+
+    def Pipe(self) -> tuple[Any, Any]:  # noqa: N802  (the multiprocessing names)
+        return self._ctx.Pipe()
+
+    def Process(self, target, args, daemon=True) -> Any:  # noqa: N802
+        return self._ctx.Process(target=target, args=args, daemon=daemon)
+
+    def close(self) -> None:
+        """Nothing to stop: every worker was its own interpreter."""
 
 
-def context() -> ProcessContext:
-    """Start workers from a fork server that has imported torch once (a worker then starts in
-    a fraction of a second instead of ~3 s); spawn where fork servers do not exist. Plain fork
-    is unsafe once the parent has initialised CUDA or thread pools; the server never does."""
+def _fork_servers() -> bool:
+    """Whether this platform can run a fork server: ``fork``, and Unix socket pairs of
+    ``SOCK_SEQPACKET`` that carry file descriptors, made for real (a kernel may define the name
+    and still refuse the pair)."""
+    if not all(hasattr(m, name) for m, name in ((os, "fork"), (socket, "SOCK_SEQPACKET"), (socket, "send_fds"))):
+        return False
+    try:
+        ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return False
+    for end in ends:
+        end.close()
+    return True
+
+
+def pass_context(log_path: Path) -> ProcessContext:
+    """Where the workers of one pass come from: a fork server that imports torch once (a worker
+    then starts in a fraction of a second instead of ~3 s), started now, for this pass only (its
+    output goes to ``log_path``); the caller closes it when the pass is done. A fresh server per
+    pass re-draws per-process effects (library addresses, heap layout) between passes, where the
+    CIs see them (``sciml_bench.forkserver``). The server runs this interpreter on this process's
+    import path, so it imports the same sciml_bench and plugins. Spawn where the platform has no
+    fork server (no ``fork``, ``SOCK_SEQPACKET`` or ``send_fds``). Plain fork is unsafe once the
+    parent has initialised CUDA or thread pools; the server never does."""
     from sciml_bench.lifetime import mark_run
 
-    mark_run()  # the fork server (via the lifetime preload) and the workers die with this process
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
-    return ctx
+    mark_run()  # the fork server and the workers die with this process
+    if not _fork_servers():
+        return SpawnContext()
+    # '' in sys.path is the current directory; PYTHONSAFEPATH keeps the server's own start (-c) from adding it
+    path = [p or os.getcwd() for p in sys.path]
+    env = dict(os.environ, PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(path))
+    return ServerContext(sys.executable, env, log_path)
 
 
 def duet_cores() -> tuple[set[int], set[int]]:

@@ -291,7 +291,8 @@ def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, mo
         f'reference = {{ batch_size = 8 }}\n' for i in range(2)))
     calls, stop_at = [], [("s1", 1)]
 
-    def fake_pass(study, cases, opts, log_dir, progress=None, index=0, arms=None):
+    def fake_pass(study, cases, opts, log_dir, progress=None, index=0, arms=None, context=None):
+        assert context is servers[-1][1] and servers[-1][0] == index, "the pass index's own server, for every chunk"
         if (study.name, index) in stop_at:
             stop_at.clear()
             raise KeyboardInterrupt
@@ -303,7 +304,18 @@ def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, mo
                  "order_seed": f"x:{study.name}:{index}", "position": [0] * opts.rounds, "load": {},
                  "started": 0.0, "finished": 0.0} for c in cases]
 
+    servers = []  # (pass index, the context execute handed in) for every fork server it started
+
+    class FakeServer:
+        def __init__(self, log_path):
+            self.closed = False
+            servers.append((int(log_path.stem.removeprefix("server--pass")) - 1, self))
+
+        def close(self):
+            self.closed = True
+
     monkeypatch.setattr(runner, "run_pass", fake_pass)
+    monkeypatch.setattr(runner, "pass_context", FakeServer)
     spec = runner.RunSpec(suite=str(suite), device="cpu")
     _, plan = runner.plan_cases(spec)
     opts = runner.RunOptions(rounds=3, passes=2)
@@ -314,14 +326,60 @@ def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, mo
     except KeyboardInterrupt:
         pass
     assert calls == [("s0", 0), ("s1", 0), ("s0", 1)], f"passes must interleave studies: {calls}"
+    assert [i for i, _ in servers] == [0, 1] and all(s.closed for _, s in servers), \
+        "one fork server per pass index, shared by its chunks, closed at its end (a Ctrl-C too)"
+    servers.clear()
     assert {r["study"] for r in read_run(path)[1]} == {"s0"} and len(read_run(path, "pass")[1]) == 4
     calls.clear()
     run = runner.resume_run(path)
     assert run.pool and len(run.partial) == 2, "resume keeps s1's finished pass and the run's pooled variance"
     runner.execute(run)
     assert calls == [("s1", 1)], f"resume must rerun only the missing pass: {calls}"
+    assert [i for i, _ in servers] == [1], "a pass index with nothing left to run starts no fork server"
     _, records = read_run(path)
     assert sorted((r["study"], r["case_id"]) for r in records) == sorted(
         (f"s{i}", c) for i in range(2) for c in ("mlp,batch_size=8", "mlp,batch_size=16"))
     tr = next(r for r in records if r["study"] == "s1" and r["case_id"] == "mlp,batch_size=16")["metrics"]["time_ratio"]
     assert tr["passes"] == 2 and abs(tr["pass_ratios"][0] - 2.0) < 1e-9 and "pooled" in tr["ci_method"]
+
+
+TWO_STUDIES = '[suite]\nrounds = 2\nround_time = 0.02\npasses = 2\n' + "".join(
+    f'[[study]]\nname = "s{i}"\nbase = {{ model = "mlp", mode = "infer" }}\naxes = {{ batch_size = [4] }}\n'
+    for i in range(2))
+
+
+def test_each_pass_index_forks_its_workers_from_a_fresh_server(tmp_path, monkeypatch):
+    """A plain run starts a fork server per pass index, as A/B arms do, so that per-process effects of a
+    server (library addresses, heap layout) differ between passes, where the between-pass CI sees them; the
+    chunks of one pass (here: two studies) share its server (one torch import per pass, not per chunk)."""
+    from dataclasses import asdict
+
+    import psutil
+
+    import sciml_bench.runner as runner
+    from sciml_bench.lifetime import RUN_PID_ENV
+    from sciml_bench.results import RunWriter
+
+    monkeypatch.setenv(RUN_PID_ENV, "")  # the run marks this process; restored afterwards
+    monkeypatch.setenv("SCIML_BENCH_PLUGINS", "")
+    suite = tmp_path / "two.toml"
+    suite.write_text(TWO_STUDIES)
+    spec = runner.RunSpec(suite=str(suite), device="cpu")
+    _, plan = runner.plan_cases(spec)
+    opts = runner.RunOptions(rounds=2, round_time=0.02, passes=2, threads=1, timeout=120)
+    path = tmp_path / "run.jsonl"
+    RunWriter(path, {"run_id": "r", "spec": asdict(spec), "options": asdict(opts)}).close()
+    runner.execute(runner.Run(path, {"run_id": "r"}, spec, opts, plan, set()))
+    _, records = read_run(path)
+    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("reason") for r in records]
+    parent = {(r["study"], p["pass"]): p["worker"]["parent_pid"] for r in records for p in r["timing"]["passes"]}
+    workers = {(r["study"], p["pass"]): p["worker"]["pid"] for r in records for p in r["timing"]["passes"]}
+    assert len(set(workers.values())) == 4, f"a fresh worker per case and pass: {workers}"
+    assert parent["s0", 0] == parent["s1", 0] and parent["s0", 1] == parent["s1", 1], \
+        f"the chunks of a pass share its fork server: {parent}"
+    assert parent["s0", 0] != parent["s0", 1], f"each pass forks its workers from a fresh server: {parent}"
+    assert os.getpid() not in parent.values(), "workers are forked by a server, not by the run"
+    logs = tmp_path / "logs" / "r"
+    assert (logs / "server--pass1.log").is_file() and (logs / "server--pass2.log").is_file()
+    children = {c.pid for c in psutil.Process().children(recursive=True)}
+    assert not children & set(parent.values()), "each pass's server is stopped at the end of its pass"
