@@ -16,7 +16,7 @@ from typing import Any
 from sciml_bench.cases import Case, Study
 from sciml_bench.distributed import add_scaling, rank_metrics
 from sciml_bench.results import finite_record, memory_ratio, pass_pairs
-from sciml_bench.stats import pass_ratio, summarize
+from sciml_bench.stats import pass_ratio, summarize, typical_variance
 from sciml_bench.worker import RunOptions
 
 
@@ -190,8 +190,8 @@ def add_ratios(study: Study, records: list[dict[str, Any]], pool: list[float] | 
                                             "n": sum(len(x) for x in pp[0]), "reference": ref["case_id"]}
         else:
             prior = pool + [v for k, v in own.items() if k != id(rec) and v is not None]
-            pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None,
-                            prior_df=len(prior) * max(len(pp[0]) - 1, 1))  # each pooled variance: P-1 df
+            df = max(len(pp[0]) - 1, 1)  # each pooled variance: P-1 df
+            pr = pass_ratio(*pp, prior_var=typical_variance(prior, df), prior_df=len(prior) * df)
             rec["metrics"]["time_ratio"] = {
                 "value": pr["ratio"], "unit": "x", "ci_low": pr["ci_low"], "ci_high": pr["ci_high"], "n": pr["n"],
                 "reference": ref["case_id"], "passes": pr["passes"], "pass_ratios": pr["pass_ratios"],

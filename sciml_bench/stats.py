@@ -62,6 +62,23 @@ def paired_ratio(variant: Sequence[float], reference: Sequence[float], confidenc
 PRIOR_DF_MAX = 4  # most weight (in degrees of freedom) the run's pooled between-pass variance gets
 
 
+def typical_variance(variances: Sequence[float], df: float) -> float | None:
+    """The typical variance behind sample variances of ``df`` degrees of freedom each: Smyth's prior
+    ``s0^2`` (Smyth 2004, limma), the exponential of their mean log, corrected for the log's bias
+    under a scaled chi-square (``E log s^2 = log sigma^2 + digamma(df/2) - log(df/2)``).
+
+    Used to pool the between-pass variances of a run's ratios: they differ by orders of magnitude
+    (a loader ratio against an MLP's), and an arithmetic mean is set by the noisiest few, which
+    widened every quiet ratio's interval (docs/statistics.md). Zero variances carry no scale and are
+    left out; None when none is left."""
+    from scipy.special import digamma
+
+    v = np.asarray([x for x in variances if x is not None and x > 0], dtype=float)
+    if v.size == 0 or df <= 0:
+        return None
+    return float(np.exp(np.log(v).mean() + math.log(df / 2) - digamma(df / 2)))
+
+
 def _pass_log_ratio(v: np.ndarray, r: np.ndarray, rng: np.random.Generator, n_boot: int = 400) -> tuple[float, float]:
     """(log of the median paired ratio, its bootstrap sampling variance) of one pass's rounds."""
     lr = np.log(v / r)
@@ -85,7 +102,7 @@ def pass_ratio(variant: Sequence[Sequence[float]], reference: Sequence[Sequence[
 
     * estimate: ``exp(mean(y_p))``;
     * spread of a pass: ``s2 = var(y_p)`` (P-1 degrees of freedom), moderated towards
-      ``prior_var`` (the run's pooled between-pass variance over other ratios, weight
+      ``prior_var`` (the typical between-pass variance of the run's other ratios, ``typical_variance``; weight
       ``min(prior_df, PRIOR_DF_MAX)``; Smyth's moderated t, 2004), and never below the
       within-pass sampling variance (from a bootstrap over rounds);
     * interval: a prediction interval for the ratio a rerun of the same protocol would report,

@@ -1,5 +1,6 @@
 """Statistics: median CIs, IQR and paired-round ratios (seeded data, no timers)."""
 import numpy as np
+import pytest
 
 from sciml_bench.stats import median_ci, paired_ratio, summarize
 
@@ -100,10 +101,10 @@ def _simulated_run(rng, k, passes, rounds, log_ratio, tau, sigma):
 
 def _first_ratio_ci(run):
     """pass_ratio of the run's first ratio, moderated by the others' pass variances (as records.add_ratios does)."""
-    from sciml_bench.stats import pass_ratio
+    from sciml_bench.stats import pass_ratio, typical_variance
 
     others = [pass_ratio(v, r)["pass_var"] for v, r in run[1:]]
-    return pass_ratio(*run[0], prior_var=float(np.mean(others)), prior_df=len(others))
+    return pass_ratio(*run[0], prior_var=typical_variance(others, 1), prior_df=len(others))
 
 
 def test_pass_ratio_covers_truth_and_rerun_at_nominal_rate_with_known_between_pass_variance():
@@ -164,3 +165,17 @@ def test_loglog_slope_recovers_a_power_law():
     assert lo < 2.0 < hi and abs(k - 2.0) < 0.1, (k, lo, hi)
     assert loglog_slope([1.0, 2.0], [1.0, 4.0]) == (2.0, None, None), "two points: the line, no CI"
     assert loglog_slope([2.0, 2.0], [1.0, 4.0]) is None and loglog_slope([1.0], [1.0]) is None
+
+
+def test_typical_variance_recovers_the_scale_of_chi_square_variances_and_ignores_a_loud_few():
+    """Smyth's s0^2: sample variances of 3 df drawn around sigma^2 = 0.01 give back 0.01 (the plain
+    mean of logs is ~30 % low); a few variances 1000x larger move it far less than they move the mean."""
+    from sciml_bench.stats import typical_variance
+
+    rng = np.random.default_rng(3)
+    s2 = 0.01 * rng.chisquare(3, 4000) / 3
+    assert typical_variance(s2, 3) == pytest.approx(0.01, rel=0.05)
+    assert np.exp(np.log(s2).mean()) < 0.8 * 0.01, "without the bias correction the estimate is low"
+    loud = np.concatenate([s2[:60], [10.0] * 3])
+    assert typical_variance(loud, 3) < 0.05 < float(np.mean(loud)), "three loud ratios set the mean, not s0^2"
+    assert typical_variance([0.0, None], 3) is None and typical_variance([0.01], 0) is None
