@@ -30,7 +30,9 @@ Runs may also be recorded one at a time (``--runs 1``), alternating protocols be
 ``--out`` directories so that the machine's slow drift falls on both alike; each recording adds
 its wall time to the directory's ``coverage.json``.
 
-``--score DIR`` only scores existing run files (e.g. to compare protocols: record once with the
+``--score DIR --recompute`` makes the ratios again from the raw samples with this checkout's
+``records.add_ratios`` before scoring (to score a change to the interval on runs recorded before
+it), into ``coverage-recomputed.json``. ``--score DIR`` only scores existing run files (e.g. to compare protocols: record once with the
 suite's defaults and once with ``--passes 1 --rounds 8`` into another directory). This is a
 measurement script, not a test: it takes minutes per run.
 """
@@ -104,9 +106,31 @@ def record(n: int, suite: str, studies: list[str], out: Path, extra: list[str]) 
     return walls
 
 
-def _ratios(path: Path) -> tuple[dict, dict[tuple[str, str], dict]]:
+def _recompute(path: Path, recs: list[dict]) -> list[dict]:
+    """The run's records with their ratios made again from the raw samples by this checkout's
+    ``records.add_ratios`` (each study as one chunk, the run's pool carried study to study), so that
+    a change to the interval can be scored on run files recorded before it."""
+    import copy
+
+    from sciml_bench.records import add_ratios
+
+    studies = {s.name: s for s in load_suite(str(path.parent / "suite.toml")).studies}
+    pool: list[float] = []
+    out = []
+    for name in dict.fromkeys(r["study"] for r in recs):
+        group = [copy.deepcopy(r) for r in recs if r["study"] == name]
+        for r in group:
+            (r.get("metrics") or {}).pop("time_ratio", None)
+        add_ratios(studies[name], group, pool)
+        out += group
+    return out
+
+
+def _ratios(path: Path, recompute: bool = False) -> tuple[dict, dict[tuple[str, str], dict]]:
     """(header, {(study, case id): time_ratio metric}) of a run's variant cases (not references)."""
     h, recs = read_run(path)
+    if recompute:
+        recs = _recompute(path, recs)
     out = {}
     for r in recs:
         tr = r.get("metrics", {}).get("time_ratio")
@@ -137,10 +161,10 @@ def _sign(ci) -> str:
     return "slower" if ci[0] > 1 else "faster" if ci[1] < 1 else "not significant"
 
 
-def score(run_dir: Path) -> dict:
+def score(run_dir: Path, recompute: bool = False) -> dict:
     runs, spans = [], []
     for f in run_files(run_dir):
-        h, ratios = _ratios(f)
+        h, ratios = _ratios(f, recompute)
         if ratios:
             runs.append((h, ratios))
             spans.append(_span(f))
@@ -254,7 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, help="override the suite's passes")
     p.add_argument("--rounds", type=int, help="override the suite's rounds per pass")
     p.add_argument("--round-time", type=float, help="override the suite's round time (s)")
+    p.add_argument("--recompute", action="store_true",
+                   help="with --score: make the ratios again from the raw samples with this checkout's code and write "
+                        "coverage-recomputed.json (the recorded coverage.json stays)")
     args = p.parse_args(argv)
+    if args.recompute:
+        if args.score is None:
+            p.error("--recompute needs --score DIR")
+        res = score(args.score, recompute=True)
+        res["wall_s"] = None  # the interval changed, not the runs: their walls are in coverage.json
+        (args.score / "coverage-recomputed.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+        print(to_markdown(res))
+        return 0
     walls = None
     run_dir = args.score or args.out
     if args.score is None:
