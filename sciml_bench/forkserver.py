@@ -168,5 +168,9 @@ class ServerContext:
         conn, log_path, threads = args
         return ForkedProcess(self.server, conn, log_path, threads)
 
+    def alive(self) -> bool:
+        """Whether the server can still fork workers: not marked down, its process running."""
+        return self.server.down is None and self.server.popen.poll() is None
+
     def close(self) -> None:
         self.server.close()

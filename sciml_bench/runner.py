@@ -300,6 +300,7 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
             last = index == run.opts.passes - 1
             with contextlib.ExitStack() as server:  # this pass index's fork server (plain runs), closed at its end
                 context: ProcessContext | None = None
+                started = 0  # servers of this pass: a second one replaces a server that died
                 for study, chunk in work:
                     names = [a.name for a in run.arms] if run.arms else [None]
                     haves = [run.passes_of(study, chunk, arm) for arm in names]
@@ -309,9 +310,14 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
                     # a pass is paired across the chunk: rerun it whole unless every live case has it
                     todo = [] if all(any(p["pass"] == index for p in have.get(c.case_id, []))
                                      for have in haves for c in alive) else alive
-                    if todo and not run.arms and context is None:  # started for the pass's first chunk with work
+                    # started for the pass's first chunk with work; a server that died (a crash, an import
+                    # or fork timeout) is replaced, so that it fails only the chunk it died in
+                    if todo and not run.arms and (context is None or not context.alive()):
+                        if context is not None:
+                            context.close()
                         log_dir.mkdir(parents=True, exist_ok=True)
-                        context = pass_context(log_dir / f"server--pass{index + 1}.log")
+                        started += 1
+                        context = pass_context(log_dir / f"server--pass{index + 1}{f'-{started}' if started > 1 else ''}.log")
                         server.callback(context.close)
                     for p in run_pass(study, todo, run.opts, log_dir, progress, index, run.arms,
                                       context=context) if todo else []:

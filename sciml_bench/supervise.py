@@ -29,12 +29,15 @@ START_TIMEOUT = 180.0  # seconds for a worker to import torch and report ready
 
 
 class ProcessContext(Protocol):
-    """Where workers come from: what ``Worker`` asks of a ``multiprocessing`` context, and ``close``
-    when the pass is done with it (``forkserver.ServerContext``, ``SpawnContext``)."""
+    """Where workers come from: what ``Worker`` asks of a ``multiprocessing`` context, whether it can
+    still start them (``alive``), and ``close`` when the pass is done with it
+    (``forkserver.ServerContext``, ``SpawnContext``)."""
 
     def Pipe(self) -> tuple[Any, Any]: ...  # noqa: N802  (the multiprocessing names)
 
     def Process(self, target, args, daemon=True) -> Any: ...  # noqa: N802  (start, pid, exitcode, is_alive, kill, join)
+
+    def alive(self) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -242,6 +245,11 @@ class SpawnContext:
 
     def Process(self, target, args, daemon=True) -> Any:  # noqa: N802
         return self._ctx.Process(target=target, args=args, daemon=daemon)
+
+    @staticmethod
+    def alive() -> bool:
+        """Always: there is no server to lose."""
+        return True
 
     def close(self) -> None:
         """Nothing to stop: every worker was its own interpreter."""

@@ -299,7 +299,9 @@ def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, mo
         calls.append((study.name, index))
         info = {"metrics": {}, "absent": {}, "pid": 1, "threads": 1, "warmup_steps": 3}
         return [{"study": study.name, "case_id": c.case_id, "pass": index, "failure": None, "info": info,
-                 "blocks": [{"times": [c.batch_size * (1 + 0.01 * r + 0.05 * index)] * 3, "starved": False}
+                 # the larger case slows 5 % a pass: its ratio's passes differ, so the pool gets a variance
+                 "blocks": [{"times": [c.batch_size * (1 + 0.01 * r + 0.05 * index * (c.batch_size > 8))] * 3,
+                             "starved": False}
                             for r in range(opts.rounds)],
                  "order_seed": f"x:{study.name}:{index}", "position": [0] * opts.rounds, "load": {},
                  "started": 0.0, "finished": 0.0} for c in cases]
@@ -383,3 +385,43 @@ def test_each_pass_index_forks_its_workers_from_a_fresh_server(tmp_path, monkeyp
     assert (logs / "server--pass1.log").is_file() and (logs / "server--pass2.log").is_file()
     children = {c.pid for c in psutil.Process().children(recursive=True)}
     assert not children & set(parent.values()), "each pass's server is stopped at the end of its pass"
+
+
+def test_a_fork_server_that_dies_fails_only_its_own_chunk(tmp_path, monkeypatch):
+    """The chunks of a pass share its fork server; when it dies (here: SIGKILL after the first study's chunk),
+    the next chunk gets a fresh server instead of failing at start, and so does every later chunk."""
+    import signal
+    from dataclasses import asdict
+
+    import sciml_bench.runner as runner
+    from sciml_bench.lifetime import RUN_PID_ENV
+    from sciml_bench.results import RunWriter
+
+    monkeypatch.setenv(RUN_PID_ENV, "")
+    monkeypatch.setenv("SCIML_BENCH_PLUGINS", "")
+    killed = []
+    real_pass = runner.run_pass
+
+    def pass_then_kill(*args, context=None, **kw):
+        out = real_pass(*args, context=context, **kw)
+        if not killed:
+            os.kill(context.server.popen.pid, signal.SIGKILL)
+            context.server.popen.wait()
+            killed.append(context.server.popen.pid)
+        return out
+
+    monkeypatch.setattr(runner, "run_pass", pass_then_kill)
+    suite = tmp_path / "two.toml"
+    suite.write_text(TWO_STUDIES)
+    spec = runner.RunSpec(suite=str(suite), device="cpu")
+    _, plan = runner.plan_cases(spec)
+    opts = runner.RunOptions(rounds=2, round_time=0.02, passes=1, threads=1, timeout=120)
+    path = tmp_path / "run.jsonl"
+    RunWriter(path, {"run_id": "r", "spec": asdict(spec), "options": asdict(opts)}).close()
+    runner.execute(runner.Run(path, {"run_id": "r"}, spec, opts, plan, set()))
+    _, records = read_run(path)
+    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("reason") for r in records]
+    parents = [r["timing"]["passes"][0]["worker"]["parent_pid"] for r in records]
+    assert parents[0] == killed[0] and parents[1] != killed[0], f"the second study's server is a new one: {parents}"
+    logs = tmp_path / "logs" / "r"
+    assert (logs / "server--pass1.log").is_file() and (logs / "server--pass1-2.log").is_file()

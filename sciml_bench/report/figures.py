@@ -268,7 +268,7 @@ def forest_figure(sections: list[Any]):
         a.grid(axis="x", color="0.9", lw=0.6)
     span = max(max(hi_all), 1 / min(lo_all), 1.25) * 1.15
     ax.set_xlim(1 / span, span)
-    ax.set_yticks([p for p, _, _ in labels], [t if len(t) <= 48 else t[:47] + "…" for _, t, _ in labels], fontsize=7.5)
+    ax.set_yticks([p for p, _, _ in labels], [t if len(t) <= 40 else t[:39] + "…" for _, t, _ in labels], fontsize=7.5)
     for tick, (_, _, head) in zip(ax.get_yticklabels(), labels):
         tick.set_fontweight("bold" if head else "normal")
     ax.set_ylim(y - 0.5, -0.5)
