@@ -126,7 +126,7 @@ def _recompute(path: Path, recs: list[dict]) -> list[dict]:
     return out
 
 
-def _ratios(path: Path, recompute: bool = False) -> tuple[dict, dict[tuple[str, str], dict]]:
+def ratios(path: Path, recompute: bool = False) -> tuple[dict, dict[tuple[str, str], dict]]:
     """(header, {(study, case id): time_ratio metric}) of a run's variant cases (not references)."""
     h, recs = read_run(path)
     if recompute:
@@ -164,7 +164,7 @@ def _sign(ci) -> str:
 def score(run_dir: Path, recompute: bool = False) -> dict:
     runs, spans = [], []
     for f in run_files(run_dir):
-        h, ratios = _ratios(f, recompute)
+        h, ratios = ratios(f, recompute)
         if ratios:
             runs.append((h, ratios))
             spans.append(_span(f))

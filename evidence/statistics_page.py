@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from statistics import NormalDist
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +77,9 @@ METHOD = """\
 ## How the protocols were compared
 
 `evidence/rerun_coverage.py` ran the same studies three times under each protocol, alternating
-between protocols run by run, so that the machine's slow drift fell on both alike. It also ran an
-A/A study: one MLP against three twins that differ only in seed, whose ratios must contain 1. It
+between protocols run by run, so that the machine's slow drift fell on both alike. It also ran A/A
+studies, whose ratios must contain 1: one MLP against three twins that differ only in seed, and (from
+the untuned set on) an LSTM, the noisiest workload, against one twin. It
 scores every ordered pair of runs (i, j) of a protocol: does run i's interval contain run j's ratio?
 The columns:
 
@@ -91,7 +93,7 @@ The columns:
 """
 
 
-def _load(name: str, recomputed: bool = False) -> dict:
+def load(name: str, recomputed: bool = False) -> dict:
     path = COVERAGE / name / ("coverage-recomputed.json" if recomputed else "coverage.json")
     if not path.is_file():
         raise SystemExit(f"{path.relative_to(ROOT)} is missing: record it with evidence/rerun_coverage.py")
@@ -131,11 +133,11 @@ def table(res: dict[str, dict]) -> list[str]:
 
 def _spans(name: str) -> float | None:
     """Median run time of a directory's recordings (the recorded coverage.json's run file spans)."""
-    return _median(_load(name).get("span_s") or [])
+    return _median(load(name).get("span_s") or [])
 
 
 def comparison(title: str, what: str, protocols: list[tuple[str, str, bool]]) -> list[str]:
-    res = {label: _load(name, recomputed) for label, name, recomputed in protocols}
+    res = {label: load(name, recomputed) for label, name, recomputed in protocols}
     out = [f"### {title}", "", what, ""]
     for (label, name, recomputed), r in zip(protocols, res.values()):
         run = _spans(name)
@@ -150,14 +152,50 @@ def budget() -> list[str]:
         return ["The quick suite's end-to-end time has not been recorded (`evidence/quick_budget.py`).", ""]
     b = json.loads(BUDGET.read_text(encoding="utf-8"))
     cases = ", ".join(f"{n} {k}" for k, n in b["cases"].items())
-    return [f"`{b['command']}` ({b['protocol']}), measured end to end, from the command's start to its exit with the "
-            f"report written: **{b['wall_s'] / 60:.1f} minutes** ({b['wall_s']:.0f} s; the run file's own span "
+    report = "with the report written" if b["report_written"] else "(no report was written)"
+    return [f"`{b['command']}` ({b['protocol']}), measured end to end, from the command's start to its exit {report}: "
+            f"**{b['wall_s'] / 60:.1f} minutes** ({b['wall_s']:.0f} s; the run file's own span "
             f"{b['run_span_s']:.0f} s; {cases}; `{b['run_file']}`, timing in "
             f"`{BUDGET.relative_to(ROOT)}`).", ""]
 
 
+# Issue 25's targets for the validation set (COMPARISONS[0], its "after"): (what, floor, goal, higher is better)
+TARGETS = [("covers the next run's ratio", 0.90, 0.95, True), ("median interval, as ×/÷", 1.08, 1.05, False),
+           ("effects of at least 10 % resolved", 0.80, None, True)]
+
+
+def targets() -> list[str]:
+    """Met or not, said by the numbers: the validation set's "after" against the targets, and its studies
+    whose intervals covered the next run in under 90 % of pairs."""
+    _, _, protocols = COMPARISONS[0]
+    label, name, recomputed = protocols[-1]
+    r = load(name, recomputed)
+    got = [r["coverage"][STUDY_KEY]["all"]["rate"], math.sqrt(r["median_width"][STUDY_KEY]["all"]),
+           r["resolved_10pct"]["all"]["rate"]]
+    out = ["## Targets", "", f"The validation set ({COMPARISONS[0][0].lower()}), *{label}*:", ""]
+    for (what, floor, goal, up), x in zip(TARGETS, got):
+        fmt = (lambda v: f"{v:.0%}") if up else (lambda v: f"×/÷{v:.2f}")
+        met = x >= floor if up else x <= floor
+        out.append(f"* {what}: {fmt(x)} against {'at least' if up else 'at most'} {fmt(floor)}"
+                   + (f" (goal {fmt(goal)})" if goal else "") + f": **{'met' if met else 'not met'}**.")
+    weak = [(s, c) for s, c in r["coverage"][STUDY_KEY].items() if s != "all" and c["rate"] is not None and c["rate"] < 0.9]
+    if weak:
+        out.append("* studies whose intervals covered the next run in under 90 % of pairs: "
+                   + ", ".join(f"{s} {_pct(c)}" for s, c in sorted(weak)) + ".")
+    spread = r["between_run_spread"]["all"]
+    if len(r["runs"]) == 3:
+        # three normal draws span 3/sqrt(pi) sd on average; a 95 % interval for the next run's ratio needs
+        # 1.96 * sqrt(2) sd either side of this run's: the width the machine itself asks of the median case
+        need = math.exp(NormalDist().inv_cdf(0.975) * math.sqrt(2) * math.log(spread) / (3 / math.sqrt(math.pi)))
+        out += ["", f"The floor: the median case's ratio moved by max/min {spread:.3f} over its three runs. Three "
+                    f"normal draws span 3/√π standard deviations on average, and a 95 % interval for the next run's "
+                    f"ratio needs 1.96·√2 of them either side, so the spread alone asks ×/÷{need:.2f} of the median "
+                    f"case on this machine at this budget: the intervals cannot honestly be much narrower."]
+    return out + [""]
+
+
 def render() -> str:
-    out = [INTRO, "## The quick suite's time", "", *budget(), "## Before and after", ""]
+    out = [INTRO, "## The quick suite's time", "", *budget(), *targets(), "## Before and after", ""]
     for title, what, protocols in COMPARISONS:
         out += comparison(title, what, protocols)
     out += [METHOD]

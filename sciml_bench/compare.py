@@ -313,6 +313,9 @@ def time_row(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: list[
     bt, nt = b["metrics"]["step_time"], n["metrics"]["step_time"]
     if cmp.paired:
         pp = pass_pairs(n, b)
+        # A/B pools the arms' pass variances with the arithmetic mean on purpose: its false-alarm and
+        # detection rates (README, "How far to trust compare") were measured with it; a run's ratios use
+        # stats.typical_variance, which has not been validated for A/B verdicts
         pr = pass_ratio(*pp, prior_var=sum(prior) / len(prior) if prior else None,
                         prior_df=len(prior) * max(len(pp[0]) - 1, 1), predict=False)
         ratio, lo, hi, p = pr["ratio"], pr["ci_low"], pr["ci_high"], pr["p_value"]

@@ -104,7 +104,7 @@ def verdict_summary(path: Path, width: int = 80) -> list[str]:
     header, records = read_run(path)
     rep, _ = collect([path])
     out = [f"{len(records)} cases: {status_counts(records)}"[:width]]
-    name_w = min(max((len(s.name) for s in rep.sections), default=5), 24)
+    name_w = min(max([5, *(len(s.name) for s in rep.sections)]), 24)  # at least the header's "study"
     out.append(f"{'study':<{name_w}}  resolves  answer")
     for s in rep.sections:
         line = f"{s.name[:name_w]:<{name_w}}  {at_least(s.resolves):<8}  {s.short_answer}"

@@ -130,9 +130,9 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     try:
         # each arm hands in its own process context; its fork server starts now, so both arms'
         # servers import torch side by side while the workers are set up
-        if arms:
-            contexts = [a.context(log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log"))
-                        for a in arms]
+        if arms:  # appended one by one: a second arm's failure to start must not leave the first open
+            for a in arms:
+                contexts.append(a.context(log_dir / safe_filename(f"{study.name}--server-{a.name}{suffix}", ".log")))
         elif context is None:
             contexts = [pass_context(log_dir / safe_filename(f"{study.name}--server{suffix}", ".log"))]
         by_arm = {a.name: c for a, c in zip(arms, contexts)} if arms else {None: context or contexts[0]}

@@ -20,7 +20,7 @@ def test_statistics_page_quotes_each_protocols_overall_figures():
         cells = [c.strip() for c in row.strip("|").split("|")][1:]
         n = len(protocols)
         for k, (_, name, recomputed) in enumerate(protocols):
-            res = statistics_page._load(name, recomputed)
+            res = statistics_page.load(name, recomputed)
             cover = res["coverage"][statistics_page.STUDY_KEY]["all"]
             assert cells[k] == f"{cover['rate']:.0%} ({cover['n']})", (title, name)
             width = math.sqrt(res["median_width"][statistics_page.STUDY_KEY]["all"])
@@ -37,8 +37,8 @@ def test_rescoring_reproduces_the_intervals_the_runner_recorded():
     from evidence import rerun_coverage
 
     run = sorted((statistics_page.COVERAGE / "untuned10-after").glob("*.jsonl"))[0]
-    _, recorded = rerun_coverage._ratios(run)
-    _, again = rerun_coverage._ratios(run, recompute=True)
+    _, recorded = rerun_coverage.ratios(run)
+    _, again = rerun_coverage.ratios(run, recompute=True)
     assert recorded.keys() == again.keys() and len(recorded) >= 20
     for key, tr in recorded.items():
         assert [again[key][k] for k in ("value", "ci_low", "ci_high")] == \

@@ -289,7 +289,11 @@ def test_resolvable_effect_is_where_a_symmetric_interval_stops_including_one():
     # (the rerun interval is symmetric on the log axis), so "resolves >= X %" means what it says
     from sciml_bench.report import collect
 
+    one_pass, _ = collect([STORED_RUN])  # smoke: one pass, within-run CIs that do not predict a rerun
+    assert any(r.get("ratio_lo") for s in one_pass.sections for r in s.rows)
+    assert all(s.resolves is None for s in one_pass.sections), "only rerun intervals say what a run resolves"
     rep, _ = collect([QUICK_RUN])
+    assert sum(s.resolves is not None for s in rep.sections) >= 20
     rows = [r for s in rep.sections for r in s.rows if r.get("ratio_lo") and not r.get("is_reference")]
     assert len(rows) > 40
     for r in rows:

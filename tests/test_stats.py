@@ -168,14 +168,13 @@ def test_loglog_slope_recovers_a_power_law():
 
 
 def test_typical_variance_recovers_the_scale_of_chi_square_variances_and_ignores_a_loud_few():
-    """Smyth's s0^2: sample variances of 3 df drawn around sigma^2 = 0.01 give back 0.01 (the plain
-    mean of logs is ~30 % low); a few variances 1000x larger move it far less than they move the mean."""
+    """Smyth's s0^2: sample variances of 3 df drawn around sigma^2 = 0.01 give back 0.01; a few
+    variances 1000x larger move it far less than they move the mean."""
     from sciml_bench.stats import typical_variance
 
     rng = np.random.default_rng(3)
     s2 = 0.01 * rng.chisquare(3, 4000) / 3
     assert typical_variance(s2, 3) == pytest.approx(0.01, rel=0.05)
-    assert np.exp(np.log(s2).mean()) < 0.8 * 0.01, "without the bias correction the estimate is low"
     loud = np.concatenate([s2[:60], [10.0] * 3])
     assert typical_variance(loud, 3) < 0.05 < float(np.mean(loud)), "three loud ratios set the mean, not s0^2"
     assert typical_variance([0.0, None], 3) is None and typical_variance([0.01], 0) is None

@@ -252,8 +252,10 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
         sec.verdicts = _verdicts(sec, multi)
         sec.answer = _answer(sec, multi)
         sec.short_answer = _answer(sec, multi, short=True)
+        # rerun intervals only: a one-pass run's within-run CI does not say what a rerun would show
         sec.resolves = resolvable([(r.get("ratio_lo"), r.get("ratio_hi")) for r in sec.rows
-                                   if r.get("ratio") is not None and not r.get("is_reference")])
+                                   if r.get("ratio") is not None and not r.get("is_reference")
+                                   and (r.get("ratio_method") or "").startswith("rerun interval")])
     from sciml_bench.results import trust_warnings
 
     warnings += trust_warnings(all_records)  # shown at the top, like environment differences

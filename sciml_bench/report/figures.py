@@ -228,13 +228,13 @@ def forest_figure(sections: list[Any]):
     study has a ratio."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    from sciml_bench.report.words import resolvable, significant
+    from sciml_bench.report.words import significant
 
     groups = []
     for sec in sections:
         rows = [r for r in sec.rows if r["status"] == "ok" and r.get("ratio") is not None and not r.get("is_reference")]
         if rows:
-            groups.append((sec.name, rows, resolvable([(r.get("ratio_lo"), r.get("ratio_hi")) for r in rows])))
+            groups.append((sec.name, rows, sec.resolves))
     if not groups:
         return None
     n = sum(len(rows) + 1 for _, rows, _ in groups)
@@ -250,7 +250,8 @@ def forest_figure(sections: list[Any]):
             lo, hi, v = r.get("ratio_lo") or r["ratio"], r.get("ratio_hi") or r["ratio"], r["ratio"]
             color = ("tab:green" if v < 1 else "tab:red") if significant(r.get("ratio_lo"), r.get("ratio_hi")) \
                 else "tab:gray"
-            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", ms=3.5, color=color, capsize=2, lw=1.2)
+            ax.errorbar([v], [y], xerr=[[max(v - lo, 0)], [max(hi - v, 0)]], fmt="o", ms=3.5, color=color, capsize=2,
+                        lw=1.2)
             if ax_m is not None and r.get("mem_ratio"):
                 ax_m.plot([r["mem_ratio"]], [y], "s", ms=3.5, color="tab:blue")
             labels.append((y, r["label"], False))

@@ -144,9 +144,10 @@ def summary(rep: Report) -> list[Part]:
                            f"{(h.get('options') or {}).get('rounds')} rounds"))
     if rep.forest:  # one picture first: every answer at a glance
         b.append(("img", rep.forest, "every variant's time ratio with its 95% CI, grouped by study"))
-        b.append(("muted", "Each point is a case's time against its study's reference (log axis; green faster, red "
-                           "slower, grey: the interval includes \"same\"). A study's grey band is the effect its run "
-                           "can resolve (the median interval's half-width): inside it, run longer to see less."))
+        b.append(("muted", "Each point is a case's time against its study's reference, with its 95% interval (log "
+                           "axis; green: faster, red: slower, grey point: the interval includes \"same\"). The shaded "
+                           "band around \"same\" is the smallest effect the study's run can resolve (its median "
+                           "interval half-width); a smaller effect needs a longer run (more passes)."))
     b.append(("strong", "Answers, one line per study (ratios are case time / reference time)"))
     b.append(("ul", [f"{s.name}: {s.answer}" + (f" ({resolvable_words(s.resolves)})" if s.resolves is not None else "")
                      for s in rep.sections]))
