@@ -34,8 +34,12 @@ def test_paired_ratio_cancels_common_drift():
     assert abs(pr["ratio"] - 1.2) < 0.02, pr
     assert pr["ci_low"] <= 1.2 <= pr["ci_high"] and pr["ci_high"] - pr["ci_low"] < 0.05, \
         f"paired CI should be tight despite 0.3 log-sd drift: {pr}"
-    unpaired = np.median(var) / np.median(ref)
-    assert pr["n"] == 12 and abs(unpaired - 1.2) >= 0 and np.isfinite(unpaired)
+    # unpaired, the same rounds' drift lands in the interval: pairing is what makes it tight
+    from sciml_bench.stats import ratio_of_medians
+
+    unpaired = ratio_of_medians(var, ref)
+    log_width = lambda d: np.log(d["ci_high"] / d["ci_low"])  # noqa: E731
+    assert pr["n"] == 12 and log_width(unpaired) > 5 * log_width(pr), (unpaired, pr)
 
 
 def test_paired_ratio_needs_three_rounds_for_ci():

@@ -93,7 +93,8 @@ def test_bf16_numerics_drift_is_measured():
     wl = build_workload(Case(model="mlp", batch_size=16, precision="bf16"))
     wl.step()
     metrics, absent = probe(wl, 0.0)
-    assert metrics["loss_drift"]["value"] >= 0
+    # bf16 rounds: its loss after the numerics steps differs from fp32's at the same seed, by little
+    assert 0 < metrics["loss_drift"]["value"] < 0.1, metrics["loss_drift"]
     assert len(metrics["loss_after_steps"]["samples"]) == metrics["loss_after_steps"]["steps"]
     assert metrics["nonfinite_loss_steps"]["value"] == 0
     assert "GradScaler" in absent["scaler_skipped_steps"]
