@@ -313,6 +313,9 @@ def test_passes_interleave_studies_and_resume_keeps_finished_passes(tmp_path, mo
             self.closed = False
             servers.append((int(log_path.stem.removeprefix("server--pass")) - 1, self))
 
+        def alive(self):
+            return not self.closed
+
         def close(self):
             self.closed = True
 
