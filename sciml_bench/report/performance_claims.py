@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 
 from sciml_bench.report.evidence import (Claim, Evidence, groups_varying, key_without, ok_records, pair_label, pairs,
                                          time_ratio, untrusted, verdict_of, within)
 from sciml_bench.report.words import ratio_words
 from sciml_bench.results import memory_ratio, peak_memory
-from sciml_bench.stats import loglog_slope
+from sciml_bench.stats import loglog_slope, ratio_of_medians
 
 
 def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=False,
@@ -159,14 +158,17 @@ def _gru_claim(records) -> Claim:
 
 def _batchnorm_claim(records) -> Claim:
     c = Claim("BatchNorm trains poorly below batch size 8",
-              "norm=batch: final loss at batch < 8 vs >= 8 on the same model, under the same budget")
+              "norm=batch: final loss at batch < 8 vs >= 8 on the same model, under the same budget: the ratio of "
+              "medians' 95% CI (bootstrap) wholly above 1.1")
     rows = [(r, _quality_metric(r)) for r in ok_records(records) if r["case"].get("norm") in ("batch", "batchnorm")]
     rows = [(r, q) for r, q in rows if q is not None]
     small = [q[1] for r, q in rows if r["case"]["batch_size"] < 8]
     large = [q[1] for r, q in rows if r["case"]["batch_size"] >= 8]
     if small and large:
-        ratio = float(np.median(small) / np.median(large))
-        c.evidence.append(Evidence("median final loss, batch < 8 over batch >= 8", ratio, holds=ratio > 1.1))
+        r = ratio_of_medians(small, large)  # a CI from 3 values a side; without one, no verdict
+        holds = within(r["ratio"], r["ci_low"], r["ci_high"], (1.1, float("inf"))) if r["ci_low"] is not None else None
+        c.evidence.append(Evidence("median final loss, batch < 8 over batch >= 8", r["ratio"], r["ci_low"], r["ci_high"],
+                                   holds=holds, note="" if r["ci_low"] is not None else "too few cases for a CI"))
         c.verdict = verdict_of(c.evidence)
     else:
         c.note = "needs convergence metrics (final loss) for norm=batch at batch sizes below and above 8"
