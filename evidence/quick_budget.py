@@ -6,12 +6,13 @@ From the repository root, on a quiet machine::
 
 It runs ``python -m sciml_bench run --suite quick`` into a temporary results directory, measuring the
 wall time from the command's start to its exit (torch import, every pass, the report), then keeps the
-run file as ``<out>.jsonl`` and the timing as ``<out>.json`` (wall seconds, the run file's own span,
+run file gzipped as ``<out>.jsonl.gz`` (``load_results``, ``show`` and ``report`` read it as it is) and the timing as ``<out>.json`` (wall seconds, the run file's own span,
 the suite's protocol, the case counts). ``docs/statistics.md`` quotes that file.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from sciml_bench.results import read_run  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="path stem for the kept run file (.jsonl) and timing (.json)")
+    p.add_argument("--out", type=Path, required=True, help="path stem for the kept run file (.jsonl.gz) and timing (.json)")
     p.add_argument("--suite", default="quick", help="suite to time (default: quick)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         ends = [r["finished"] for r in records if r.get("finished")]
         span = max(ends) - datetime.strptime(header["created"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_file, args.out.with_suffix(".jsonl"))
+        kept = args.out.with_suffix(".jsonl.gz")
+        with open(run_file, "rb") as src, gzip.open(kept, "wb") as dst:
+            shutil.copyfileobj(src, dst)
     opts = header.get("options") or {}
     timing = {"command": f"sciml-bench run --suite {args.suite}", "wall_s": wall, "run_span_s": span,
               "report_written": bool(reports), "run_id": header.get("run_id"),
               "protocol": f"{opts.get('passes', 1)} passes x {opts.get('rounds')} rounds x {opts.get('round_time')} s",
               "cases": dict(sorted(Counter(r["status"] for r in records).items())),
-              "run_file": str(args.out.with_suffix(".jsonl").resolve().relative_to(ROOT))}
+              "run_file": str(kept.resolve().relative_to(ROOT))}
     args.out.with_suffix(".json").write_text(json.dumps(timing, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(timing, indent=1))
     return 0

@@ -164,9 +164,9 @@ def _sign(ci) -> str:
 def score(run_dir: Path, recompute: bool = False) -> dict:
     runs, spans = [], []
     for f in run_files(run_dir):
-        h, ratios = ratios(f, recompute)
-        if ratios:
-            runs.append((h, ratios))
+        h, found = ratios(f, recompute)
+        if found:
+            runs.append((h, found))
             spans.append(_span(f))
     if len(runs) < 2:
         raise SystemExit(f"need at least 2 runs with ratios in {run_dir}, found {len(runs)}")

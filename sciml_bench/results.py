@@ -158,8 +158,14 @@ def read_run(path: str | os.PathLike, kind: str = "case") -> tuple[dict[str, Any
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        if path.name.endswith(".gz"):  # committed evidence is kept compressed: read as if plain
+            import gzip
+
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError, EOFError) as e:
         raise UsageError(f"cannot read results file {path}: {getattr(e, 'strerror', None) or e}") from None
     try:
         header = json.loads(lines[0]) if lines else None
@@ -214,11 +220,14 @@ def _json_type(typ: Any) -> str:
     return " or ".join(names.get(t, t.__name__) for t in (typ if isinstance(typ, tuple) else (typ,)))
 
 
+RUN_SUFFIXES = (".jsonl", ".jsonl.gz")  # a run file, and one gzipped for keeping (read-only)
+
+
 def run_files(path: str | os.PathLike) -> list[Path]:
-    """Run files under a directory (sorted by name, i.e. by time), or the file itself."""
+    """Run files under a directory, plain or gzipped (sorted by name, i.e. by time), or the file itself."""
     p = Path(path)
     if p.is_dir():
-        return sorted(p.glob("*.jsonl"))
+        return sorted(f for s in RUN_SUFFIXES for f in p.glob(f"*{s}"))
     return [p]
 
 
@@ -250,9 +259,11 @@ def resolve_run(ref: str, results_dir: str | os.PathLike = "results") -> Path:
     p = Path(ref)
     if p.is_file():
         return p
-    candidate = Path(results_dir) / f"{ref}.jsonl"
-    if candidate.is_file():
-        return candidate
+    for suffix in RUN_SUFFIXES:
+        candidate = Path(results_dir) / f"{ref}{suffix}"
+        if candidate.is_file():
+            return candidate
+    candidate = Path(results_dir) / f"{ref}{RUN_SUFFIXES[0]}"
     raise UsageError(f"no such run {ref!r}: not a file, nor {candidate}; use a path, a run id, or 'latest'")
 
 

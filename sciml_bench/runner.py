@@ -224,6 +224,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
 def resume_run(path: str | os.PathLike) -> Run:
     """Reopen an interrupted run: same spec and options, finished cases skipped."""
     header, records = read_run(path)
+    if str(path).endswith(".gz"):
+        raise UsageError(f"{path} is gzipped (kept for reading): gunzip it to resume the run")
     if header.get("ab"):
         raise UsageError(f"{path} is an A/B run: its arms' worktrees are gone, so it cannot be resumed; "
                          f"run sciml-bench ab again")

@@ -36,7 +36,9 @@ def test_rescoring_reproduces_the_intervals_the_runner_recorded():
 
     from evidence import rerun_coverage
 
-    run = sorted((statistics_page.COVERAGE / "untuned10-after").glob("*.jsonl"))[0]
+    from sciml_bench.results import run_files
+
+    run = run_files(statistics_page.COVERAGE / "untuned10-after")[0]
     _, recorded = rerun_coverage.ratios(run)
     _, again = rerun_coverage.ratios(run, recompute=True)
     assert recorded.keys() == again.keys() and len(recorded) >= 20

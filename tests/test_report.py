@@ -95,7 +95,7 @@ def test_summary_shows_measured_claims_and_the_full_table_every_claim(tmp_path):
 
 
 STORED_RUN = Path(__file__).parent / "data" / "smoke_run.jsonl"  # a real smoke run recorded on a 2-core CPU
-QUICK_RUN = Path(__file__).parents[1] / "results" / "reference" / "cpu-2core-quick-quiet.jsonl"  # the quick suite
+QUICK_RUN = Path(__file__).parents[1] / "results" / "reference" / "cpu-2core-quick-quiet.jsonl.gz"  # the quick suite
 
 
 def test_report_from_stored_real_run(tmp_path):

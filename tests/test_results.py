@@ -1,5 +1,6 @@
 """Results store: round trip, interrupted writes, foreign files, tidy DataFrame."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -113,3 +114,25 @@ def test_samples_long_form_matches_the_stored_samples(tmp_path):
         got = long[(long.case_id == r["case_id"]) & (long.metric == "step_time")].sort_values("sample_index")
         assert got["sample"].tolist() == r["metrics"]["step_time"]["samples"], r["case_id"]
         assert got.sample_index.tolist() == list(range(len(got))) and str(got.sample_index.dtype) == "Int64"
+
+
+def test_gzipped_run_files_read_as_plain_ones_and_are_never_appended_to(tmp_path):
+    """Committed evidence is kept gzipped: read_run, run_files, run ids and `show` read it as they read the
+    plain file; `run --resume` refuses it (appending text would corrupt it) with one line and exit 2."""
+    import gzip
+    import shutil
+
+    from sciml_bench.cli import main
+    from sciml_bench.results import read_run, resolve_run, run_files
+
+    plain = Path(__file__).parent / "data" / "smoke_run.jsonl"
+    packed = tmp_path / (plain.name + ".gz")
+    with open(plain, "rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert read_run(packed) == read_run(plain) and read_run(packed, "pass") == read_run(plain, "pass")
+    assert run_files(tmp_path) == [packed]
+    assert resolve_run(plain.name.removesuffix(".jsonl"), tmp_path) == packed
+    assert main(["show", str(packed)]) == 0
+    before = packed.read_bytes()
+    assert main(["run", "--resume", str(packed)]) == 2
+    assert packed.read_bytes() == before, "a refused resume leaves the file as it was"
