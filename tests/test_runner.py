@@ -353,13 +353,9 @@ TWO_STUDIES = '[suite]\nrounds = 2\nround_time = 0.02\npasses = 2\n' + "".join(
     for i in range(2))
 
 
-def test_each_pass_index_forks_its_workers_from_a_fresh_server(tmp_path, monkeypatch):
-    """A plain run starts a fork server per pass index, as A/B arms do, so that per-process effects of a
-    server (library addresses, heap layout) differ between passes, where the between-pass CI sees them; the
-    chunks of one pass (here: two studies) share its server (one torch import per pass, not per chunk)."""
+def _run_two_studies(tmp_path, monkeypatch, passes: int) -> list[dict]:
+    """The records of a real run of TWO_STUDIES (each study one chunk), executed in this process."""
     from dataclasses import asdict
-
-    import psutil
 
     import sciml_bench.runner as runner
     from sciml_bench.lifetime import RUN_PID_ENV
@@ -371,12 +367,22 @@ def test_each_pass_index_forks_its_workers_from_a_fresh_server(tmp_path, monkeyp
     suite.write_text(TWO_STUDIES)
     spec = runner.RunSpec(suite=str(suite), device="cpu")
     _, plan = runner.plan_cases(spec)
-    opts = runner.RunOptions(rounds=2, round_time=0.02, passes=2, threads=1, timeout=120)
+    opts = runner.RunOptions(rounds=2, round_time=0.02, passes=passes, threads=1, timeout=120)
     path = tmp_path / "run.jsonl"
     RunWriter(path, {"run_id": "r", "spec": asdict(spec), "options": asdict(opts)}).close()
     runner.execute(runner.Run(path, {"run_id": "r"}, spec, opts, plan, set()))
     _, records = read_run(path)
     assert [r["status"] for r in records] == ["ok", "ok"], [r.get("reason") for r in records]
+    return records
+
+
+def test_each_pass_index_forks_its_workers_from_a_fresh_server(tmp_path, monkeypatch):
+    """A plain run starts a fork server per pass index, as A/B arms do, so that per-process effects of a
+    server (library addresses, heap layout) differ between passes, where the between-pass CI sees them; the
+    chunks of one pass (here: two studies) share its server (one torch import per pass, not per chunk)."""
+    import psutil
+
+    records = _run_two_studies(tmp_path, monkeypatch, passes=2)
     parent = {(r["study"], p["pass"]): p["worker"]["parent_pid"] for r in records for p in r["timing"]["passes"]}
     workers = {(r["study"], p["pass"]): p["worker"]["pid"] for r in records for p in r["timing"]["passes"]}
     assert len(set(workers.values())) == 4, f"a fresh worker per case and pass: {workers}"
@@ -394,14 +400,9 @@ def test_a_fork_server_that_dies_fails_only_its_own_chunk(tmp_path, monkeypatch)
     """The chunks of a pass share its fork server; when it dies (here: SIGKILL after the first study's chunk),
     the next chunk gets a fresh server instead of failing at start, and so does every later chunk."""
     import signal
-    from dataclasses import asdict
 
     import sciml_bench.runner as runner
-    from sciml_bench.lifetime import RUN_PID_ENV
-    from sciml_bench.results import RunWriter
 
-    monkeypatch.setenv(RUN_PID_ENV, "")
-    monkeypatch.setenv("SCIML_BENCH_PLUGINS", "")
     killed = []
     real_pass = runner.run_pass
 
@@ -414,16 +415,7 @@ def test_a_fork_server_that_dies_fails_only_its_own_chunk(tmp_path, monkeypatch)
         return out
 
     monkeypatch.setattr(runner, "run_pass", pass_then_kill)
-    suite = tmp_path / "two.toml"
-    suite.write_text(TWO_STUDIES)
-    spec = runner.RunSpec(suite=str(suite), device="cpu")
-    _, plan = runner.plan_cases(spec)
-    opts = runner.RunOptions(rounds=2, round_time=0.02, passes=1, threads=1, timeout=120)
-    path = tmp_path / "run.jsonl"
-    RunWriter(path, {"run_id": "r", "spec": asdict(spec), "options": asdict(opts)}).close()
-    runner.execute(runner.Run(path, {"run_id": "r"}, spec, opts, plan, set()))
-    _, records = read_run(path)
-    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("reason") for r in records]
+    records = _run_two_studies(tmp_path, monkeypatch, passes=1)
     parents = [r["timing"]["passes"][0]["worker"]["parent_pid"] for r in records]
     assert parents[0] == killed[0] and parents[1] != killed[0], f"the second study's server is a new one: {parents}"
     logs = tmp_path / "logs" / "r"
