@@ -21,12 +21,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evidence.rerun_coverage import run_span  # noqa: E402
 from sciml_bench.results import read_run  # noqa: E402
 
 
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         run_file = next((Path(tmp) / "results").glob("*.jsonl"))
         reports = list((Path(tmp) / "reports").glob("*/index.html"))
         header, records = read_run(run_file)
-        ends = [r["finished"] for r in records if r.get("finished")]
-        span = max(ends) - datetime.strptime(header["created"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        span = run_span(header, records)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         kept = args.out.with_suffix(".jsonl.gz")
         with open(run_file, "rb") as src, gzip.open(kept, "wb") as dst:

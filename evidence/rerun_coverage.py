@@ -141,8 +141,11 @@ def ratios(path: Path, recompute: bool = False) -> tuple[dict, dict[tuple[str, s
 
 
 def _span(path: Path) -> float | None:
-    """Seconds from a run file's header to its last record (the run's own time, without start-up)."""
-    h, recs = read_run(path)
+    return run_span(*read_run(path))
+
+
+def run_span(h: dict, recs: list[dict]) -> float | None:
+    """Seconds from a run's header to its last record (the run's own time, without start-up)."""
     ends = [r["finished"] for r in recs if r.get("finished")]
     if not ends or not h.get("created"):
         return None

@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import sys
-from statistics import NormalDist
+from statistics import NormalDist, median
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,10 +108,6 @@ def _width(w: float | None) -> str:
     return "-" if w is None else f"×/÷{math.sqrt(w):.3f}"
 
 
-def _median(xs: list[float]) -> float | None:
-    xs = sorted(x for x in xs if x)
-    return None if not xs else xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
 
 def table(res: dict[str, dict]) -> list[str]:
     """Per study, then all: each protocol's coverage, width, resolution, spread and run time."""
@@ -131,16 +127,12 @@ def table(res: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _spans(name: str) -> float | None:
-    """Median run time of a directory's recordings (the recorded coverage.json's run file spans)."""
-    return _median(load(name).get("span_s") or [])
-
-
 def comparison(title: str, what: str, protocols: list[tuple[str, str, bool]]) -> list[str]:
     res = {label: load(name, recomputed) for label, name, recomputed in protocols}
     out = [f"### {title}", "", what, ""]
     for (label, name, recomputed), r in zip(protocols, res.values()):
-        run = _spans(name)
+        spans = [x for x in r.get("span_s") or [] if x]  # the run files' own times (rescoring keeps them)
+        run = median(spans) if spans else None
         out.append(f"* **{label}**: {', '.join(r['protocol'])}; {len(r['runs'])} runs in `results/coverage/{name}/`"
                    + (" (rescored)" if recomputed else "") + (f"; median run {run:.0f} s" if run else "")
                    + f"; the A/A twins' intervals contain 1 in {_pct(r['aa_twins_cover_1'])}.")

@@ -99,10 +99,8 @@ def verdict_summary(path: Path, width: int = 80) -> list[str]:
     from sciml_bench.report import collect
     from sciml_bench.report.content import status_counts
     from sciml_bench.report.words import at_least
-    from sciml_bench.results import read_run
 
-    header, records = read_run(path)
-    rep, _ = collect([path])
+    rep, records = collect([path])  # reads the run once
     out = [f"{len(records)} cases: {status_counts(records)}"[:width]]
     name_w = min(max([5, *(len(s.name) for s in rep.sections)]), 24)  # at least the header's "study"
     out.append(f"{'study':<{name_w}}  resolves  answer")

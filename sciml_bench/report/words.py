@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 # kind -> (word when the ratio is above 1, word when below 1); ratios are always variant / reference
 WORDS = {"time": ("slower", "faster"), "memory": ("more memory", "less memory"),
@@ -46,11 +47,8 @@ def resolvable(cis: list[tuple[float | None, float | None]]) -> float | None:
     A ratio r with the CI r ×/÷ f (symmetric on the log axis, as the rerun interval is) excludes 1
     exactly when r > f or r < 1/f, so a case's interval resolves effects beyond f - 1; the study's
     is the median over its variant cases' intervals. None without any CI."""
-    fs = sorted(math.sqrt(hi / lo) for lo, hi in cis if lo and hi and lo > 0 and hi >= lo)
-    if not fs:
-        return None
-    mid = len(fs) // 2
-    return (fs[mid] if len(fs) % 2 else math.sqrt(fs[mid - 1] * fs[mid])) - 1
+    logs = [math.log(hi / lo) / 2 for lo, hi in cis if lo and hi and lo > 0 and hi >= lo]
+    return math.exp(statistics.median(logs)) - 1 if logs else None
 
 
 def at_least(effect: float | None) -> str:
