@@ -45,3 +45,40 @@ def test_rescoring_reproduces_the_intervals_the_runner_recorded():
     for key, tr in recorded.items():
         assert [again[key][k] for k in ("value", "ci_low", "ci_high")] == \
             pytest.approx([tr[k] for k in ("value", "ci_low", "ci_high")], rel=1e-9), key
+
+
+def test_every_findings_table_is_regenerated_from_the_committed_files():
+    """README.md and docs/*.md hold exactly what ``python evidence/findings.py`` writes from results/."""
+    from evidence import findings
+
+    names = {m["name"] for page in findings.PAGES for m in findings.BLOCK.finditer(page.read_text(encoding="utf-8"))}
+    assert names == set(findings.BLOCKS), f"blocks written but not shown, or shown but unknown: {names ^ set(findings.BLOCKS)}"
+    assert not findings.stale(), f"stale pages {findings.stale()}: run python evidence/findings.py"
+
+
+def test_changing_one_committed_number_fails_the_docs_check(tmp_path, monkeypatch):
+    """Scale one case's time ratio in a copy of the committed quick run: the page built from the real file no longer
+    matches what the script writes, so the check above would fail."""
+    import gzip
+    import json
+
+    from evidence import findings
+
+    lines = gzip.open(findings.QUICK, "rt", encoding="utf-8").read().splitlines()
+    for i, line in enumerate(lines):
+        rec = json.loads(line)
+        tr = rec.get("metrics", {}).get("time_ratio")
+        if rec.get("study") == "activations" and tr and tr.get("reference") != rec["case_id"]:
+            for k in ("value", "ci_low", "ci_high"):
+                tr[k] *= 1.25
+            lines[i] = json.dumps(rec)
+            break
+    else:
+        raise AssertionError("no activations variant in the committed quick run")
+    changed = tmp_path / "quick.jsonl.gz"
+    with gzip.open(changed, "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    page = (findings.ROOT / "docs" / "findings.md").read_text(encoding="utf-8")
+    assert findings.render(page) == page
+    monkeypatch.setattr(findings, "QUICK", changed)
+    assert findings.render(page) != page, "a changed committed number went unnoticed"
