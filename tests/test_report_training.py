@@ -140,3 +140,49 @@ def test_batchnorm_below_batch_8_is_judged_by_an_interval_not_a_bare_ratio():
     assert noisy.evidence[0].value > 1.1 and noisy.evidence[0].holds is None and noisy.verdict != "holds"
     clear = claim([0.50, 0.52, 0.55], [0.10, 0.11, 0.12])
     assert clear.evidence[0].ci_low > 1.1 and clear.verdict == "holds"
+
+
+def test_normalization_lr_claim_needs_every_deciding_lr_settled_by_its_ci():
+    """'10x the learning rate' holds only when the unnormalized net's larger lrs fail by their CIs (the final loss
+    wholly at or above half the initial loss, which is 1.0 here); one whose CI straddles that line makes it
+    inconclusive, where a bare comparison of point values said holds."""
+    def claim(none_at_high):
+        base = {"model": "mlp", "depth": 6, "batch_size": 64}
+        recs = [fit_record("norm-lr", dict(base, norm=n, lr=lr), losses) for n, lr, losses in (
+            ("none", 0.001, [0.10, 0.11, 0.12]), ("none", 0.01, none_at_high), ("none", 0.1, [0.9, 0.95, 1.0]),
+            ("batch", 0.001, [0.10, 0.11, 0.12]), ("batch", 0.01, [0.10, 0.11, 0.12]),
+            ("batch", 0.1, [0.10, 0.11, 0.12]))]
+        return _verdicts(recs)["Normalization allows a 10x higher learning rate"]
+
+    clear = claim([0.8, 0.85, 0.9])  # lr 0.01 fails without norm: BatchNorm's 0.1 is 100x the 0.001 that trains
+    assert clear.evidence[0].value == 100 and clear.evidence[0].holds is True and clear.verdict == "holds"
+    straddling = claim([0.3, 0.55, 0.8])  # mean below the line, CI across it: lr 0.01 may or may not train
+    ev = straddling.evidence[0]
+    assert ev.value == 100 and ev.holds is None and straddling.verdict == "inconclusive", (ev, straddling.verdict)
+
+
+def test_phase_split_claim_is_judged_by_the_profiled_steps_spread():
+    """The step-split claim's verdict comes from the median per-step deviation and its CI: steps that scatter
+    around a split within 10 pp but too widely to say so read inconclusive; steady steps decide; a record
+    without per-step samples is shown without a verdict."""
+    from sciml_bench.report.performance_claims import performance_claims
+
+    def claim(forward, backward, optimizer):
+        m = {f"phase_{p}_time": {"value": float(np.mean(xs)), "samples": list(xs)}
+             for p, xs in (("forward", forward), ("backward", backward), ("optimizer", optimizer))}
+        m["phase_step_time"] = {"value": 1.0}
+        rec = {"study": "s", "case_id": "mlp", "case": {"model": "mlp", "mode": "train", "batch_size": 8}, "status": "ok",
+               "metrics": m, "_run": "r"}
+        return next(c for c in performance_claims([rec]) if c.claim.startswith("A training step splits"))
+
+    n = 12  # the seed split without data/h2d is 49/36/14 %
+    steady = claim([0.49] * n, [0.36] * n, [0.15] * n)
+    assert steady.evidence[0].holds is True and steady.evidence[0].ci_high <= 10
+    far = claim([0.80] * n, [0.15] * n, [0.05] * n)
+    assert far.evidence[0].holds is False
+    rng = np.random.default_rng(0)
+    scatter = claim(0.49 + rng.uniform(-0.3, 0.3, n), [0.36] * n, [0.15] * n)
+    ev = scatter.evidence[0]
+    assert ev.ci_low < 10 < ev.ci_high and ev.holds is None, ev
+    bare = claim([0.49], [0.36], [0.15])
+    assert bare.evidence[0].holds is None and bare.verdict != "holds"

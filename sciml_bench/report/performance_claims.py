@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 
 from sciml_bench.report.evidence import (Claim, Evidence, groups_varying, key_without, ok_records, pair_label, pairs,
                                          time_ratio, untrusted, verdict_of, within)
 from sciml_bench.report.words import ratio_words
 from sciml_bench.results import memory_ratio, peak_memory
-from sciml_bench.stats import loglog_slope, ratio_of_medians
+from sciml_bench.stats import loglog_slope, median_ci, ratio_of_medians
 
 
 def _time_claim(claim: Claim, records, field_name, test, base, rng, speedup=False,
@@ -239,11 +240,21 @@ def _phase_split_claim(records) -> Claim:
         norm = sum(seed.values())
         got = {p: 100 * m[f"phase_{p}_time"]["value"] / total for p in seed}
         want = {p: 100 * v / norm for p, v in seed.items()}
-        dev = max(abs(got[p] - want[p]) for p in seed)
         split = "/".join(f"{got[p]:.0f}" for p in seed)
+        # the verdict rests on the profiled steps' spread: each step's largest deviation, their median and its CI
+        per_step = np.array([m[f"phase_{p}_time"].get("samples") or [] for p in seed], dtype=object)
+        lengths = {len(xs) for xs in per_step}
+        if len(lengths) == 1 and lengths.pop() >= 3:
+            shares = np.array(per_step.tolist(), dtype=float)
+            shares = 100 * shares / shares.sum(axis=0)
+            devs = np.abs(shares - np.array([want[p] for p in seed])[:, None]).max(axis=0)
+            dev, (lo, hi) = float(np.median(devs)), median_ci(devs)
+        else:  # no per-step samples to tell spread from effect: shown, not judged
+            dev, lo, hi = max(abs(got[p] - want[p]) for p in seed), None, None
+        holds = within(dev, lo, hi, (0.0, 10.0)) if lo is not None and hi is not None else None
         c.evidence.append(Evidence(f"{r['case_id']}: {'/'.join(seed)} = {split} % vs "
-                                   f"{'/'.join(f'{want[p]:.0f}' for p in seed)} %; largest deviation", dev,
-                                   holds=dev <= 10, unit=" pp"))
+                                   f"{'/'.join(f'{want[p]:.0f}' for p in seed)} %; largest deviation (median step)",
+                                   dev, lo, hi, holds=holds, unit=" pp"))
     if not c.evidence:
         c.note = "needs train cases profiled with run --phases or --profile"
     c.verdict = verdict_of(c.evidence)
