@@ -50,13 +50,16 @@ def fmt_ci(m: dict[str, Any], fmt) -> str:
 def results_table(header: dict[str, Any], records: list[dict[str, Any]]) -> Table:
     """The per-case table of ``show``: every case with its numbers and the metrics its study promises."""
     from sciml_bench.compare import fmt_value
-    from sciml_bench.report.content import METRIC_LABELS, fmt_metric, study_metrics
+    from sciml_bench.report.content import METRIC_LABELS, fmt_metric, present_metrics, study_metrics
     from sciml_bench.report.words import ratio_words
     from sciml_bench.results import nonfinite_loss, peak_memory, starved_unreliable
 
     studies = header.get("studies") if isinstance(header.get("studies"), dict) else {}
     extra = {name: study_metrics(st.get("axes") or {}, st.get("metrics")) for name, st in studies.items()
              if isinstance(st, dict)}
+    for name in {r["study"] for r in records}:  # e.g. a GPU's energy: wherever the study's records have it
+        extra[name] = extra.get(name, []) + present_metrics([r for r in records if r["study"] == name],
+                                                            extra.get(name, []))
     env = header.get("environment") if isinstance(header.get("environment"), dict) else {}
     table = Table(title=f"run {txt(header.get('run_id'))} · suite {txt(header.get('suite'))} · "
                         f"{txt(env.get('cpu_model', '?'))}", title_justify="left")

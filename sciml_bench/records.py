@@ -1,10 +1,11 @@
 """Records: a case's pass results turned into its one record, and the chunk's ratios.
 
 A record holds the case, its status, and its metrics with raw samples: step time from the per-round
-medians (starved rounds left out where enough remain), throughput, FLOP rate, the setup's memory,
-FLOPs and probes, a fit's convergence, DDP per-rank figures; then, across the chunk, time and
-memory ratios against each case's reference (``stats.pass_ratio``, paired by round within passes),
-compile break-even and DDP scaling efficiency.
+medians (starved rounds left out where enough remain), throughput, FLOP rate, a GPU's energy per
+step and power over the same rounds (``measure.energy``), the setup's memory, FLOPs and probes, a
+fit's convergence, DDP per-rank figures; then, across the chunk, time and memory ratios against each
+case's reference (``stats.pass_ratio``, paired by round within passes), compile break-even and DDP
+scaling efficiency.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from sciml_bench.cases import Case, Study
 from sciml_bench.distributed import add_scaling, rank_metrics
+from sciml_bench.measure.energy import energy_metrics
 from sciml_bench.results import finite_record, memory_ratio, pass_pairs
 from sciml_bench.stats import pass_ratio, summarize, typical_variance
 from sciml_bench.worker import RunOptions
@@ -109,6 +111,12 @@ def record(study: Study, case: Case, failure: tuple[str, str] | None, info: dict
                              "ci_high": bs / s["ci_low"] if s["ci_low"] else None, "n": s["n"]}
     if case.ddp_ranks:
         metrics.update(rank_metrics(case, blocks))  # per-rank figures; throughput over the global batch
+    if any("energy" in b for b in blocks):  # a GPU's energy counter around each block: the same blocks as step time
+        device = info.get("energy") or {}  # the meter's uuid and power limit (worker.energy_meter)
+        em, ea = energy_metrics([b.get("energy") for b, st in zip(blocks, starved) if not (excluded and st)],
+                                device.get("power_limit_W"), device.get("uuid"))
+        metrics.update(em)
+        absent.update(ea)
     if "flops" in metrics:
         from sciml_bench.measure.flops import flop_rate
 

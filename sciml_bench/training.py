@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sciml_bench.cases import Case
+from sciml_bench.measure.energy import COUNTER_NOTE, EnergyMeter, Tally
 from sciml_bench.models import Batch, get_model_spec, to_device
 from sciml_bench.tasks import DATA_SEED, VAL_SEED, Task, burgers_solver_error, get_task, task_metric
 from sciml_bench.workloads import AUTOCAST, DTYPES, build_workload
@@ -52,9 +53,12 @@ def _autocast(case: Case):
     return torch.autocast(case.device, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[], float] = time.perf_counter
-             ) -> dict[str, Any]:
-    """Train one seed of ``case`` for its budget; return its curve, final figures and gradient health."""
+def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[], float] = time.perf_counter,
+             meter: EnergyMeter | None = None) -> dict[str, Any]:
+    """Train one seed of ``case`` for its budget; return its curve, final figures and gradient health.
+
+    ``meter`` (a GPU's, ``measure.energy``): the energy of the training steps up to the evaluation that
+    first reaches the target, evaluations left out as in the time to target (``reached``)."""
     from sciml_bench.measure.gradients import gradient_health
 
     wl = build_workload(case)
@@ -88,10 +92,14 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
     val_curve: list[tuple[int, float, float]] = [(0, evaluate(), 0.0)]
     train_time, diverged, reached = 0.0, None, None
     step = 0
+    # the counter is read only where the loop syncs anyway: at a segment's first step and at its evaluation
+    tally = Tally(meter) if meter is not None else None
     if case.target is not None and val_curve[0][1] <= case.target:
-        reached = (0, 0.0)
+        reached = (0, 0.0, 0.0 if tally else None)
     while step < case.steps:
         sync()
+        if tally:
+            tally.begin()  # no-op while a segment is open
         t0 = clock()
         idx = next(batches)
         wl.load(_take(train[0], idx), _take(train[1], idx))
@@ -103,6 +111,8 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
         if at_eval:
             sync()
         train_time += clock() - t0
+        if at_eval and tally:
+            tally.end()
         if at_eval or (case.time_budget is not None and train_time >= case.time_budget):
             for s, loss in pending:  # losses are read here, not inside the step: no per-step sync
                 value = float(loss)
@@ -118,7 +128,7 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
                 diverged = step
                 break
             if reached is None and case.target is not None and vloss <= case.target:
-                reached = (step, train_time)
+                reached = (step, train_time, tally.joules() if tally else None)
             if case.time_budget is not None and train_time >= case.time_budget:
                 break
     tail = [v for s, v in train_curve if s > step - max(case.steps // 10, log_every)]
@@ -126,7 +136,8 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
         "seed": case.seed, "steps_run": step, "train_time": train_time, "diverged_step": diverged,
         "final_train_loss": sum(tail) / len(tail) if tail and diverged is None else math.nan,
         "final_val_loss": val_curve[-1][1] if diverged is None else math.nan,
-        "reached": reached, "train_curve": train_curve, "val_curve": val_curve,
+        "reached": reached, "energy_broken": tally.broken if tally else None,
+        "train_curve": train_curve, "val_curve": val_curve,
         "health_init": health_init,
     }
     if diverged is None:
@@ -160,13 +171,15 @@ def _downsample(points: list, n: int) -> list:
     return [points[i] for i in keep]
 
 
-def fit(case: Case, progress: Callable[[int], None] = lambda seed: None) -> dict[str, Any]:
+def fit(case: Case, progress: Callable[[int], None] = lambda seed: None, meter: EnergyMeter | None = None
+        ) -> dict[str, Any]:
     """Train ``case`` for ``case.seeds`` seeds (``case.seed``, ``case.seed + 1``, ...) one after another.
 
     Returns ``metrics`` (mean and 95% t-CI across seeds, with the per-seed samples), ``absent``
     (what could not be measured, with the reason), ``curves`` (downsampled per-seed train and
     validation curves: [step, loss] and [step, loss, train seconds]; None where non-finite),
     ``gradients`` (per-layer detail of the first seed) and ``fit`` (task, metric, budget). Raises what the workload raises (e.g. Unsupported: the case is skipped).
+    ``meter`` (a GPU's, ``measure.energy``) adds ``energy_to_target`` where the case has a target.
     """
     from sciml_bench.stats import mean_ci
 
@@ -177,7 +190,7 @@ def fit(case: Case, progress: Callable[[int], None] = lambda seed: None) -> dict
     runs = []
     for i in range(case.seeds):
         progress(case.seed + i)
-        runs.append(fit_seed(case.replace(seed=case.seed + i), task, train, val))
+        runs.append(fit_seed(case.replace(seed=case.seed + i), task, train, val, meter=meter))
 
     metrics: dict[str, dict[str, Any]] = {}
     absent: dict[str, str] = {}
@@ -208,6 +221,10 @@ def fit(case: Case, progress: Callable[[int], None] = lambda seed: None) -> dict
         why = f"validation loss never reached target {case.target:g} within {case.steps} steps in any seed"
         put("steps_to_target", [float(h[0]) for h in hit], "steps", why, reached=len(hit), n_seeds=len(runs))
         put("time_to_target", [h[1] for h in hit], "s", why, reached=len(hit), n_seeds=len(runs))
+        if meter is not None:
+            broken = sorted({r["energy_broken"] for r in runs if r["energy_broken"]})
+            put("energy_to_target", [h[2] for h in hit], "J", "; ".join(broken) if hit else why, reached=len(hit),
+                n_seeds=len(runs), note=f"training steps only, evaluations left out; {COUNTER_NOTE}")
     for when in ("init", "end"):
         hs = [r.get(f"health_{when}") for r in runs]
         hs = [h for h in hs if h is not None]

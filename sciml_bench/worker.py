@@ -4,7 +4,8 @@ A worker answers commands over a pipe (``supervise.Worker`` sends them), one rep
 
 - ``('setup', case_dict, options_dict[, full])`` -> ``('ok', info)``: build, warm up and, in a
   run's first pass (``full``), measure what is measured once (memory, FLOPs, probes, overhead);
-- ``('round', seconds)`` -> ``('ok', block)``: one timed block (``measure.timing.time_block``);
+- ``('round', seconds)`` -> ``('ok', block)``: one timed block (``measure.timing.time_block``; on a
+  GPU with NVML also the energy counter around it, ``measure.energy``);
 - ``('profile', trace_dir, profile_options)`` -> ``('ok', {metrics, absent, profile})``;
 - ``('fit', case_dict)`` -> ``('ok', fit result)``: fixed-budget training (``sciml_bench.training``);
 - ``('stop',)``: exit.
@@ -21,10 +22,13 @@ import os
 import signal
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sciml_bench.cases import Case
 from sciml_bench.errors import classify
+
+if TYPE_CHECKING:
+    from sciml_bench.measure.energy import EnergyMeter
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,27 @@ def _overhead_costs(wl, ops: int | None) -> dict[str, Any] | str:
         return f"op count failed: {type(e).__name__}: {e}"
 
 
+def energy_meter(case: Case, opts: RunOptions, device: Any, info: dict[str, Any]) -> EnergyMeter | None:
+    """The energy meter of the case's device (``measure.energy``), or None with the reason in
+    ``info['absent']``; ``info['energy']`` names the device and its power limit."""
+    from sciml_bench.measure.energy import open_meter
+
+    if device.type == "cuda" and case.ddp_ranks:
+        meter = "DDP case: its ranks time their own GPUs; energy is measured for single-device cases only"
+    elif device.type == "cuda" and opts.duet:
+        meter = "--duet times both arms at once on one GPU, and its energy counter is per device"
+    else:
+        try:
+            meter = open_meter(device)
+        except Exception as e:  # noqa: BLE001  (an NVML binding that misbehaves must not lose the case)
+            meter = f"energy counter failed to open: {type(e).__name__}: {e}"
+    if isinstance(meter, str):
+        info["absent"]["energy_per_step"] = meter
+        return None
+    info["energy"] = meter.describe()
+    return meter
+
+
 def _setup_ranks(case: Case, opts: RunOptions) -> tuple[dict[str, Any], Any]:
     """A DDP case: torchrun ranks build and set it up (``sciml_bench.ranks``); this worker drives them."""
     from sciml_bench.distributed import RankGroup
@@ -156,6 +181,7 @@ def main(conn, log_path: str, threads: int | None) -> None:
         torch.set_num_threads(threads)
     conn.send(("ready", os.getpid()))
     workload = None  # the case set up last: a Workload, or a DDP case's RankGroup
+    meter = None  # its device's energy counter (measure.energy), where NVML has one
     while True:
         try:
             msg = conn.recv()
@@ -165,15 +191,18 @@ def main(conn, log_path: str, threads: int | None) -> None:
             if msg[0] == "setup":
                 case, opts = Case(**msg[1]), RunOptions.known(msg[2])
                 info, workload = _setup_ranks(case, opts) if case.ddp_ranks else setup(case, opts, *msg[3:])
+                meter = energy_meter(case, opts, torch.device(case.device) if case.ddp_ranks else workload.device,
+                                     info)
                 reply = ("ok", info)
             elif msg[0] == "fit":
                 from sciml_bench.training import fit
 
                 workload = None  # the timed workload is done; each seed builds its own
-                reply = ("ok", fit(Case(**msg[1])))
+                reply = ("ok", fit(Case(**msg[1]), meter=meter))
             elif msg[0] == "round":
                 reply = ("ok", workload.time_round(msg[1]) if workload.case.ddp_ranks else
-                         time_block(workload.step, msg[1], torch.get_num_threads(), workload.case.case_id))
+                         time_block(workload.step, msg[1], torch.get_num_threads(), workload.case.case_id,
+                                    meter=meter))
             elif msg[0] == "profile":  # after the last round: (trace_dir or None, ProfileOptions fields)
                 from sciml_bench.profiling import profile_pass
 

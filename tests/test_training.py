@@ -90,4 +90,7 @@ def test_fit_case_runs_in_the_runner_with_timing_beside_convergence(tmp_path):
     assert ok["status"] == "ok", ok.get("reason")
     assert {"step_time", "final_val_loss", "rel_l2", "grad_ratio_init"} <= set(ok["metrics"])
     assert len(ok["curves"]) == 2 and ok["curves"][0]["train"], "one downsampled curve per seed"
+    # energy needs a GPU's NVML counter: on this CPU one absent reason, no figure (not 0), no fit energy
+    assert not {"energy_per_step", "avg_power", "energy_to_target"} & set(ok["metrics"])
+    assert ok["absent"]["energy_per_step"].startswith("case ran on CPU"), ok["absent"]
     assert skipped["status"] == "skipped" and "CUDA" in skipped["reason"]

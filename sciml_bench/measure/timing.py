@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch.utils import benchmark
 
+from sciml_bench.measure.energy import BlockWindow, EnergyMeter
+
 # A block is *starved* when some thread of the worker waited for a CPU (runnable, not running) for
 # at least STARVED_WAIT of the block's wall time (Linux schedstat). Where schedstat is unreadable,
 # when the worker got less than STARVED_SHARE of the CPU time it asked for (wall x threads). The
@@ -71,7 +73,7 @@ def cpu_block(wall: float, cpu: float, threads: int, waits0: dict[str, int] | No
 
 
 def time_block(step: Callable[[], object], min_run_time: float, num_threads: int,
-               label: str = "step", description: str = "") -> dict[str, Any]:
+               label: str = "step", description: str = "", meter: EnergyMeter | None = None) -> dict[str, Any]:
     """One timed block of ``step`` via ``Timer.blocked_autorange``, and the CPU it received.
 
     The Timer synchronizes CUDA around each measurement and picks how many calls to run per
@@ -79,13 +81,21 @@ def time_block(step: Callable[[], object], min_run_time: float, num_threads: int
     block's process CPU time against wall x ``num_threads`` (``cpu_share``) and the longest
     run-queue wait of any worker thread (``run_queue_wait``, a fraction of wall) say whether the
     machine actually gave the worker the cores it asked for (``starved``, see STARVED_WAIT).
+    ``meter`` (a GPU's, ``measure.energy``): ``energy`` holds the counter around the block's measured
+    calls, read between measurements, outside the timed region (``energy.BlockWindow``); the whole
+    block rather than each call, as the counter updates only every 10-100 ms.
     """
-    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=num_threads,
-                            label=label, description=description)
+    window = BlockWindow(meter) if meter is not None else None
+    timer = benchmark.Timer(stmt="step()", setup="mark()" if window else "pass",
+                            globals={"step": step, **({"mark": window.mark} if window else {})},
+                            num_threads=num_threads, label=label, description=description)
     waits0, c0, t0 = run_queue_waits(), time.process_time(), time.perf_counter()
-    times = list(timer.blocked_autorange(min_run_time=min_run_time).times)
+    times = list(timer.blocked_autorange(callback=window.done if window else None, min_run_time=min_run_time).times)
     wall, cpu, waits1 = time.perf_counter() - t0, time.process_time() - c0, run_queue_waits()
-    return {"times": times, **cpu_block(wall, cpu, num_threads, waits0, waits1, torch.cuda.is_initialized())}
+    out = {"times": times, **cpu_block(wall, cpu, num_threads, waits0, waits1, torch.cuda.is_initialized())}
+    if window:
+        out["energy"] = window.result()
+    return out
 
 
 def machine_load() -> dict[str, Any]:

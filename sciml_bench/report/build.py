@@ -14,8 +14,8 @@ from sciml_bench.errors import UsageError
 from sciml_bench.measure.environment import differences
 from sciml_bench.report import figures
 from sciml_bench.report.claims import check_claims
-from sciml_bench.report.content import (METRIC_LABELS, PEAK_FLAG, Report, Section, fmt_metric, status_counts,
-                                        study_metrics)
+from sciml_bench.report.content import (METRIC_LABELS, PEAK_FLAG, Report, Section, fmt_metric, present_metrics,
+                                        status_counts, study_metrics)
 from sciml_bench.report.render import render_html, render_markdown
 from sciml_bench.report.words import ratio_words, resolvable, significant
 from sciml_bench.results import peak_memory, read_run, starved_unreliable
@@ -249,6 +249,7 @@ def collect(run_paths: list[str | os.PathLike], title: str | None = None) -> tup
         sec = sections.setdefault(r["study"], Section(r["study"], "", {}, {}))
         sec.rows.append(_row(r, sec, r["_run"], flat_peaks))
     for sec in sections.values():
+        sec.metrics += present_metrics(sec.rows, sec.metrics)
         sec.verdicts = _verdicts(sec, multi)
         sec.answer = _answer(sec, multi)
         sec.short_answer = _answer(sec, multi, short=True)

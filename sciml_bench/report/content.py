@@ -42,7 +42,11 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "data_stall_fraction": ("data stall", "fraction"), "loss_drift": ("loss drift vs fp32", "fraction"),
     "scaler_skipped_steps": ("scaler-skipped steps", "count"),
     "nonfinite_loss_steps": ("non-finite steps", "count"),
+    "energy_per_step": ("energy/step", "J"), "avg_power": ("power", "W"), "energy_to_target": ("energy to target", "J"),
 }
+# Shown wherever a study's records have them, whatever its axes: they depend on the device (a GPU's NVML
+# energy counter, measure.energy), so a CPU run's tables get no column of "-".
+DEVICE_METRICS = ("energy_per_step", "avg_power", "energy_to_target")
 
 
 def study_metrics(axes: dict[str, Any], declared: list[str] | tuple[str, ...] | None) -> list[str]:
@@ -51,6 +55,11 @@ def study_metrics(axes: dict[str, Any], declared: list[str] | tuple[str, ...] | 
     for axis in axes:
         out += [m for m in AXIS_METRICS.get(axis, ()) if m not in out]
     return out
+
+
+def present_metrics(records: list[dict[str, Any]], shown: list[str]) -> list[str]:
+    """The ``DEVICE_METRICS`` some of ``records`` (records or report rows) measured that ``shown`` lacks."""
+    return [k for k in DEVICE_METRICS if k not in shown and any(k in (r.get("metrics") or {}) for r in records)]
 
 
 def fmt_metric(name: str, m: dict[str, Any] | None, absent: str | None = None, why: bool = True) -> str:
@@ -65,6 +74,8 @@ def fmt_metric(name: str, m: dict[str, Any] | None, absent: str | None = None, w
         return f"{v:.1%}"
     if unit in ("count", "steps"):
         return f"{v:,.0f}" + (" steps" if unit == "steps" else "")
+    if unit in ("J", "W"):
+        return f"{v:.3g} {unit}"
     return fmt_value(v, unit)
 
 
