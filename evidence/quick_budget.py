@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evidence.compact import compact  # noqa: E402
 from evidence.rerun_coverage import run_span  # noqa: E402
 from sciml_bench.results import read_run  # noqa: E402
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = args.out.with_suffix(".jsonl.gz")
         with open(run_file, "rb") as src, gzip.open(kept, "wb") as dst:
             shutil.copyfileobj(src, dst)
+        compact(kept)  # as every committed run file is kept: deterministic gzip, finished cases' pass records dropped
     opts = header.get("options") or {}
     timing = {"command": f"sciml-bench run --suite {args.suite}", "wall_s": wall, "run_span_s": span,
               "report_written": bool(reports), "run_id": header.get("run_id"),
