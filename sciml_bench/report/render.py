@@ -141,7 +141,8 @@ def summary(rep: Report) -> list[Part]:
         env = h.get("environment") or {}
         b.append(("muted", f"run {h.get('run_id')} · suite {h.get('suite')} · {h.get('created')} · "
                            f"{env.get('cpu_model')} · {env.get('gpu_name') or 'no GPU'} · torch {env.get('torch')} · "
-                           f"{(h.get('options') or {}).get('rounds')} rounds"))
+                           f"{(h.get('options') or {}).get('passes') or 1} passes x {(h.get('options') or {}).get('rounds')} "
+                           "rounds"))
     if rep.forest:  # one picture first: every answer at a glance
         b.append(("img", rep.forest, "every variant's time ratio with its 95% CI, grouped by study"))
         b.append(("muted", "Each point is a case's time against its study's reference, with its 95% interval (log "
