@@ -38,6 +38,11 @@ METRIC_FAMILIES = ("time", "memory", "flops")
 # Fixed-budget training fields: they only mean something for mode='fit'.
 FIT_FIELDS = ("steps", "seeds", "eval_every", "target", "clip", "time_budget")
 
+INT64_MAX = 2 ** 63 - 1  # torch's sizes, counts and seeds are int64: an integer field beyond it cannot exist
+# width, resolution and seq_len are each the side of a square tensor (a width x width weight, a resolution x
+# resolution field, a seq_len x seq_len attention map): beyond this side its element count overflows int64
+SIDE_MAX = math.isqrt(INT64_MAX)
+
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,10 @@ class Case:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN; no measurement means it
                 raise UsageError(f"{f.name} must be a finite number, got {value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and f.name not in _COUNTS and \
+                    not -INT64_MAX - 1 <= value <= INT64_MAX:  # sizes and counts: their own range, below
+                raise UsageError(f"{f.name} must be an integer from {-INT64_MAX - 1} to {INT64_MAX} (int64), "
+                                 f"got {value}")
         choices = {"mode": MODES, "device": DEVICES, "precision": PRECISIONS, "compile": COMPILE_MODES,
                    "optimizer": OPTIMIZERS, "grad_mode": GRAD_MODES, "activation": ACTIVATIONS,
                    "init": INITS, "norm": NORMS, "attention": ATTENTIONS, "dataset": DATASETS,
@@ -102,13 +111,15 @@ class Case:
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise unknown(f"value for {name}", value, allowed)
-        for name in ("batch_size", "width", "depth", "resolution", "seq_len", "prefetch_factor"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"{name} must be a positive integer, got {value}")
-        for name in ("checkpoint", "num_workers", "shape_sweep", "ddp_ranks"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in _SIZES:
+            value, side = getattr(self, name), name in ("width", "resolution", "seq_len")
+            if value is not None and not 0 < value <= (SIDE_MAX if side else INT64_MAX):
+                raise UsageError(f"{name} must be a positive integer, from 1 to {SIDE_MAX if side else INT64_MAX}"
+                                 + (" (the side of a square tensor whose elements must fit in int64)" if side else "")
+                                 + f", got {value}")
+        for name in _COUNTS[len(_SIZES):]:
+            if not 0 <= getattr(self, name) <= INT64_MAX:
+                raise UsageError(f"{name} must be >= 0 (up to {INT64_MAX}), got {getattr(self, name)}")
         if self.lr <= 0:
             raise UsageError(f"lr must be positive, got {self.lr}")
         self._check_loader()
@@ -192,6 +203,8 @@ class Case:
         return make_case(self.to_dict() | changes)
 
 
+_SIZES = ("batch_size", "width", "depth", "resolution", "seq_len", "prefetch_factor")  # positive
+_COUNTS = _SIZES + ("checkpoint", "num_workers", "shape_sweep", "ddp_ranks")  # these and >= 0
 _FIELD_TYPES = typing.get_type_hints(Case)
 _DEFAULTS = {f.name: f.default for f in fields(Case)}
 CASE_FIELDS = tuple(_DEFAULTS)

@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"sciml-bench: error: {plain(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a run's rounds (which keep their records and say so): 130, as a shell does
+        print("sciml-bench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

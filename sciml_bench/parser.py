@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,10 @@ def writable_dir(path: str | os.PathLike, flag: str) -> None:
         raise UsageError(f"{flag} {p}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {p}: {parent} is not writable by this user (read-only or permissions)")
+    try:  # access() says yes to root on filesystems that refuse new entries (/proc): make one and remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".sciml-bench-probe-", dir=parent))
+    except OSError as e:
+        raise UsageError(f"{flag} {p}: cannot create a directory in {parent} ({e.strerror})") from None
 
 
 def profile_options(args: argparse.Namespace) -> dict[str, Any] | None:

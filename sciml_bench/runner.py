@@ -287,7 +287,8 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
 
     Ctrl-C propagates as KeyboardInterrupt after the workers are stopped; records and passes of
     finished chunks are already on disk, the chunk pass in progress is discarded (``--resume``
-    reruns it).
+    reruns it). A Ctrl-C that a finalizer swallowed still raises, at the next progress tick or at
+    the end, so an interrupted run never looks finished.
     """
     log_dir = run.path.parent / "logs" / safe_filename(run.run_id)
     with _sticky_interrupt() as hit, RunWriter(run.path) as writer:  # locked: a second --resume is refused
@@ -334,3 +335,5 @@ def execute(run: Run, progress: ProgressFn = lambda d, n: None,
                                 writer.append(rec)
                                 run.done.add((rec["study"], rec["case_id"]))
                                 on_record(rec)
+        if hit:  # a Ctrl-C after the last progress tick (a finalizer swallowed its KeyboardInterrupt)
+            raise KeyboardInterrupt
