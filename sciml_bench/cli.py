@@ -302,10 +302,31 @@ def cmd_import_pytest_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Search the fastest configuration of a model (sciml_bench.recommend), print the answer, write the report."""
+    from types import SimpleNamespace
+
+    from sciml_bench.recommend.command import answer_text, request
+    from sciml_bench.recommend.search import SearchOptions, search
+
+    req = request(args)  # every one-line error before anything is built or written
+    check_positive(args, ("threads",))
+    writable_dir(args.out, "--out")
+    path = search(req, args.out, SearchOptions(threads=args.threads, hide_hostname=args.hide_hostname),
+                  execute=execute_with_progress, say=lambda line: err_console.print(f"[bold]recommend[/] {txt(line)}"))
+    for line in answer_text(path):
+        console.print(txt(line), soft_wrap=True)
+    console.print(f"results: {txt(path)}")
+    if not args.no_report:
+        write_report(SimpleNamespace(path=path, run_id=path.name.removesuffix(".jsonl")))
+    return 0
+
+
 # what each command of ``parser.build_parser`` runs
 COMMANDS = {"list": cmd_list, "run": cmd_run, "profile": cmd_profile, "show": cmd_show, "report": cmd_report,
             "compare": cmd_compare, "ab": cmd_ab, "history": cmd_history, "merge": cmd_merge, "submit": cmd_submit,
-            "import-asv": cmd_import_asv, "import-pytest-benchmark": cmd_import_pytest_benchmark}
+            "import-asv": cmd_import_asv, "import-pytest-benchmark": cmd_import_pytest_benchmark,
+            "recommend": cmd_recommend}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -243,6 +243,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     header, records = read_run(path)
     console.print(results_table(header, records))
     print_trust_warnings(records)
+    if header.get("recommend"):  # a recommend run: its answer under the table
+        from sciml_bench.recommend.command import answer_text
+
+        for line in answer_text(path):
+            console.print(txt(line), soft_wrap=True)
     if any("phase_step_time" in r.get("metrics", {}) for r in records):
         console.print(phase_table(records))
     console.print(f"[dim]{txt(path)}[/]")

@@ -347,4 +347,47 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Convert files written by `pytest --benchmark-json FILE` into run files.")
     ip.add_argument("file", nargs="+", help="pytest-benchmark JSON file(s)")
     add_out_option(ip)
+    add_recommend_parser(sub)
     return p
+
+
+def add_recommend_parser(sub) -> None:
+    """``recommend``: the fastest configuration of one model on this machine (``sciml_bench.recommend``)."""
+    rc = sub.add_parser("recommend", help="the fastest configuration of a model here, within a memory limit and an "
+                                          "accuracy tolerance",
+                        description="Search precision, torch.compile, channels_last, gradient checkpointing, "
+                                    "DataLoader workers, inference_mode and batch size for MODEL on this machine: "
+                                    "every one-knob change first, then combinations of the winners by successive "
+                                    "halving, then a short training run over seeds for each candidate that changes "
+                                    "the numerics, then the winner against the baseline (fp32, eager, your batch "
+                                    "size) and the runners-up over several passes. Values this machine cannot run "
+                                    "are listed with the reason. Writes one run file (show, report, compare and "
+                                    "load_results read it) and prints the answer with its --set line.")
+    rc.add_argument("model", help="zoo model (sciml-bench list models) or a --plugin model")
+    rc.add_argument("--mode", default="train", choices=("train", "infer"), help="train or infer (default: train)")
+    rc.add_argument("--memory-limit", metavar="SIZE",
+                    help="peak memory the answer must stay under, with a unit: 2GiB, 512MB (default: the GPU's "
+                         "memory, or half the RAM available)")
+    rc.add_argument("--tolerance", type=float, default=0.05,
+                    help="relative: a candidate changing precision, compile or batch size must keep its final "
+                         "validation loss (95%% CI over seeds) under 1 + TOLERANCE times the baseline's (default: 0.05)")
+    rc.add_argument("--budget", default="10m", metavar="TIME",
+                    help="wall time of the whole search: 10m, 600s, 1h (default: 10m); what did not fit is listed")
+    rc.add_argument("--batch-size", type=int, help="pin the batch size (not searched; the objective is then step time)")
+    rc.add_argument("--max-batch-size", type=int, default=1024,
+                    help="largest batch size tried (default: 1024, the accuracy check's training pool)")
+    rc.add_argument("--knobs", metavar="LIST",
+                    help="comma-separated knobs to search (default: all): precision, compile, channels_last, "
+                         "checkpoint, grad_mode, num_workers, batch_size")
+    rc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a baseline Case field, e.g. --set width=64 or --set batch_size=64 (repeatable)")
+    rc.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)")
+    rc.add_argument("--fit-steps", type=int, default=60,
+                    help="training steps of the accuracy check at the baseline's batch size (default: 60)")
+    rc.add_argument("--seeds", type=int, default=3, help="seeds of the accuracy check (default: 3; at least 2)")
+    add_out_option(rc)
+    rc.add_argument("--threads", type=int, help="torch intra-op threads in workers (default: torch's)")
+    rc.add_argument("--hide-hostname", action="store_true", help="leave the hostname out of the run header")
+    rc.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="import MODULE to register extra models (repeatable)")
+    add_report_option(rc)

@@ -183,6 +183,22 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more); ``duet``:
     a case's two arms time each block at the same time, on disjoint cores (``supervise.pin_duet``)."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
+    return open_run(suite, plan, spec, out, rounds=rounds, round_time=round_time, timeout=timeout, threads=threads,
+                    max_live=max_live, hide_hostname=hide_hostname, phases=phases, profile=profile, passes=passes,
+                    seed=seed, arms=arms, ab_gate=ab_gate, least=least, duet=duet)
+
+
+def open_run(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec, out: str | os.PathLike = "results", *,
+             rounds: int | None = None, round_time: float | None = None, timeout: float | None = None,
+             threads: int | None = None, max_live: int | None = None, hide_hostname: bool = False,
+             phases: bool = False, profile: dict[str, Any] | None = None, passes: int | None = None,
+             seed: int | None = None, arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None,
+             least: tuple[int, int] = (1, 1), duet: bool = False, label: str | None = None,
+             extra: dict[str, Any] | None = None) -> Run:
+    """``start_run`` for a plan already made: the run file with its header, the options, the Run.
+
+    A capability that builds its studies in memory (``sciml_bench.recommend``) opens its run here:
+    ``label`` names the run id (default ``run_label``), ``extra`` adds fields to the header."""
     from sciml_bench.measure.environment import collect
     from sciml_bench.measure.peak import calibrate
 
@@ -195,7 +211,7 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
                       max_live=RunOptions.max_live if max_live is None else max_live,
                       passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed,
                       duet=duet)
-    run_id = new_run_id(("ab-" if arms else "") + run_label(suite, plan, spec))
+    run_id = new_run_id(("ab-" if arms else "") + (label or run_label(suite, plan, spec)))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions
 
@@ -205,11 +221,9 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     opts = replace(opts, phases=phases or profile is not None, profile=profile)
     header = {"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "suite": suite.name,
               "suite_file": suite.path, "spec": asdict(spec), "options": asdict(opts),
-              "studies": {s.name: {"question": s.question, "axes": s.axes, "reference": s.reference,
-                                   "metrics": list(s.metrics), "fail_on_nonfinite": s.fail_on_nonfinite}
-                          for s, _ in plan},
+              "studies": {s.name: study_entry(s) for s, _ in plan},
               "environment": collect(hide_hostname=hide_hostname, threads=threads),
-              "machine_peak": calibrate(spec.device, threads=threads)}  # roofline ceiling, ~4 s on 2 cores
+              "machine_peak": calibrate(spec.device, threads=threads), **(extra or {})}  # peak: ~4 s on 2 cores
     if opts.anchor:
         from sciml_bench.measure import anchor
 
@@ -219,6 +233,12 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     path = Path(out) / f"{run_id}.jsonl"
     RunWriter(path, header).close()
     return Run(path, header, spec, opts, plan, set(), arms=arms)
+
+
+def study_entry(study: Study) -> dict[str, Any]:
+    """A study as the run header declares it (what the report's sections read)."""
+    return {"question": study.question, "axes": study.axes, "reference": study.reference,
+            "metrics": list(study.metrics), "fail_on_nonfinite": study.fail_on_nonfinite}
 
 
 def resume_run(path: str | os.PathLike) -> Run:

@@ -147,6 +147,10 @@ BAD = [
     ("compare bad record", ["compare", "{t}/r.jsonl", "{t}/r.jsonl"],
      {"r.jsonl": "REC:" + json.dumps(dict(CASE, reason=3))}, "'reason' must be"),
     ("latest none", ["show", "latest", "--dir", "{t}"], {}, "no run files"),
+    # recommend (tests/test_recommend.py has the rest)
+    ("recommend unknown model", ["recommend", "no_such_model", "--out", "{t}/out"], {}, "unknown model"),
+    ("recommend tolerance 0", ["recommend", "mlp", "--tolerance", "0", "--out", "{t}/out"], {}, "--tolerance"),
+    ("recommend budget -1m", ["recommend", "mlp", "--budget", "-1m", "--out", "{t}/out"], {}, "--budget"),
     # plugins
     ("plugin missing", ["run", "--plugin", "no_such_plugin_mod"], {}, "cannot import plugin module"),
     ("plugin RuntimeError", ["run", "--plugin", "badplug"], {"badplug.py": "raise RuntimeError('boom')"},

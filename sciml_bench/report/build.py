@@ -313,6 +313,9 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             if name:
                 sec.figures.append(name)
         rep.forest = figures.forest(rep.sections, fig_dir)
+        from sciml_bench.report import recommend
+
+        rep.recommend = recommend.views(rep.runs, records, fig_dir)  # recommend runs: the answer and its fates
         from sciml_bench.report import training
 
         training.attach(rep.sections, records, fig_dir)  # loss curves, cost vs benefit, gradient health

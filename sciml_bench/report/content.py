@@ -9,6 +9,7 @@ from sciml_bench.compare import fmt_value
 # A block of a report part, shared by every renderer: ("p"|"muted"|"warn"|"strong", text) · ("ul", [text])
 # · ("img", file in figures/, alt) · ("file_img", path relative to the report, alt)
 # · ("links", label, [(text, relative href)]) · ("table", head, rows, classes_or_None, column_the_classes_apply_to)
+# · ("code", Python source)
 Block = tuple
 
 
@@ -154,6 +155,7 @@ class Report:
     profiles: Any = None  # report.profiles.ProfileViews
     ab: Any = None  # compare.Comparison of an A/B run's arms (sciml-bench ab)
     forest: str | None = None  # the summary's figure: every variant's time ratio (figures.forest)
+    recommend: list[Any] = field(default_factory=list)  # recommend runs' views (report.recommend.View)
 
     @property
     def multi_run(self) -> bool:

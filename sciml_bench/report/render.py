@@ -14,6 +14,7 @@ from sciml_bench.report.claims import NOT_MEASURED
 from sciml_bench.report.content import (METRIC_LABELS, Block, Part, Report, Section, fmt_metric, fmt_peak_frac,
                                         fmt_time, skip_reason_kind)
 from sciml_bench.report.profiles import profiles_part
+from sciml_bench.report.recommend import part as recommend_part
 from sciml_bench.report.words import ratio_words, resolvable_words
 from sciml_bench.units import fmt_bytes
 
@@ -280,8 +281,8 @@ def ab_part(rep: Report) -> list[Part]:
     return [Part("ab", "A/B: new vs base", b)]
 
 
-SECTIONS: list[Callable[[Report], list[Part]]] = [summary, ab_part, studies, profiles_part, roofline, machine_peak,
-                                                  history_part, failed, claim_tests, environment]
+SECTIONS: list[Callable[[Report], list[Part]]] = [summary, recommend_part, ab_part, studies, profiles_part, roofline,
+                                                  machine_peak, history_part, failed, claim_tests, environment]
 
 
 def parts(rep: Report) -> list[Part]:
@@ -325,6 +326,8 @@ def _html_block(b: Block) -> str:
         return f"<p>{e(b[1])}: " + " · ".join(f'<a href="{e(href)}">{e(t)}</a>' for t, href in b[2]) + "</p>"
     if kind == "table":
         return _html_table(b[1], b[2], b[3], b[4])
+    if kind == "code":
+        return f"<pre><code>{e(b[1])}</code></pre>"
     raise ValueError(f"unknown report block {kind!r}")
 
 
@@ -376,6 +379,8 @@ def _md_block(b: Block) -> str:
         return f"{_md_cell(b[1])}: " + " · ".join(f"[{_md_cell(t)}]({href})" for t, href in b[2])
     if kind == "table":
         return _md_table(b[1], b[2])
+    if kind == "code":
+        return f"```python\n{b[1]}\n```"
     raise ValueError(f"unknown report block {kind!r}")
 
 

@@ -1,0 +1,165 @@
+"""recommend: the space and its refusals, the memory and accuracy rules, the answer read back, bad input, and
+one real search through the runner."""
+import json
+
+import pytest
+
+from sciml_bench.cases import Case
+from sciml_bench.recommend.answer import accuracy_verdict, fate_of, snippet, summary, table
+from sciml_bench.recommend.space import Request, Space, build_space, find_batch_sizes
+
+
+def _rec(case: Case, *, ratio=None, ci=(None, None), peak=None, study="screen", status="ok", **metrics):
+    m = dict(metrics)
+    if ratio is not None:
+        m["time_ratio"] = {"value": ratio, "ci_low": ci[0], "ci_high": ci[1], "ci_method": "rerun interval"}
+    if peak is not None:
+        m["peak_cpu_tensor_bytes"] = {"value": peak}
+    m["step_time"] = {"value": 0.01 * (ratio or 1)}
+    return {"study": study, "case_id": case.case_id, "case": case.to_dict(), "status": status, "reason": None,
+            "metrics": m, "absent": {}}
+
+
+def test_fp16_and_cuda_compile_modes_are_not_available_on_a_cpu_with_the_reason():
+    space = build_space(Request("small_cnn", device="cpu"))
+    out = {(x["knob"], x["value"]): x for x in space.excluded}
+    assert "fp16" not in space.values["precision"] and "bf16" in space.values["precision"]
+    assert out[("precision", "fp16")]["fate"] == "not available here"
+    assert "CUDA" in out[("precision", "fp16")]["reason"], out[("precision", "fp16")]
+    assert out[("compile", "reduce-overhead")]["fate"] == "not available here"
+    assert space.values["channels_last"] == [False, True], "small_cnn is convolutional: channels_last is searched"
+    mlp = build_space(Request("mlp", device="cpu"))
+    assert "channels_last" not in mlp.values and any(x["knob"] == "channels_last" and "not convolutional" in x["reason"]
+                                                     for x in mlp.excluded)
+
+
+def test_a_measured_peak_over_the_limit_is_never_a_candidate_and_the_answer_stays_under_it():
+    """The fastest configuration (batch 256) is over a limit that the next one (batch 64) is under: the fastest
+    is 'over memory', the chosen one is the fastest under the limit."""
+    base = Case(model="mlp", batch_size=32)
+    fast, ok = base.replace(batch_size=256), base.replace(batch_size=64)
+    limit = 10_000
+    assert fate_of(_rec(fast, ratio=2.0, peak=limit + 1), limit, 32, "screen")[0] == "over memory"
+    fate, why = fate_of(_rec(ok, ratio=1.0, peak=limit - 1), limit, 32, "screen")
+    assert fate == "slower" and "2.00x" in why, why  # twice the batch in the same time: twice the throughput
+    header = {"spec": {"device": "cpu"}, "recommend": {
+        "baseline": base.to_dict(), "baseline_id": base.case_id, "final_study": "final", "chosen": ok.case_id,
+        "space": {"memory_limit": limit, "excluded": [{"knob": "precision", "value": "fp16",
+                                                       "fate": "not available here", "reason": "needs CUDA"}]},
+        "candidates": {fast.case_id: {"knobs": {"batch_size": 256}, "fate": "over memory", "reason": "peak"},
+                       ok.case_id: {"knobs": {"batch_size": 64}, "fate": "chosen", "reason": "fastest"}}}}
+    records = [_rec(fast, ratio=2.0, peak=limit + 1), _rec(base, ratio=1.0, ci=(1, 1), peak=900, study="final"),
+               _rec(ok, ratio=0.8, ci=(0.5, 1.0), peak=limit - 1, study="final")]
+    rows = table(header, records)
+    assert [r.fate for r in rows] == ["chosen", "over memory", "not available here"], rows
+    s = summary(header, records)
+    assert s["memory"] <= limit and s["knobs"] == {"batch_size": 64}
+    # throughput: 2x the samples per step, a step-time ratio 0.8 [0.5-1.0] -> 2.5x [2.0-4.0]
+    assert s["speedup"]["value"] == pytest.approx(2.5) and (s["speedup"]["ci_low"], s["speedup"]["ci_high"]) == \
+        pytest.approx((2.0, 4.0))
+    assert s["set"] == "--set batch_size=64"
+
+
+def test_the_batch_finder_stops_at_the_limit_without_allocating_far_above_it():
+    """Peak memory linear in the batch: after two probes a size predicted over the limit is not probed."""
+    probed = []
+
+    def probe(case):
+        probed.append(case.batch_size)
+        return 1000 + 100 * case.batch_size
+
+    space = Space(Case(model="mlp", batch_size=32), {})
+    assert find_batch_sizes(space, 1000 + 100 * 100, 1024, pinned=False, probe=probe) == [32, 64]
+    assert probed == [32, 64], "batch 128 is predicted over the limit from 32 and 64, so it is never built"
+    from sciml_bench.errors import UsageError
+
+    with pytest.raises(UsageError, match="below the smallest configuration"):
+        find_batch_sizes(Space(Case(model="mlp", batch_size=4), {}), 500, 1024, pinned=False, probe=probe)
+
+
+def test_snippet_is_python_that_applies_every_chosen_knob():
+    code = snippet({"precision": "fp16", "compile": "max-autotune", "channels_last": True, "batch_size": 128})
+    compile(code, "<snippet>", "exec")
+    for part in ("torch.autocast('cuda', dtype=torch.float16)", "GradScaler", "scaler.scale(loss).backward()",
+                 "torch.compile(model, mode='max-autotune')", "channels_last", "batch_size=128"):
+        assert part in code, f"{part!r} missing from:\n{code}"
+    assert "autocast" not in snippet({}), "the baseline runs in fp32: no autocast"
+
+
+def test_an_inaccurate_bf16_path_is_rejected_with_its_reason_and_an_exact_one_accepted():
+    """A real short fit over seeds of a model whose output gets noise under autocast: bf16's final loss is
+    far outside the tolerance, and says so; fp32 against itself is the same ratio for every seed: exact."""
+    import importlib
+
+    importlib.import_module("tests.recommend_models")  # registers noisy_bf16
+    from sciml_bench.training import fit
+
+    recs = {}
+    for p in ("fp32", "bf16"):
+        c = Case(model="noisy_bf16", mode="fit", precision=p, steps=15, seeds=2, batch_size=32)
+        f = fit(c)
+        recs[p] = {"status": "ok", "case": c.to_dict(), "metrics": f["metrics"], "absent": f["absent"]}
+    bad = accuracy_verdict(recs["bf16"], recs["fp32"], 0.05)
+    assert not bad["accepted"] and bad["ratio"] > 2 and "above 1 + 5%" in bad["reason"], bad
+    same = accuracy_verdict(recs["fp32"], recs["fp32"], 0.05)
+    assert same["accepted"] and same["ci_high"] == pytest.approx(1.0), same
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no_such_model"], "unknown model"),
+    (["mlp", "--tolerance", "0"], "--tolerance must be a finite positive number"),
+    (["mlp", "--tolerance", "-0.1"], "--tolerance must be a finite positive number"),
+    (["mlp", "--budget", "0s"], "--budget"),
+    (["mlp", "--budget", "soon"], "--budget"),
+    (["mlp", "--memory-limit", "lots"], "--memory-limit"),
+    (["mlp", "--memory-limit", "16B", "--device", "cpu"], "below the smallest configuration"),
+    (["mlp", "--knobs", "precision,colour"], "unknown knob"),
+    (["mlp", "--set", "precision=bf16"], "searches this knob"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    from sciml_bench.cli import main
+
+    out = tmp_path / "results"
+    assert main(["recommend", *args, "--out", str(out), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists(), "bad input must not create the results directory"
+
+
+def test_a_real_search_through_the_runner_answers_under_the_limit_and_is_a_normal_run_file(tmp_path, capsys):
+    """mlp, precision x batch size, a limit that the largest batch sizes are over: every stage through the
+    runner, one run file whose answer is under the limit, with fp16 'not available here'; show,
+    load_results and report read it."""
+    from sciml_bench.cli import main
+    from sciml_bench.recommend import read_recommendation
+    from sciml_bench.recommend.search import SearchOptions, search
+    from sciml_bench.report import build_report
+    from sciml_bench.results import load_results, read_run
+
+    limit = 60_000  # mlp width 16 depth 2: batch 256 is over it (the finder's probes say so)
+    req = Request("mlp", device="cpu", base={"width": 16, "depth": 2}, memory_limit=limit, budget=90, tolerance=0.5,
+                  knobs=("precision", "batch_size"), max_batch_size=256, fit_steps=8, seeds=2)
+    path = search(req, tmp_path, SearchOptions(rounds=2, round_time=0.01, final_passes=2, final_rounds=2, threads=1))
+    header, records = read_run(path)
+    info = header["recommend"]
+    assert info["finished"] and info["wall_s"] <= 90
+    over = [p for p in info["space"]["batch_probes"] if not p["fits"]]
+    assert over and all(p.get("peak_bytes", p.get("predicted_bytes")) > limit for p in over), info["space"]
+    rec = read_recommendation(path)
+    assert rec.memory is None or rec.memory <= limit
+    for c in info["candidates"].values():  # every candidate measured over the limit says so, none is chosen
+        r = [x for x in records if x["case"]["mode"] != "fit" and x["case_id"] in info["candidates"]]
+        assert c["fate"] != "chosen" or all((x["metrics"].get("peak_cpu_tensor_bytes") or {}).get("value", 0) <= limit
+                                            for x in r if x["case_id"] == info["chosen"])
+    fp16 = rec.table[rec.table.config == "precision=fp16"]
+    assert list(fp16.fate) == ["not available here"] and "CUDA" in fp16.reason.iloc[0]
+    assert {"screen", "final"} <= {s["stage"] for s in info["stages"]} or info["chosen"] is None, info["stages"]
+    final = [r for r in records if r["study"] == "final"]
+    assert all(r["metrics"]["time_ratio"]["ci_method"].startswith("rerun interval") for r in final
+               if r["status"] == "ok" and r["case_id"] != info["baseline_id"]), "the final's ratios are the runner's own"
+    assert set(load_results(path).study) >= {"screen"}
+    assert main(["show", str(path)]) == 0 and "recommend mlp" in capsys.readouterr().out
+    report = build_report([path], tmp_path / "report")
+    md = (report / "report.md").read_text()
+    assert "Recommendation: mlp (train)" in md and "not available here" in md and "```python" in md
+    json.dumps(info)  # the header stays plain JSON
