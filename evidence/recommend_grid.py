@@ -63,8 +63,10 @@ def compare(rec_path: Path, grid_path: Path) -> dict:
     header, _ = read_run(rec_path)
     info = header["recommend"]
     base_bs, limit = info["baseline"]["batch_size"], info["space"]["memory_limit"]
-    rejected = {k for k, v in info["accuracy"].items() if not v["accepted"]}
+    rejected = {k for k, v in info["accuracy"].items() if not v["accepted"] and not v.get("unchecked")}
+    accepted = {k for k, v in info["accuracy"].items() if v["accepted"]}
     numerics = ("precision", "compile", "batch_size") if info["request"]["mode"] == "train" else ("precision", "compile")
+    base_sig = str(tuple(info["baseline"][k] for k in numerics))
     rows = {}
     for r in read_run(grid_path)[1]:
         s = speedup(r, base_bs)
@@ -73,7 +75,9 @@ def compare(rec_path: Path, grid_path: Path) -> dict:
         sig = str(tuple(r["case"][k] for k in numerics))
         mem = memory_of(r)
         rows[r["case_id"]] = dict(speedup=s["value"], ci_low=s["ci_low"], ci_high=s["ci_high"], memory=mem,
-                                  eligible=(mem is None or mem <= limit) and sig not in rejected, signature=sig)
+                                  eligible=(mem is None or mem <= limit) and sig not in rejected, signature=sig,
+                                  accuracy="baseline's numerics" if sig == base_sig else "accepted" if sig in accepted
+                                  else "rejected" if sig in rejected else "not checked by recommend")
     eligible = {k: v for k, v in rows.items() if v["eligible"]}
     best_id = max(eligible, key=lambda k: eligible[k]["speedup"]) if eligible else None
     pick_id = info["chosen"] or info["baseline_id"]
@@ -83,7 +87,8 @@ def compare(rec_path: Path, grid_path: Path) -> dict:
             "pick": pick_id, "pick_in_grid": pick, "grid_best": best_id, "grid_best_row": best,
             "pick_within_best_ci": within, "grid_configurations": len(rows), "grid_eligible": len(eligible),
             "rule": "eligible: measured peak <= the memory limit and numerics not rejected by recommend's accuracy "
-                    "check; within: the pick's grid throughput >= the best one's CI low bound",
+                    "check (a row's 'accuracy' says whether it was checked at all); within: the pick's grid "
+                    "throughput >= the best one's CI low bound",
             "recommend_wall_s": info["wall_s"], "recommend_budget_s": info["budget_s"]}
 
 
