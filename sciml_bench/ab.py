@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,30 +74,64 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
 
 
-def _probe(arm: Arm, flag: str, plugins: list[str]) -> None:
-    """Check the arm's interpreter can import torch, the runner's worker and the plugins; fill ``arm.info``.
+PROBE_TIMEOUT = 300.0  # seconds for an arm's interpreter to import torch, sciml_bench and the plugins
 
-    A revision arm must run code from its worktree (sciml_bench itself or a plugin): otherwise both
-    arms would import the same installed copy and "unchanged" would be a fiction."""
+
+@dataclass
+class _Probe:
+    """An arm's probe process (``_start_probe``), its output in files (two probes run at once: a pipe
+    not read while the other is awaited could fill and stall it)."""
+
+    arm: Arm
+    flag: str
+    proc: subprocess.Popen
+    out: Any
+    err: Any
+
+
+def _start_probe(arm: Arm, flag: str, plugins: list[str], stack: ExitStack) -> _Probe:
+    """Start checking that the arm's interpreter can import torch, the runner's worker and the plugins
+    (``_finish_probe`` reads the answer). It dies with this process, and ``stack`` stops it."""
+    import functools
+
+    from sciml_bench.lifetime import die_with_parent
+
     code = ("import importlib, json, sys, torch\n"
             "from sciml_bench.measure.environment import collect\n"
             "import sciml_bench, sciml_bench.runner\n"
             f"files = [sciml_bench.__file__] + [importlib.import_module(m).__file__ for m in {plugins!r}]\n"
             "print(json.dumps({'torch': torch.__version__, 'python': sys.version.split()[0],"
             " 'environment': collect(), 'files': files}))\n")
+    out, err = stack.enter_context(tempfile.TemporaryFile()), stack.enter_context(tempfile.TemporaryFile())
     try:
-        p = subprocess.run([arm.python, "-c", code], capture_output=True, text=True, env=arm.env(), timeout=300)
+        proc = subprocess.Popen([arm.python, "-c", code], stdout=out, stderr=err, env=arm.env(),
+                                stdin=subprocess.DEVNULL, preexec_fn=functools.partial(die_with_parent, os.getpid()))
     except OSError as e:
         raise UsageError(f"{flag} {arm.spec}: cannot run {arm.python}: {e.strerror}") from None
+    stack.callback(lambda: proc.poll() is None and (proc.kill(), proc.wait()))  # a Ctrl-C or the other arm's error
+    return _Probe(arm, flag, proc, out, err)
+
+
+def _finish_probe(probe: _Probe, deadline: float) -> None:
+    """Wait for an arm's probe and fill ``arm.info``; UsageError when the arm cannot run.
+
+    A revision arm must run code from its worktree (sciml_bench itself or a plugin): otherwise both
+    arms would import the same installed copy and "unchanged" would be a fiction."""
+    arm, flag = probe.arm, probe.flag
+    try:
+        probe.proc.wait(max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        raise UsageError(f"{flag} {arm.spec}: {arm.python} did not import torch and sciml_bench within 300 s") \
-            from None
-    if p.returncode != 0:
-        last = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        if "No module named 'torch'" in p.stderr:
+        raise UsageError(f"{flag} {arm.spec}: {arm.python} did not import torch and sciml_bench within "
+                         f"{PROBE_TIMEOUT:.0f} s") from None
+    probe.out.seek(0)
+    probe.err.seek(0)
+    stdout, stderr = (f.read().decode(errors="replace") for f in (probe.out, probe.err))
+    if probe.proc.returncode != 0:
+        last = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        if "No module named 'torch'" in stderr:
             raise UsageError(f"{flag} {arm.spec}: interpreter {arm.python} has no torch installed")
         raise UsageError(f"{flag} {arm.spec}: the arm cannot import sciml_bench's worker: {last[0][:300]}")
-    arm.info = json.loads(p.stdout.strip().splitlines()[-1])
+    arm.info = json.loads(stdout.strip().splitlines()[-1])
     if arm.revision:
         tree = Path(arm.path[0]).resolve()
         if not any(Path(f).resolve().is_relative_to(tree) for f in arm.info.pop("files")):
@@ -106,6 +140,17 @@ def _probe(arm: Arm, flag: str, plugins: list[str]) -> None:
                              f"plugin module that lives in {arm.repo} with --plugin")
     else:
         arm.info.pop("files")
+
+
+def probe_arms(arms_: list[Arm], flags: list[str], plugins: list[str]) -> None:
+    """Check that every arm's interpreter imports torch, sciml_bench's worker and the ``plugins``,
+    all at once (~4 s each), and fill each ``arm.info``. UsageError for the first arm (in order) that
+    cannot run, raised as soon as its probe ends: the others are stopped then, not awaited, and on a
+    Ctrl-C too; none outlives this process."""
+    with ExitStack() as probing:
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        for probe in [_start_probe(arm, flag, plugins, probing) for arm, flag in zip(arms_, flags)]:
+            _finish_probe(probe, deadline)
 
 
 def source_root() -> str:
@@ -122,10 +167,7 @@ def arms(base: str, new: str, repo: str | os.PathLike | None = None, plugins: li
     with ExitStack() as stack:
         flags = ("--base", "--new")
         out = [_resolve(name, spec, flag, repo, stack) for name, spec, flag in zip(("base", "new"), (base, new), flags)]
-        with ThreadPoolExecutor(2) as pool:  # both interpreters import torch at once (~4 s each)
-            probes = [pool.submit(_probe, arm, flag, list(plugins)) for arm, flag in zip(out, flags)]
-        for probe in probes:  # the base's error first
-            probe.result()
+        probe_arms(out, flags, list(plugins))
         # The run validates the selected cases here, in this process, against the zoo: a plugin that
         # exists only in the revisions' trees must be importable here too (the new arm's, else the base's).
         tree = next((a.path[0] for a in (out[1], out[0]) if a.revision), None)

@@ -13,7 +13,9 @@ layout), which the pass-to-pass spread of the CIs must go on seeing.
 Protocol over the Unix socket given as argv[1] (SOCK_SEQPACKET, one JSON object a packet):
 ``{"log": path, "threads": n}`` with the worker's pipe end attached (SCM_RIGHTS); the server answers
 ``{"pid": pid}`` and, whenever a worker ends, ``{"exit": pid, "code": c}`` (``-N``: killed by signal N,
-as ``subprocess`` reports it). EOF on the socket: the run is done with this pass; exit.
+as ``subprocess`` reports it). ``{"kill": pid}``: SIGKILL that worker if it has not been reaped yet (the
+server is the only process that knows, so a pid the kernel gave to another process since is never
+signalled). EOF on the socket: the run is done with this pass; exit.
 """
 import importlib
 import json
@@ -60,7 +62,7 @@ def _fork_worker(server: socket.socket, msg: dict, fd: int, own: tuple[int, ...]
         os._exit(code)
 
 
-def _reap(server: socket.socket) -> None:
+def _reap(server: socket.socket, live: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -68,6 +70,7 @@ def _reap(server: socket.socket) -> None:
             return
         if not pid:
             return
+        live.discard(pid)
         server.send(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
 
 
@@ -91,6 +94,7 @@ def serve(fd: int, preload: list[str]) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd hears SIGCHLD
     server.send(b'{"ready": true}')
+    live: set[int] = set()  # forked and not reaped: these pids are still this server's to signal
     while True:
         ready, _, _ = select.select([server, wake_r], [], [])
         if wake_r in ready:
@@ -99,9 +103,15 @@ def serve(fd: int, preload: list[str]) -> None:
             data, fds, _, _ = socket.recv_fds(server, 65536, 1)
             if not data:
                 return
-            pid = _fork_worker(server, json.loads(data), fds[0], (wake_r, wake_w))
-            server.send(json.dumps({"pid": pid}).encode())
-        _reap(server)
+            msg = json.loads(data)
+            if "kill" in msg:
+                if msg["kill"] in live:  # a zombie at worst: reaping happens only here, in this thread
+                    os.kill(msg["kill"], signal.SIGKILL)
+            else:
+                pid = _fork_worker(server, msg, fds[0], (wake_r, wake_w))
+                live.add(pid)
+                server.send(json.dumps({"pid": pid}).encode())
+        _reap(server, live)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,18 @@ fixed number of steps (a collective needs every rank to call it). The case's ste
 slowest rank's, measurement by measurement; each rank's own times are kept in the record.
 
 A rank that raises, dies or runs out of memory ends the case with that status and the rank's
-reason. torchrun dies with the worker and the ranks with torchrun (parent-death signals), so
-when the runner kills a hung or failed case no rank outlives it.
+reason; a rank killed by a signal is named from torchrun's own account (``ranks._launch_main``).
+A rank that hangs leaves its peers waiting in a collective, which has no end of its own: the
+worker keeps the case's budget (``--timeout``) itself and, just before it runs out, asks every rank
+for its Python stack (``STACK_SIGNAL``), names the rank that is not waiting in a collective, and
+ends the case ``timeout``. torchrun dies with the worker and the ranks with torchrun (parent-death
+signals), so when the runner kills a hung or failed case no rank outlives it.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict
 from multiprocessing import util
 from multiprocessing.connection import Listener
@@ -40,6 +46,13 @@ ENV_CASE, ENV_FAILURES = "SCIML_BENCH_DDP_CASE", "SCIML_BENCH_DDP_FAILURES"
 MEASUREMENTS = 4  # timed measurements per rank per round
 PROFILE_STEPS = 5  # steps profiled once (never in a timed round) for the communication share
 STOP_WAIT = 8.0  # seconds for torchrun to exit after "stop" before its session is killed
+HANG_MARGIN = 3.0  # seconds before the case's budget ends that the worker stops waiting for hung ranks
+STACK_SIGNAL = signal.SIGUSR1  # makes a rank write its Python stacks (faulthandler) to rank<N>.stack
+STACK_SUFFIX = ".stack"
+LAUNCHER_REPORT = "launcher.json"  # torchrun's account of the ranks that failed: exit code or signal
+# Where a rank's main thread waits for its peers: a torch.distributed call, or (DDP) the backward
+# pass, whose gradient all-reduce needs every rank
+_WAITING = (f"torch{os.sep}distributed{os.sep}", f"torch{os.sep}autograd{os.sep}")
 
 
 def local_batch(case: Case) -> int:
@@ -82,7 +95,9 @@ class RankGroup:
         if case.device == "cuda" and case.ddp_ranks > torch.cuda.device_count():
             raise Unsupported(f"ddp_ranks={case.ddp_ranks} needs {case.ddp_ranks} GPUs; this machine has "
                               f"{torch.cuda.device_count()}")
-        self.case, self.conn = case, None
+        self.case, self.conn, self.timeout = case, None, opts.timeout
+        self.left = opts.timeout  # the case's budget, as the runner charges it: the time its commands take
+        self._deadline = self._start()
         key = secrets.token_bytes(16)
         self._listener = Listener(("127.0.0.1", 0), authkey=key)
         self._failures = tempfile.mkdtemp(prefix="sciml-bench-ddp-")
@@ -96,12 +111,26 @@ class RankGroup:
              f"--nproc_per_node={case.ddp_ranks}", "--max-restarts=0", "-m", "sciml_bench.ranks", "rank"],
             env=env, start_new_session=True)  # its own session: killable as a group
         util.Finalize(self, RankGroup.close, args=(self,), exitpriority=10)  # the worker's exit stops the ranks
-        self.conn = self._accept()
-        self.info = self._receive()
+        try:
+            self.conn = self._accept()
+            self.info = self._receive()
+        finally:
+            self._charge()
+
+    def _start(self) -> float:
+        """The deadline of the command starting now: the case's remaining budget, less the margin the
+        hang's diagnosis and the reply need before the runner's own timeout would kill this worker."""
+        self._began = time.monotonic()
+        return self._began + max(self.left - HANG_MARGIN, self.left / 2)
+
+    def _charge(self) -> None:
+        self.left -= time.monotonic() - self._began
 
     def _alive_or_fail(self) -> None:
         if self.proc.poll() is not None:
             raise self._failure()
+        if time.monotonic() > self._deadline:
+            raise self._hang()
 
     def _accept(self):
         box: list[Any] = []
@@ -126,12 +155,51 @@ class RankGroup:
     def time_round(self, seconds: float) -> dict[str, Any]:
         """One round: every rank times the same number of steps, started together. The block's
         ``times`` are the slowest rank's; ``per_rank`` keeps each rank's own."""
+        self._deadline = self._start()
         try:
-            self.conn.send(("round", seconds))
-        except OSError:
-            raise self._failure() from None
-        per_rank = self._receive()
+            try:
+                self.conn.send(("round", seconds))
+            except OSError:
+                raise self._failure() from None
+            per_rank = self._receive()
+        finally:
+            self._charge()
         return {"times": slowest(per_rank), "per_rank": per_rank}
+
+    def _hang(self) -> RankFailure:
+        """The case's budget is all but spent and the ranks have not answered: read every rank's
+        stack, stop them all, and name the rank(s) not waiting in a collective (``hung_ranks``)."""
+        import psutil
+
+        stacks = Path(self._failures)
+        try:
+            ranks = psutil.Process(self.proc.pid).children()  # torchrun's children: the ranks
+        except psutil.Error:
+            ranks = []
+        for p in ranks:
+            try:
+                p.send_signal(STACK_SIGNAL)
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + 1.0  # each rank's C-level handler writes at once
+        while time.monotonic() < deadline and sum(
+                f.stat().st_size > 0 for f in stacks.glob(f"rank*{STACK_SUFFIX}")) < len(ranks):
+            time.sleep(0.05)
+        time.sleep(0.1)  # the last rank's dump may still be going out
+        dumps = {}
+        for f in stacks.glob(f"rank*{STACK_SUFFIX}"):
+            try:
+                dumps[int(f.name[4:-len(STACK_SUFFIX)])] = f.read_text(errors="replace")
+            except (OSError, ValueError):
+                pass
+        try:  # torchrun's session; its ranks (own sessions) die with it (pdeathsig)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+            pass
+        self.close()
+        shutil.rmtree(self._failures, ignore_errors=True)
+        return RankFailure("timeout", hung_ranks(dumps, self.case.ddp_ranks, self.timeout))
 
     def _failure(self) -> RankFailure:
         """Stop everything, then the status and reason of the rank that failed first."""
@@ -147,7 +215,19 @@ class RankGroup:
                 reports.append(json.loads(f.read_text()))
             except (OSError, ValueError):
                 pass
+        try:  # torchrun's account: which ranks failed, by exit code or signal
+            launcher = json.loads((Path(self._failures) / LAUNCHER_REPORT).read_text())
+        except (OSError, ValueError):
+            launcher = []
         shutil.rmtree(self._failures, ignore_errors=True)
+        reported = {r["rank"] for r in reports}
+        # a rank killed by a signal reports nothing itself; its peers then fail on the lost connection
+        killed = [f for f in launcher if f["signal"] and f["rank"] not in reported and f["signal"] != "SIGTERM"]
+        if killed:
+            f = killed[0]
+            return RankFailure("crashed", f"rank {f['rank']} of {self.case.ddp_ranks} (pid {f['pid']}) died from "
+                                          f"{f['signal']} and reported no exception (a SIGKILL: the kernel OOM "
+                                          f"killer's, or another's); its peers then stopped")
         if reports:
             first = min(reports, key=lambda r: r["time"])  # later ones are peers losing their connection
             return RankFailure(first["status"], f"rank {first['rank']} of {self.case.ddp_ranks}: {first['reason']}")
@@ -175,6 +255,39 @@ class RankGroup:
             except OSError:
                 pass
         self.conn = None
+
+
+def hung_ranks(dumps: dict[int, str], ranks: int, timeout: float) -> str:
+    """The reason for a DDP case whose ranks stopped answering, from each rank's stack dump
+    (faulthandler's text, all threads, by rank): the ranks whose main thread is not waiting for its
+    peers hung, the others waited for them in a collective. Every rank waiting: a collective that
+    never completed (e.g. the ranks called different ones)."""
+    where: dict[int, tuple[str, bool]] = {}
+    for rank, text in dumps.items():
+        for block in text.split("\n\n"):  # one block per thread, innermost frame first
+            frames = [m.groups() for m in _FRAME.finditer(block)]
+            if any(fn == "_rank_main" for _, _, fn in frames):  # the rank's main thread
+                path, line, fn = frames[0]
+                where[rank] = (f"{fn} ({Path(path).name}:{line})", any(w in path for w in _WAITING))
+    hung = [r for r in sorted(where) if not where[r][1]]
+    waiting = [r for r in sorted(where) if where[r][1]]
+    silent = [r for r in range(ranks) if r not in where]
+    parts = []
+    if hung:
+        parts.append("; ".join(f"rank {r} of {ranks} hung in {where[r][0]}" for r in hung))
+        if waiting:
+            parts.append(f"rank{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))} waited for it in a "
+                         f"collective: {'; '.join(f'rank {r} in {where[r][0]}' for r in waiting)}")
+    elif waiting:
+        parts.append(f"all answering ranks ({', '.join(map(str, waiting))} of {ranks}) waited in a collective that "
+                     f"never completed ({'; '.join(f'rank {r}: {where[r][0]}' for r in waiting)})")
+    if silent:
+        parts.append(f"no stack from rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))} "
+                     f"(not started, or gone)")
+    return f"no answer from the ranks within the case's --timeout of {timeout:.0f} s: {'; '.join(parts)}"
+
+
+_FRAME = re.compile(r'File "(.+)", line (\d+) in (\S+)')  # a faulthandler stack frame
 
 
 # ---------------------------------------------------------------- record figures (parent side)

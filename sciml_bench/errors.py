@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -25,9 +26,17 @@ def unknown(kind: str, name: object, allowed: Iterable[object]) -> UsageError:
     return UsageError(f"unknown {kind} {name!r}{hint}; expected one of: {', '.join(allowed)}")
 
 
+# torch re-raises a DataLoader worker's exception in the loading process with the worker's traceback as text
+_LOADER_WRAPPED = re.compile(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback")
+# ... and reports a worker that died (a signal: the OOM killer, a segfault, a bus error) as a RuntimeError
+_LOADER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) (exited unexpectedly|is killed by signal)")
+
+
 def classify(exc: BaseException) -> tuple[str, str]:
     """A record's (status, reason) for an exception a case raised: a DDP rank's own status
-    (``distributed.RankFailure``), ``skipped`` for Unsupported, ``oom`` for out of memory, else ``error``."""
+    (``distributed.RankFailure``), ``skipped`` for Unsupported, ``oom`` for out of memory, ``crashed``
+    for a DataLoader worker that died, else ``error``. An exception raised in a DataLoader worker is
+    judged and named by the worker's own error (its traceback's last line), with the worker named."""
     import torch
 
     msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
@@ -36,6 +45,12 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, Unsupported):
         return "skipped", str(exc)
     text = str(exc).lower()
+    wrapped = _LOADER_WRAPPED.match(str(exc))
+    if wrapped:  # the worker's own last line (not its source lines, which could say anything)
+        last = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][-1]
+        text, msg = last.lower(), f"{last[:450]} ({wrapped.group(1)})"
+    elif isinstance(exc, RuntimeError) and _LOADER_DIED.search(str(exc)):
+        return "crashed", msg
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (isinstance(exc, RuntimeError) and any(
             s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))):
         return "oom", msg

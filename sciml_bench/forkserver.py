@@ -85,6 +85,16 @@ class ForkServer:
                 return msg["pid"]
         raise OSError(self.down)
 
+    def kill(self, pid: int) -> None:
+        """SIGKILL worker ``pid``, by the server: only it knows whether the pid is still its unreaped
+        child, so a pid recycled to another process is never signalled (the run's own ``os.kill``
+        would race with the server's reaping). A server that is gone took its workers with it."""
+        if not self.down:
+            try:
+                self.sock.send(json.dumps({"kill": pid}).encode())
+            except OSError:
+                pass
+
     def _fail(self, reason: str) -> None:
         """Mark the server down and make sure it is: its workers then die with it (PR_SET_PDEATHSIG),
         which is what ``exitcode`` reports for them."""
@@ -134,12 +144,14 @@ class ForkedProcess:
     def is_alive(self) -> bool:
         return self.pid is not None and self.exitcode is None
 
+    @property
+    def server_down(self) -> str | None:
+        """Why this worker's fork server stopped, if it did (its death took the worker with it)."""
+        return self.server.down
+
     def kill(self) -> None:
         if self.is_alive():
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.server.kill(self.pid)
 
     def join(self, timeout: float | None = None) -> None:
         if self.pid is None:

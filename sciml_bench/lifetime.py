@@ -20,8 +20,9 @@ def mark_run() -> None:
     os.environ[RUN_PID_ENV] = str(os.getpid())
 
 
-def die_with_parent() -> bool:
-    """Ask the kernel to SIGKILL this process when its parent dies; exit now if the run is gone.
+def die_with_parent(parent: int | None = None) -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies; exit now if the run is gone, or
+    (``parent``: the pid it was started by) if that parent is.
 
     Returns False where the kernel has no such call (not Linux): there a kill -9 can orphan."""
     if not sys.platform.startswith("linux"):
@@ -33,7 +34,7 @@ def die_with_parent() -> bool:
     except (OSError, AttributeError):
         return False
     run = int(os.environ.get(RUN_PID_ENV, "0") or 0)
-    if run and not _alive(run):  # the run died before the call above took effect
+    if (run and not _alive(run)) or (parent is not None and os.getppid() != parent):  # died before the call
         os._exit(1)
     return True
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.cases import Case
-from sciml_bench.distributed import (BACKENDS, ENV_CASE, ENV_CONTROL, ENV_FAILURES, ENV_KEY, MEASUREMENTS,
-                                     PROFILE_STEPS, global_batch, local_batch, slowest)
+from sciml_bench.distributed import (BACKENDS, ENV_CASE, ENV_CONTROL, ENV_FAILURES, ENV_KEY, LAUNCHER_REPORT,
+                                     MEASUREMENTS, PROFILE_STEPS, STACK_SIGNAL, STACK_SUFFIX, global_batch,
+                                     local_batch, slowest)
 from sciml_bench.errors import classify
 
 
@@ -73,8 +74,14 @@ def _report_failure(rank: int, exc: BaseException) -> None:
 
 def _rank_main() -> None:
     """One torchrun rank: set up the case, then answer rank 0's broadcast commands until 'stop'."""
+    import faulthandler
+
     _die_with_parent(signal.SIGKILL)
     rank = int(os.environ["RANK"])
+    # The worker asks for every rank's Python stack when the case hangs, to name the rank that hung
+    # (``distributed.RankGroup``); a C-level handler, so a rank blocked in a collective answers too.
+    stacks = open(Path(os.environ[ENV_FAILURES]) / f"rank{rank}{STACK_SUFFIX}", "w")  # noqa: SIM115  (the rank's life)
+    faulthandler.register(STACK_SIGNAL, file=stacks, all_threads=True)
     try:
         _serve(rank)
     except BaseException as e:  # noqa: BLE001  (every failure is reported to the worker, then the rank exits)
@@ -160,11 +167,20 @@ def _serve(rank: int) -> None:
 
 def _launch_main(argv: list[str]) -> None:
     """torchrun, bound to the worker that started it: it gets SIGTERM (and stops its ranks) if the
-    worker dies, e.g. killed by the runner for a timeout."""
+    worker dies, e.g. killed by the runner for a timeout. When ranks fail, which ones and how (exit
+    code or signal) go to ``launcher.json`` beside the ranks' own reports: a rank killed by a signal
+    (the OOM killer's SIGKILL) writes none itself."""
     _die_with_parent(signal.SIGTERM, parent=int(argv[0]))
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
 
-    main(argv[1:])
+    try:
+        main(argv[1:])
+    except ChildFailedError as e:
+        failures = [{"rank": rank, "exitcode": f.exitcode, "signal": f.signal_name() if f.exitcode < 0 else None,
+                     "pid": f.pid} for rank, f in sorted(e.failures.items())]
+        (Path(os.environ[ENV_FAILURES]) / LAUNCHER_REPORT).write_text(json.dumps(failures))
+        raise
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, An
     """One record per case (in ``cases`` order) from its pass results, then the chunk's ratios.
 
     A failure in any pass makes the case's record that failure (a case that crashes sometimes is
-    not ok). ``pool``: between-pass variances of this run's earlier ratios (see ``add_ratios``)."""
+    not ok). A failure after the last pass's timed rounds (a fit, ``rounds.AFTER_ROUNDS``) gives the
+    record its status and reason but keeps the figures measured before it (step time, memory, ...).
+    ``pool``: between-pass variances of this run's earlier ratios (see ``add_ratios``)."""
     records = []
     for c in cases:
         ps = sorted(passes.get(c.case_id, []), key=lambda p: p["pass"])
@@ -42,6 +44,9 @@ def combine(study: Study, cases: list[Case], passes: dict[str, list[dict[str, An
                   for p in ps for k, b in enumerate(p["blocks"])]
         rec = record(study, c, failure, _pass_info(ps), [b["times"] for b in blocks], opts,
                       ps[0]["started"] if ps else time.time(), blocks)
+        after = next((p["after_failure"] for p in ps if p.get("after_failure")), None)
+        if failure is None and after:  # failed after its timed rounds: their figures stay, with its status
+            rec.update(status=after[0], reason=after[1])
         rec["timing"] = {"passes": [dict({k: p[k] for k in ("pass", "order_seed", "position", "load", "started",
                                                              "finished", "cores") if k in p}, **_pass_worker(p))
                                     for p in ps]}

@@ -125,6 +125,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     load = {"start": machine_load()}
     started = time.time()
     info: dict[int, dict[str, Any]] = {}
+    after: dict[int, tuple[str, str]] = {}  # a fatal AFTER_ROUNDS command's failure, by slot
     cores: dict[int, list[int]] = {}  # --duet: the cores each worker was pinned to
     blocks: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cases))}
     try:
@@ -181,7 +182,7 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
                         w.kill()
                 progress(desc, len(step))
         if index == opts.passes - 1:  # after the last timed round
-            _after_rounds(study, workers, info, opts, progress)
+            after = _after_rounds(study, workers, info, opts, progress)
     finally:
         for w in workers:
             w.stop()
@@ -192,8 +193,8 @@ def run_pass(study: Study, cases: list[Case], opts: RunOptions, log_dir: Path,
     return [{"study": study.name, "case_id": w.case.case_id, "arm": slots[i][1], "pass": index, "failure": w.failure,
              "info": info.get(i), "blocks": blocks[i], "order_seed": seed, "anchor": anchors[:len(blocks[i])],
              "position": plan_positions(plan[:len(blocks[i])], i),
-             "load": load, "started": started,
-             "finished": finished, **({"cores": cores.get(i)} if opts.duet else {})} for i, w in enumerate(workers)]
+             "load": load, "started": started, "finished": finished, **({"cores": cores.get(i)} if opts.duet else {}),
+             **({"after_failure": after[i]} if i in after else {})} for i, w in enumerate(workers)]
 
 
 @dataclass(frozen=True)
@@ -241,21 +242,30 @@ AFTER_ROUNDS = (
 
 
 def _after_rounds(study: Study, workers: list[Worker], info: dict[int, dict[str, Any]], opts: RunOptions,
-                  progress: ProgressFn) -> None:
-    """Every case's ``AFTER_ROUNDS`` commands, one command kind at a time over the chunk."""
+                  progress: ProgressFn) -> dict[int, tuple[str, str]]:
+    """Every case's ``AFTER_ROUNDS`` commands, one command kind at a time over the chunk.
+
+    Returns {slot: (status, reason)} of the cases whose fatal command failed: the case gets that
+    status with its timed rounds kept (``records.combine``), as they were measured before the fault.
+    A worker lost in a non-fatal command (crashed, hung, killed) gets no later command."""
+    failed: dict[int, tuple[str, str]] = {}
+    lost: dict[int, tuple[str, str]] = {}  # slot: (status, why) of a worker gone in a non-fatal command
     for extra in AFTER_ROUNDS:
         for i, w in enumerate(workers):
             if not extra.wanted(w.case, opts):
                 continue
             desc = f"{study.name}: {extra.label(w.case)}"
             progress(desc, 0)
-            if w.failure is None and i in info:
-                status, payload = w.call(extra.command(study, w.case, opts), w.budget)
+            if w.failure is None and i in info and i not in failed:
+                status, payload = lost.get(i) or w.call(extra.command(study, w.case, opts), w.budget)
                 if status == "ok":
                     extra.keep(info[i], payload)
                 elif extra.fatal:
-                    w.failure = (status, payload)
+                    failed[i] = (status, f"{extra.name}: {payload}")
                     w.kill()
                 else:
                     info[i]["absent"][extra.name] = f"{extra.name} pass {status}: {payload}"
+                    if i not in lost and not w.proc.is_alive():
+                        lost[i] = (status, f"not run: the worker was lost in the {extra.name} pass ({status})")
             progress(desc, 1)
+    return failed

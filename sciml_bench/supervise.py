@@ -110,6 +110,9 @@ class Worker:
         self.proc.join(5)
         code = self.proc.exitcode
         tail = self.log_tail()
+        server = getattr(self.proc, "server_down", None)  # a fork server's worker dies with its server
+        if server:
+            return "crashed", f"worker lost with its fork server: {server}{tail}"
         if code is not None and code < 0:
             sig = signal.Signals(-code).name
             if sig == "SIGKILL":

@@ -17,6 +17,21 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300, env: dict | None
                           text=True, timeout=timeout, env=full_env, **kw)
 
 
+def marked(mark: str) -> list:
+    """Live processes whose environment carries ``SCIML_TEST_MARK=mark``: the descendants of a run
+    started with that mark (``run_cli(..., env={"SCIML_TEST_MARK": mark})``), whatever their parent now."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("SCIML_TEST_MARK") == mark and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (psutil.Error, OSError):
+            pass
+    return out
+
+
 def no_report() -> list[str]:
     """``["--no-report"]`` once ``run`` writes reports by default, so tests skip report building."""
     from sciml_bench.cli import build_parser

@@ -142,19 +142,58 @@ def test_interpreter_arms_a_a_duet_exit_0(tmp_path, plugin_repo):
     assert all(pos[c, "base"] == pos[c, "new"] for c, _ in pos), pos
 
 
-def test_a_worker_killed_in_one_arm_is_that_arms_crash_record(tmp_path, plugin_repo):
-    """Workers are forked by each arm's fork server: a worker's SIGKILL still reaches its record as
-    such (the server reports the exit status), and the other arm's records are untouched."""
-    (plugin_repo / "abplug.py").write_text(PLUGIN.format(layers=8).replace(
-        "def ab_net():\n", "def ab_net():\n    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n"))
-    _git(plugin_repo, "commit", "-q", "-am", "dies")
-    p = _ab(tmp_path, "--base", "HEAD~1", "--new", "HEAD", "--repo", str(plugin_repo), *ROUNDS)
+# The new revision of ab_net fails by case (torch seeds each case's model with its seed): seed 0 raises, seed
+# 1 SIGKILLs its own worker (both while the model is built), seed 2 SIGKILLs its arm's fork server (the
+# worker's parent) in its first timed round.
+FAULTY = """
+import os, signal, sys
+
+
+class Faulty(nn.Sequential):
+    def forward(self, x):
+        f = sys._getframe()
+        while f is not None and f.f_code.co_name != "time_block":
+            f = f.f_back
+        if f is not None and torch.initial_seed() == 2:
+            os.kill(os.getppid(), signal.SIGKILL)
+        return super().forward(x)
+
+
+@register_model("ab_net", family="test", task="regression", batch=_batch, loss=mse, hidden=True)
+def ab_net():
+    if torch.initial_seed() == 0:
+        raise RuntimeError("planted fault in the new arm")
+    if torch.initial_seed() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return Faulty(*[m for _ in range(LAYERS) for m in (nn.Linear(128, 128), nn.ReLU())])
+"""
+
+
+def test_faults_in_one_arm_are_that_arms_records_and_leave_no_process(tmp_path, plugin_repo):
+    """Workers are forked by each arm's fork server: in the new arm, a worker that raises is an error,
+    one SIGKILLed a crash (the server reports the exit status), one whose fork server is SIGKILLed a
+    crash that says so; the base arm's records are untouched and no process of the run is left."""
+    from tests.conftest import marked
+
+    plugin = PLUGIN.format(layers=8)
+    (plugin_repo / "abplug.py").write_text(plugin[:plugin.index("@register_model")] + FAULTY.lstrip())
+    _git(plugin_repo, "commit", "-q", "-am", "faults")
+    (tmp_path / "suite.toml").write_text(SUITE.replace("seed = [0, 1]", "seed = [0, 1, 2]"))
+    p = run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "abplug", "--device", "cpu", "--threads",
+                "1", "--out", str(tmp_path / "results"), "--no-report", "--base", "HEAD~1", "--new", "HEAD", "--repo",
+                str(plugin_repo), *ROUNDS, timeout=400, env={"SCIML_TEST_MARK": str(tmp_path)})
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
     (run,) = (tmp_path / "results").glob("*.jsonl")
     _, records = read_run(run)
-    by_arm = {a: [r for r in records if r["arm"] == a] for a in ("base", "new")}
-    assert [r["status"] for r in by_arm["base"]] == ["ok", "ok"], by_arm["base"]
-    assert all(r["status"] == "crashed" and "killed (SIGKILL)" in r["reason"] for r in by_arm["new"]), by_arm["new"]
+    by_arm = {a: {r["case"]["seed"]: r for r in records if r["arm"] == a} for a in ("base", "new")}
+    assert [r["status"] for r in by_arm["base"].values()] == ["ok"] * 3, by_arm["base"]
+    assert all(len(r["metrics"]["step_time"]["samples"]) >= 4 for r in by_arm["base"].values())
+    new = by_arm["new"]
+    assert (new[0]["status"], new[0]["reason"]) == ("error", "RuntimeError: planted fault in the new arm"), new[0]
+    assert new[1]["status"] == "crashed" and new[1]["reason"].startswith("killed (SIGKILL)"), new[1]
+    assert new[2]["status"] == "crashed" and new[2]["reason"].startswith(
+        "worker lost with its fork server: the fork server exited with code -9"), new[2]
+    assert marked(str(tmp_path)) == [], "a worker or fork server of the run outlived it"
 
 
 def _bad(tmp_path, capsys, *args):
@@ -253,16 +292,79 @@ def test_history_leaves_ab_runs_out_and_load_results_names_the_arm(tmp_path):
 def test_an_arm_imports_its_own_code_not_the_current_directorys(tmp_path, monkeypatch):
     """`ab` run from a checkout's root: the arm's interpreter must not pick up the sciml_bench of the
     current directory (``python -c`` puts it first on the path) instead of the arm's own."""
-    from sciml_bench.ab import Arm, _probe, source_root
+    from sciml_bench.ab import Arm, probe_arms, source_root
 
     decoy = tmp_path / "sciml_bench"
     decoy.mkdir()
     (decoy / "__init__.py").write_text("raise ImportError('the current directory decoy was imported')\n")
     monkeypatch.chdir(tmp_path)
     arm = Arm("new", "interpreter", sys.executable, [source_root()])
-    _probe(arm, "--new", [])  # UsageError ("cannot import sciml_bench's worker") if the decoy shadows it
+    probe_arms([arm], ["--new"], [])  # UsageError ("cannot import sciml_bench's worker") if the decoy shadows it
     assert arm.info["torch"]
     # and in the processes an arm's worker starts with `python -m` (a DDP case's torchrun and ranks)
     grandchild = "import subprocess, sys; subprocess.run([sys.executable, '-m', 'sciml_bench.ranks'])"
     p = subprocess.run([sys.executable, "-c", grandchild], env=arm.env(), capture_output=True, text=True, timeout=120)
     assert "usage: python -m sciml_bench.ranks" in p.stderr and "decoy" not in p.stderr, p.stderr[-500:]
+
+
+def _fake_interpreter(tmp_path: Path, name: str, body: str) -> Path:
+    """An 'interpreter' for an arm: a shell script that records its pid, then runs ``body`` in its place."""
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\necho $$ > {tmp_path / (name + '.pid')}\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def _gone(pid_file: Path) -> bool:
+    import psutil
+
+    pid = int(pid_file.read_text())
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_base_arm_that_cannot_run_is_reported_at_once_and_stops_the_new_arms_probe(tmp_path):
+    import time
+
+    from sciml_bench.ab import Arm, probe_arms
+    from sciml_bench.errors import UsageError
+
+    base = _fake_interpreter(tmp_path, "base", f"while [ ! -s {tmp_path / 'new.pid'} ]; do sleep 0.05; done\n"
+                                               "echo 'ImportError: broken base' >&2; exit 1")  # once new runs
+    new = _fake_interpreter(tmp_path, "new", "exec sleep 60")
+    arms_ = [Arm("base", str(base), str(base)), Arm("new", str(new), str(new))]
+    t0 = time.monotonic()
+    with pytest.raises(UsageError, match="--base .*broken base"):
+        probe_arms(arms_, ["--base", "--new"], [])
+    assert time.monotonic() - t0 < 20, "the base's error waited for the new arm's probe"
+    assert _gone(tmp_path / "new.pid"), "the new arm's probe outlived the error"
+
+
+def test_ctrl_c_during_the_probes_leaves_no_probe_running(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from sciml_bench.ab import Arm, probe_arms
+
+    arms_ = [Arm(n, "x", str(_fake_interpreter(tmp_path, n, "exec sleep 60"))) for n in ("base", "new")]
+    started = [tmp_path / "base.pid", tmp_path / "new.pid"]
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def ctrl_c_once_both_run():
+        while not all(p.exists() and p.read_text().strip() for p in started):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=ctrl_c_once_both_run, daemon=True)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            probe_arms(arms_, ["--base", "--new"], [])
+    finally:
+        timer.join(10)
+        signal.signal(signal.SIGINT, before)
+    assert _gone(tmp_path / "base.pid") and _gone(tmp_path / "new.pid"), "a probe outlived the Ctrl-C"

@@ -1,6 +1,5 @@
 """DDP cases: 2 gloo ranks through torchrun on CPU, timed together; a failing rank ends the case cleanly."""
 import json
-import os
 import statistics
 
 import psutil
@@ -8,14 +7,14 @@ import pytest
 
 from sciml_bench.cases import Case
 from sciml_bench.errors import UsageError
-from tests.conftest import no_report, run_cli
+from tests.conftest import marked, no_report, run_cli
 
 SUITE = """
 [suite]
 name = "ddp-test"
 rounds = 3
 round_time = 0.05
-timeout = 120
+timeout = 25  # what the hanging rank's case costs; a healthy 2-rank case sets up in ~5-12 s on 2 cores
 
 [[study]]
 name = "ddp"
@@ -30,19 +29,13 @@ question = "rank 1 raises"
 base = { model = "fault_rank1", mode = "train", batch_size = 4 }
 axes = { ddp_ranks = [2] }
 reference = { ddp_ranks = 2 }
+
+[[study]]
+name = "ddp-round-faults"
+question = "rank 1 hangs, runs out of memory or is killed in a timed round (tests.fault_models)"
+base = { mode = "train", batch_size = 4, ddp_ranks = 2 }
+axes = { model = ["fault_rank1_hang", "fault_rank1_oom", "fault_rank1_sigkill"] }
 """
-
-
-def _marked(mark: str) -> list[psutil.Process]:
-    """Live processes whose environment carries ``mark`` (descendants of the test's run)."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("SCIML_TEST_MARK") == mark and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except (psutil.Error, OSError):
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,45 @@ def test_a_rank_that_raises_gives_error_and_leaves_no_process(ddp_run):
     rec = recs["fault_rank1,batch_size=4,ddp_ranks=2"]
     assert rec["status"] == "error"
     assert rec["reason"].startswith("rank 1 of 2: RuntimeError: planted fault on rank 1"), rec["reason"]
-    assert _marked(mark) == [], "torchrun or a rank outlived the run"
+    assert marked(mark) == [], "torchrun or a rank outlived the run"
+
+
+def test_a_rank_that_hangs_ooms_or_is_killed_in_a_round_is_named_and_leaves_no_process(ddp_run):
+    """Rank 1 hangs in a timed round (rank 0 then waits in the backward pass's all-reduce, which has no
+    end of its own): the worker ends the case within its --timeout, before the runner's own timeout
+    (whose reason would be "no answer within"), naming the rank; an OOM and a SIGKILL name it too."""
+    recs, mark = ddp_run
+    hang = recs["fault_rank1_hang,batch_size=4,ddp_ranks=2"]
+    assert hang["status"] == "timeout", hang
+    assert hang["reason"].startswith("no answer from the ranks within the case's --timeout of 25 s: rank 1 of 2 "
+                                     "hung in forward (fault_models.py:"), hang["reason"]
+    assert "rank 0 waited for it in a collective: rank 0 in _engine_run_backward" in hang["reason"], hang["reason"]
+    oom = recs["fault_rank1_oom,batch_size=4,ddp_ranks=2"]
+    assert oom["status"] == "oom" and oom["reason"].startswith("rank 1 of 2: RuntimeError: "), oom
+    assert "can't allocate memory" in oom["reason"] or "not enough memory" in oom["reason"], oom["reason"]
+    killed = recs["fault_rank1_sigkill,batch_size=4,ddp_ranks=2"]
+    assert killed["status"] == "crashed", killed
+    assert killed["reason"].startswith("rank 1 of 2 (pid ") and "died from SIGKILL" in killed["reason"], killed["reason"]
+    assert recs["mlp,batch_size=16,width=32,depth=2,ddp_ranks=2"]["status"] == "ok", "the other cases are untouched"
+    assert marked(mark) == [], "torchrun or a rank outlived the run"
+
+
+def test_hung_ranks_names_the_rank_not_waiting_in_a_collective():
+    from sciml_bench.distributed import hung_ranks
+
+    def dump(*frames):  # faulthandler's text: a helper thread, then the rank's main thread, innermost first
+        return ('Thread 0x1 (most recent call first):\n  File "/x/threading.py", line 9 in _bootstrap\n\n'
+                "Current thread 0x2 (most recent call first):\n"
+                + "".join(f'  File "{f}", line {n} in {fn}\n' for f, n, fn in frames)
+                + '  File "/x/sciml_bench/ranks.py", line 80 in _rank_main\n')
+
+    c10d = ("/x/torch/distributed/distributed_c10d.py", 4000, "barrier")
+    stuck = ("/x/data.py", 12, "__getitem__")
+    why = hung_ranks({0: dump(c10d), 1: dump(stuck), 2: dump(c10d)}, 4, 60)
+    assert why == ("no answer from the ranks within the case's --timeout of 60 s: rank 1 of 4 hung in __getitem__ "
+                   "(data.py:12); ranks 0, 2 waited for it in a collective: rank 0 in barrier (distributed_c10d.py:4000); "
+                   "rank 2 in barrier (distributed_c10d.py:4000); no stack from rank 3 (not started, or gone)"), why
+    assert "waited in a collective that never completed" in hung_ranks({0: dump(c10d), 1: dump(c10d)}, 2, 60)
 
 
 def test_ddp_fields_are_validated():

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from sciml_bench.cases import DATASETS
 from sciml_bench.errors import UsageError
 
-__all__ = ["DATASETS", "ImageDataset", "MemmapDataset", "WindowDataset", "default_start_method", "make_dataset", "make_loader"]
+__all__ = ["DATASETS", "ImageDataset", "MemmapDataset", "WindowDataset", "default_start_method", "die_with_loader",
+           "make_dataset", "make_loader"]
 
 
 def _as_list(x: Any) -> list[torch.Tensor]:
@@ -179,6 +180,16 @@ def default_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
+def die_with_loader(parent: int, worker_id: int) -> None:  # noqa: ARG001  (DataLoader's worker_init_fn signature)
+    """A DataLoader worker's first act: the kernel kills it when the process loading through it
+    dies (``lifetime.die_with_parent``). A worker stuck in ``__getitem__`` never reaches torch's own
+    parent check, and the runner kills a hung case's process with SIGKILL (no clean-up runs), so
+    without it that worker would outlive the case. One prctl per worker start (microseconds)."""
+    from sciml_bench.lifetime import die_with_parent
+
+    die_with_parent(parent)
+
+
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
                 persistent_workers: bool = False, prefetch_factor: int | None = None, seed: int = 0,
                 start_method: str | None = None, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
@@ -187,12 +198,16 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_mem
     Workers start with ``start_method`` (default: :func:`default_start_method`), set explicitly:
     inside a process that was itself spawned, multiprocessing would otherwise inherit "spawn"
     and every worker would re-import torch, which is not what a user's training script pays.
+    Each dies with this process (:func:`die_with_loader`).
     """
+    import functools
     import multiprocessing
+    import os
 
     ctx = multiprocessing.get_context(start_method or default_start_method()) if num_workers else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
                       num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=persistent_workers,
                       prefetch_factor=prefetch_factor, generator=torch.Generator().manual_seed(seed),
-                      multiprocessing_context=ctx)
+                      multiprocessing_context=ctx,
+                      worker_init_fn=functools.partial(die_with_loader, os.getpid()) if num_workers else None)
