@@ -102,10 +102,11 @@ def _start_probe(arm: Arm, flag: str, plugins: list[str], stack: ExitStack) -> _
             f"files = [sciml_bench.__file__] + [importlib.import_module(m).__file__ for m in {plugins!r}]\n"
             "print(json.dumps({'torch': torch.__version__, 'python': sys.version.split()[0],"
             " 'environment': collect(), 'files': files}))\n")
-    out, err = stack.enter_context(tempfile.TemporaryFile()), stack.enter_context(tempfile.TemporaryFile())
+    out, err = (stack.enter_context(tempfile.TemporaryFile()) for _ in range(2))  # noqa: SIM115  (closed by stack)
     try:
         proc = subprocess.Popen([arm.python, "-c", code], stdout=out, stderr=err, env=arm.env(),
-                                stdin=subprocess.DEVNULL, preexec_fn=functools.partial(die_with_parent, os.getpid()))
+                                stdin=subprocess.DEVNULL,  # no thread of ours runs now: preexec_fn is safe
+                                preexec_fn=functools.partial(die_with_parent, os.getpid()))  # noqa: PLW1509
     except OSError as e:
         raise UsageError(f"{flag} {arm.spec}: cannot run {arm.python}: {e.strerror}") from None
     stack.callback(lambda: proc.poll() is None and (proc.kill(), proc.wait()))  # a Ctrl-C or the other arm's error

@@ -183,6 +183,7 @@ def test_faults_in_one_arm_are_that_arms_records_and_leave_no_process(tmp_path, 
                 "1", "--out", str(tmp_path / "results"), "--no-report", "--base", "HEAD~1", "--new", "HEAD", "--repo",
                 str(plugin_repo), *ROUNDS, timeout=400, env={"SCIML_TEST_MARK": str(tmp_path)})
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
+    assert p.stderr.startswith("sciml-bench ab "), f"the first line is not sciml-bench's own: {p.stderr[:300]!r}"
     (run,) = (tmp_path / "results").glob("*.jsonl")
     _, records = read_run(run)
     by_arm = {a: {r["case"]["seed"]: r for r in records if r["arm"] == a} for a in ("base", "new")}

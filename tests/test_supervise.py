@@ -55,7 +55,7 @@ def test_a_worker_is_killed_by_its_server_never_by_a_pid_that_may_be_recycled(tm
     ctx = _bare_server(tmp_path, monkeypatch)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        conn, child = ctx.Pipe()
+        _conn, child = ctx.Pipe()  # kept open: the worker waits on it for a command
         proc = ctx.Process(target=None, args=(child, str(tmp_path / "worker.log"), 1))
         proc.start()
         child.close()

@@ -180,7 +180,7 @@ def default_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
-def die_with_loader(parent: int, worker_id: int) -> None:  # noqa: ARG001  (DataLoader's worker_init_fn signature)
+def die_with_loader(parent: int, worker_id: int) -> None:  # worker_id: DataLoader's worker_init_fn signature
     """A DataLoader worker's first act: the kernel kills it when the process loading through it
     dies (``lifetime.die_with_parent``). A worker stuck in ``__getitem__`` never reaches torch's own
     parent check, and the runner kills a hung case's process with SIGKILL (no clean-up runs), so
