@@ -98,7 +98,8 @@ axes = { model = ["fault_none", "fault_raise_in_profile", "fault_hang_in_profile
 [[study]]
 name = "fit"
 base = { mode = "fit", batch_size = 4, steps = 4, seeds = 1 }
-axes = { model = ["fault_none", "fault_raise_in_fit", "fault_hang_in_fit", "fault_oom_in_fit", "fault_sigkill_in_fit"] }
+axes = { model = ["fault_none", "fault_raise_in_fit", "fault_hang_in_fit", "fault_oom_in_fit", "fault_sigkill_in_fit",
+                  "fault_sigkill_in_profile"] }
 
 [[study]]
 name = "loader"
@@ -183,4 +184,15 @@ def test_the_other_cases_are_untouched_and_no_process_is_left(phase_run):
     assert marked(mark) == [], "a process of the run (worker, DataLoader worker, fork server) outlived it"
     first = proc.stderr.splitlines()[0]
     assert first.startswith("sciml-bench run "), f"the run's first line is not sciml-bench's own: {first!r}"
-    assert proc.stdout.splitlines()[0] == "14 cases: 6 ok, 0 skipped, 8 failed", proc.stdout[:300]
+    assert proc.stdout.splitlines()[0] == "15 cases: 6 ok, 0 skipped, 9 failed", proc.stdout[:300]
+
+
+def test_a_fit_case_whose_worker_died_in_the_profile_pass_is_not_sent_its_fit(phase_run):
+    """The profile pass comes first: a fit case's worker SIGKILLed there cannot train, and the case
+    says why (not a second crash of a dead worker), its timed rounds kept."""
+    _, recs, _ = phase_run
+    rec = recs["fit", "fault_sigkill_in_profile"]
+    assert rec["status"] == "crashed", rec
+    assert rec["reason"] == "fit: not run: the worker was lost in the profile pass (crashed)", rec["reason"]
+    assert rec["absent"]["profile"].startswith("profile pass crashed: killed (SIGKILL)"), rec["absent"]
+    _timed_kept(rec)
