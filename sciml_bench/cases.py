@@ -325,6 +325,9 @@ class Suite:
     warnings: tuple[str, ...] = ()  # legal but surprising choices, printed by `run`
     passes: int = 1  # timed passes per study, separated in time, each in fresh workers (rounds are per pass)
     threads: int | None = None  # torch intra-op threads per worker (None: torch's default)
+    # "instructions": also count every case's instructions per step under Callgrind (measure.instructions)
+    count: str = "time"
+    instruction_calls: int | None = None  # calls per Callgrind measurement (None: measure.instructions' default)
 
     def study(self, name: str) -> Study:
         for s in self.studies:
@@ -333,7 +336,9 @@ class Suite:
         raise unknown(f"study in suite {self.name!r}", name, [s.name for s in self.studies])
 
 
-SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout", "passes", "threads"}
+SUITE_KEYS = {"name", "description", "rounds", "round_time", "timeout", "passes", "threads", "count",
+              "instruction_calls"}
+COUNTS = ("time", "instructions")  # what a run counts: time only, or instructions per step as well
 STUDY_KEYS = {"name", "question", "base", "axes", "reference", "metrics", "fail_on_nonfinite"}
 
 
@@ -435,7 +440,18 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
                  _expect(head.get("description", ""), str, "[suite] description", source), tuple(studies), rounds,
                  float(positive_number(head.get("round_time", 0.2), f"[suite] round_time in {source}")),
                  float(positive_number(head.get("timeout", 300.0), f"[suite] timeout in {source}")), source,
-                 tuple(warnings), passes, _threads(head.get("threads"), source))
+                 tuple(warnings), passes, _threads(head.get("threads"), source), *_count(head, source))
+
+
+def _count(head: dict[str, Any], source: str) -> tuple[str, int | None]:
+    """The [suite] table's ``count`` and ``instruction_calls``, checked."""
+    count = head.get("count", "time")
+    if count not in COUNTS:
+        raise unknown(f"[suite] count in {source}", count, list(COUNTS))
+    calls = head.get("instruction_calls")
+    if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int) or calls < 1):
+        raise UsageError(f"[suite] instruction_calls in {source} must be a positive integer, got {calls!r}")
+    return count, calls
 
 
 def _threads(value: Any, source: str) -> int | None:

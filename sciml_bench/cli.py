@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        plugins=args.plugin, shard=args.shard or "", seeds=args.seeds)
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=args.threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        phases=args.phases, profile=profile_options(args), passes=args.passes)
+                        phases=args.phases, profile=profile_options(args), passes=args.passes,
+                        count=getattr(args, "count", None), instruction_calls=getattr(args, "instruction_calls", None))
     args.run_path = run.path  # for `profile`, which prints operator tables after the run
     opts = run.opts
     err_console.print(f"[bold]sciml-bench[/] run {txt(run.run_id)}: {run.todo} cases ({len(run.done)} already done), "
@@ -147,10 +148,12 @@ def cmd_ab(args: argparse.Namespace) -> int:
     spec = RunSpec(suite=args.suite, studies=args.study, models=args.model, set=args.set, device=args.device,
                    plugins=args.plugin, seeds=args.seeds)
     with arms(args.base, args.new, args.repo, args.plugin) as (base, new):
-        # the suite's rounds and passes, but at least MIN_*: fewer cannot resolve what ab is for
+        # the suite's rounds and passes, but at least MIN_*: fewer cannot resolve what ab is for; with
+        # --count instructions a counted case gates on its instructions, so the suite's rounds stand
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        passes=args.passes, least=(MIN_ROUNDS, MIN_PASSES), arms=[base, new], duet=args.duet,
+                        passes=args.passes, least=(1 if args.count == "instructions" else MIN_ROUNDS, MIN_PASSES),
+                        arms=[base, new], duet=args.duet, count=args.count, instruction_calls=args.instruction_calls,
                         ab_gate={"threshold": threshold, "alpha": alpha, "fail_on": list(fail_on)})
         opts = run.opts
         err_console.print(f"[bold]sciml-bench[/] ab {txt(run.run_id)}: {run.todo} cases x 2 arms, {opts.passes} "

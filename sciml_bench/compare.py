@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.errors import UsageError
+from sciml_bench.measure import instructions
 from sciml_bench.measure.environment import differences
 from sciml_bench.results import anchored_samples, pass_pairs, read_run, starved_unreliable
 from sciml_bench.stats import cliffs_delta, mann_whitney, pass_ratio, ratio_of_medians
@@ -22,7 +23,9 @@ DEFAULT_ALPHA = 0.01
 # metric families that --fail-on selects, and the record metrics that belong to each
 FAMILIES = {"time": ("step_time",), "memory": ("peak_cpu_tensor_bytes", "peak_cuda_bytes"),
             # fixed-budget training (mode='fit'): "converges worse", as distinct from "runs slower"
-            "quality": ("final_val_loss", "rel_l2", "rollout_rel_l2", "accuracy", "psnr")}
+            "quality": ("final_val_loss", "rel_l2", "rollout_rel_l2", "accuracy", "psnr"),
+            # Callgrind counts (measure.instructions): where both sides have one, a case's time gate is on them
+            "instructions": (instructions.METRIC,)}
 HIGHER_IS_BETTER = ("accuracy", "psnr")
 
 
@@ -41,12 +44,14 @@ class Row:
     ci_high: float | None
     p_value: float | None
     effect: float | None  # Cliff's delta of new vs base samples
-    verdict: str  # faster | slower | unchanged | noisy | unreliable (memory: smaller | larger; quality: better | worse)
+    verdict: str  # faster | slower | unchanged | noisy | unreliable (memory: smaller | larger; quality: better | worse;
+    # instructions: more | fewer)
     unit: str = ""
+    gates: bool = True  # False: a time row whose case gates on its instruction counts instead
 
     @property
     def fails(self) -> bool:
-        return self.verdict in ("slower", "larger", "worse")
+        return self.verdict in ("slower", "larger", "worse", "more")
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Comparison:
     unreliable: list[str] = field(default_factory=list)  # starved timed blocks in either run: time verdict withheld
     env_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     operators: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # key -> operator_changes
+    functions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # key -> instructions.function_changes
+    notes: list[str] = field(default_factory=list)  # a time change the case's instruction count does not share
     paired: bool = False  # A/B: both arms timed in the same rounds of one run (compare_ab)
     anchored: int = 0  # time rows compared on anchor-normalised samples (both runs timed the anchor)
     unanchored: int = 0  # time rows compared on raw seconds
@@ -92,8 +99,20 @@ class Comparison:
         return f"raw seconds ({why}); Mann-Whitney U on {self.samples} samples"
 
     @property
+    def basis(self) -> str:
+        """What the gate read, in words: instruction counts where both sides have them, else time."""
+        counted = sum(r.family == "instructions" for r in self.rows)
+        timed = sum(r.family == "time" and r.gates for r in self.rows)
+        if not counted:
+            return "time"
+        return (f"instructions per step (Callgrind) for {counted} case(s), relative change beyond max("
+                f"{instructions.FLOOR:.1%}, {instructions.SPREAD_FACTOR:g} x repeat spread)"
+                + (f"; time for {timed} case(s) without a count on both sides" if timed else ""))
+
+    @property
     def failures(self) -> list[Row]:
-        return [r for r in self.rows if r.fails and r.family in self.fail_on]
+        gated = set(self.fail_on) | ({"instructions"} if "time" in self.fail_on else set())
+        return [r for r in self.rows if r.fails and r.gates and r.family in gated]
 
     @property
     def exit_code(self) -> int:
@@ -115,7 +134,7 @@ class Comparison:
         if self.unreliable:
             out.append(f"{len(self.unreliable)} case(s) marked unreliable, their time verdicts withheld (the machine "
                        f"starved their timed blocks): " + "; ".join(self.unreliable))
-        return out
+        return out + self.notes
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -348,7 +367,26 @@ def _compare_case(b: dict[str, Any], n: dict[str, Any], cmp: Comparison, prior: 
             rows.append(Row(b["study"], b["case_id"], name, "memory", bm[name]["value"], nm[name]["value"], ratio,
                             None, None, None, None, v, "B"))
     rows += [_quality_row(b, n, name, threshold, alpha) for name in FAMILIES["quality"] if name in bm and name in nm]
+    if instructions.METRIC in bm and instructions.METRIC in nm:
+        rows.append(_instruction_row(b, n, rows, cmp))
     return rows
+
+
+def _instruction_row(b: dict[str, Any], n: dict[str, Any], rows: list[Row], cmp: Comparison) -> Row:
+    """Both sides counted instructions (``measure.instructions``): the case gates on them instead of time
+    (its time row stays, not gating); the functions that changed most, and a time change they do not share."""
+    mb, mn = b["metrics"][instructions.METRIC], n["metrics"][instructions.METRIC]
+    ratio, v, t = instructions.verdict(mb, mn)
+    key = _key(b)
+    cmp.functions[key] = instructions.function_changes(mb, mn)
+    for r in rows:
+        if r.family == "time":
+            r.gates = False
+            note = instructions.time_note(r.ratio, ratio, cmp.threshold, t)
+            if note:
+                cmp.notes.append(f"{key}: {note}")
+    return Row(b["study"], b["case_id"], instructions.METRIC, "instructions", mb["value"], mn["value"], ratio, None,
+               None, None, None, v, "instructions")
 
 
 def _quality_row(b: dict[str, Any], n: dict[str, Any], name: str, threshold: float, alpha: float) -> Row:
@@ -375,11 +413,12 @@ def to_markdown(cmp: Comparison) -> str:
     """The comparison as a GitHub-flavoured markdown table, for PR comments."""
     icon = {"worse": "🔴 worse", "better": "🟢 better",
             "slower": "🔴 slower", "larger": "🔴 larger", "faster": "🟢 faster", "smaller": "🟢 smaller",
-            "noisy": "🟡 noisy", "unchanged": "unchanged"}
+            "noisy": "🟡 noisy", "unchanged": "unchanged", "unreliable": "🟡 unreliable", "more": "🔴 more",
+            "fewer": "🟢 fewer"}
     out = [f"### sciml-bench compare: `{cmp.new_run}` vs `{cmp.base_run}`", "",
            f"threshold {cmp.threshold:.0%}, alpha {cmp.alpha}; "
            f"fails on: {', '.join(cmp.fail_on)}. **{len(cmp.failures)} failing**.", "",
-           f"time compared: {cmp.method}.", ""]
+           f"time compared: {cmp.method}.", "", f"gate: {cmp.basis}.", ""]
     if cmp.env_differences:
         out += ["> ⚠️ environments differ: " + "; ".join(f"{k}: {a} → {b}" for k, (a, b) in
                                                          cmp.env_differences.items()), ""]
@@ -396,6 +435,10 @@ def to_markdown(cmp: Comparison) -> str:
     for key, ops in cmp.operators.items():
         out += ["", f"**operators whose self time changed most, `{_md(key)}`:** " + "; ".join(
             f"`{_md(o['operator'])}` {o['delta_us'] / 1e3:+.3g} ms/step" for o in ops)]
+    for key, fns in cmp.functions.items():
+        if fns:
+            out += ["", f"**functions whose instructions changed most, `{_md(key)}`:** " + "; ".join(
+                f"`{_md(f['function'])}` {instructions.fmt_delta(f)}" for f in fns)]
     return "\n".join(out) + "\n"
 
 
@@ -413,6 +456,8 @@ def fmt_value(v: float | None, unit: str) -> str:
         return f"{v * 1e9:.3g} ns"
     if unit == "B":
         return fmt_bytes(v)
+    if unit == "instructions":
+        return instructions.fmt_count(v)
     return f"{v:.4g}"
 
 

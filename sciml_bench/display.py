@@ -163,6 +163,7 @@ def operator_table(rec: dict[str, Any]) -> Table:
 def print_comparison(cmp, args: argparse.Namespace) -> int:
     """A comparison (two runs, or the arms of an A/B run) as a table, JSON or markdown; its exit code."""
     from sciml_bench.compare import fmt_p, fmt_ratio, fmt_value, to_json, to_markdown
+    from sciml_bench.measure.instructions import fmt_delta
 
     if args.json:
         print(to_json(cmp))
@@ -173,8 +174,9 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
     for w in cmp.warnings:
         err_console.print(f"[yellow]warning[/]: {txt(w)}")
     console.print(f"time compared: {txt(cmp.method)}")
+    console.print(f"gate: {txt(cmp.basis)}")
     color = {"slower": "red", "larger": "red", "worse": "red", "faster": "green", "smaller": "green", "better": "green",
-             "noisy": "yellow", "unreliable": "yellow"}
+             "noisy": "yellow", "unreliable": "yellow", "more": "red", "fewer": "green"}
     t = Table(title=f"{txt(cmp.new_run)} vs {txt(cmp.base_run)} · threshold {cmp.threshold:.0%} · alpha {cmp.alpha}",
               title_justify="left")
     for col in ("study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"):
@@ -193,6 +195,10 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
         console.print(f"operators whose self time changed most, {txt(key)}: " + "; ".join(
             f"{txt(o['operator'])} [{'red' if o['delta_us'] > 0 else 'green'}]{o['delta_us'] / 1e3:+.3g} ms[/]/step"
             for o in ops))
+    for key, fns in cmp.functions.items():  # both sides counted instructions: which functions moved
+        if fns:
+            console.print(f"functions whose instructions changed most, {txt(key)}: " + "; ".join(
+                f"{txt(f['function'])} [{'red' if f['delta'] > 0 else 'green'}]{txt(fmt_delta(f))}[/]" for f in fns))
     n = len(cmp.failures)
     if cmp.broke:
         console.print(f"[red]{len(cmp.broke)} case(s) ok in base broke in new[/]: "

@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------- checks argparse cannot make
 
 # the options of add_timing_options that must be positive numbers when given
-TIMING_OPTIONS = ("rounds", "round_time", "timeout", "threads", "max_live", "passes")
+TIMING_OPTIONS = ("rounds", "round_time", "timeout", "threads", "max_live", "passes", "instruction_calls")
 
 
 def check_positive(args: argparse.Namespace, names: tuple[str, ...] = TIMING_OPTIONS) -> None:
@@ -114,6 +114,19 @@ def add_timing_options(p: argparse.ArgumentParser, max_live: bool = True) -> Non
                             f"in chunks of this size (default: {RunOptions.max_live})")
 
 
+def add_count_options(p: argparse.ArgumentParser, gate: bool = False) -> None:
+    """``--count --instruction-calls``: what each case is measured by besides time (``measure.instructions``)."""
+    p.add_argument("--count", choices=("time", "instructions"), default=None,
+                   help="instructions: after its timed rounds, also count each case's instructions per step under "
+                        "Callgrind (one thread; valgrind needed; about 50-100x a step's time plus ~30 s per case), "
+                        "a figure a busy neighbour cannot move" + (
+                            "; both arms are counted, and a case counted on both sides gates on its instructions "
+                            "(rounds: the suite's, not raised to 12)" if gate else "")
+                   + " (default: the suite's, time)")
+    p.add_argument("--instruction-calls", type=int, metavar="N",
+                   help="steps per Callgrind measurement, 3 measurements per case (default: the suite's, or 20)")
+
+
 def add_setup_options(p: argparse.ArgumentParser) -> None:
     """``--seeds --hide-hostname --plugin``: training seeds, what the run header keeps, extra models."""
     p.add_argument("--seeds", type=int, metavar="N",
@@ -184,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_options(run)
     add_out_option(run)
     add_timing_options(run)
+    add_count_options(run)
     run.add_argument("--resume", metavar="RUN", help="continue an interrupted run (path, run id or 'latest'), "
                                                      "skipping finished cases; other selection flags are ignored")
     add_setup_options(run)
@@ -265,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_options(ab)
     add_out_option(ab)
     add_timing_options(ab)
+    add_count_options(ab, gate=True)
     add_setup_options(ab)
     add_report_option(ab)
     ab.add_argument("--threshold", type=float, default=None, metavar="PERCENT",

@@ -203,7 +203,8 @@ class AfterRounds:
 
     ``wanted``: which cases get it; ``command``: the message (``worker`` protocol); ``keep``: folds
     the reply into the case's setup info; ``fatal``: a failure fails the case (else it costs only
-    what this command measures, named in ``absent``); ``label``: the progress line."""
+    what this command measures, named in ``absent``); ``label``: the progress line; ``limit``: its
+    own time limit, where it is not part of the case's budget (the instruction count)."""
 
     name: str
     wanted: Callable[[Case, RunOptions], bool]
@@ -211,6 +212,8 @@ class AfterRounds:
     keep: Callable[[dict[str, Any], Any], None]
     fatal: bool
     label: Callable[[Case], str]
+    # seconds the command may take, instead of what is left of the case's budget (which it then leaves alone)
+    limit: Callable[[RunOptions], float] | None = None
 
 
 def _trace_dir(study: Study, case: Case, opts: RunOptions) -> str | None:
@@ -225,8 +228,16 @@ def _keep_fit(info: dict[str, Any], payload: dict[str, Any]) -> None:
 def _keep_profile(info: dict[str, Any], payload: dict[str, Any]) -> None:
     info["metrics"].update(payload["metrics"])
     info["absent"].update(payload["absent"])
-    if payload["profile"] is not None:
+    if payload.get("profile") is not None:
         info["profile"] = payload["profile"]
+
+
+def _count_limit(opts: RunOptions) -> float:
+    """The instruction count's own limit: the worker skips a case it expects to take longer than
+    ``max_seconds``; this leaves room for an estimate that was short, then kills it (and valgrind)."""
+    from sciml_bench.measure.instructions import MAX_SECONDS
+
+    return 2 * float((opts.instructions or {}).get("max_seconds") or MAX_SECONDS) + 60
 
 
 AFTER_ROUNDS = (
@@ -238,6 +249,12 @@ AFTER_ROUNDS = (
     AfterRounds("fit", wanted=lambda c, o: c.mode == "fit", command=lambda s, c, o: ("fit", c.to_dict()),
                 keep=_keep_fit, fatal=True,
                 label=lambda c: f"fit {c.case_id} ({c.steps} steps x {c.seeds} seeds)"),
+    # Instructions per step under Callgrind (measure.instructions): in a child process of its own, after
+    # every timed round, so its minutes of valgrind never share a round with a timed block.
+    AfterRounds("instructions", wanted=lambda c, o: bool(o.instructions),
+                command=lambda s, c, o: ("instructions", o.instructions, c.to_dict()), keep=_keep_profile,
+                fatal=False,
+                label=lambda c: f"count instructions {c.case_id}", limit=_count_limit),
 )
 
 
@@ -257,7 +274,9 @@ def _after_rounds(study: Study, workers: list[Worker], info: dict[int, dict[str,
             desc = f"{study.name}: {extra.label(w.case)}"
             progress(desc, 0)
             if w.failure is None and i in info and i not in failed:
-                status, payload = lost.get(i) or w.call(extra.command(study, w.case, opts), w.budget)
+                limit = extra.limit(opts) if extra.limit else w.budget
+                status, payload = lost.get(i) or w.call(extra.command(study, w.case, opts), limit,
+                                                        charge=extra.limit is None)
                 if status == "ok":
                     extra.keep(info[i], payload)
                 elif extra.fatal:

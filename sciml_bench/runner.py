@@ -22,6 +22,7 @@ from typing import Any
 
 from sciml_bench.cases import Case, Study, Suite, iter_cases, load_suite, parse_assignment
 from sciml_bench.errors import UsageError
+from sciml_bench.measure.instructions import count_options
 from sciml_bench.records import combine
 from sciml_bench.results import RunWriter, done_keys, is_locked, new_run_id, read_run, safe_filename
 from sciml_bench.rounds import AFTER_ROUNDS, ProgressFn, chunks, run_pass
@@ -171,7 +172,8 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
               max_live: int | None = None, hide_hostname: bool = False, phases: bool = False,
               profile: dict[str, Any] | None = None, passes: int | None = None, seed: int | None = None,
               arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None,
-              least: tuple[int, int] = (1, 1), duet: bool = False) -> Run:
+              least: tuple[int, int] = (1, 1), duet: bool = False, count: str | None = None,
+              instruction_calls: int | None = None) -> Run:
     """Validate everything, then create ``out/<run_id>.jsonl`` with its header (environment
     fingerprint and machine peak). Timing options default to the suite's (``max_live`` to
     ``RunOptions.max_live``). Bad input raises UsageError before any file exists.
@@ -181,11 +183,14 @@ def start_run(spec: RunSpec, out: str | os.PathLike = "results", *, rounds: int 
     ``reports/<run_id>/profiles`` beside ``out``, where the run's report picks it up). ``arms``
     (``sciml_bench.ab``): an A/B run, every case timed once per arm in the same rounds; ``least``:
     the (rounds, passes) that the suite's defaults are raised to at least (A/B needs more); ``duet``:
-    a case's two arms time each block at the same time, on disjoint cores (``supervise.pin_duet``)."""
+    a case's two arms time each block at the same time, on disjoint cores (``supervise.pin_duet``);
+    ``count``: "instructions" also counts each case's instructions per step under Callgrind after its
+    timed rounds, ``instruction_calls`` calls per measurement (``measure.instructions``; default: the suite's)."""
     suite, plan = plan_cases(spec)  # validate before importing the measurement stack (and its warnings)
     return open_run(suite, plan, spec, out, rounds=rounds, round_time=round_time, timeout=timeout, threads=threads,
                     max_live=max_live, hide_hostname=hide_hostname, phases=phases, profile=profile, passes=passes,
-                    seed=seed, arms=arms, ab_gate=ab_gate, least=least, duet=duet)
+                    seed=seed, arms=arms, ab_gate=ab_gate, least=least, duet=duet, count=count,
+                    instruction_calls=instruction_calls)
 
 
 def open_run(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec, out: str | os.PathLike = "results", *,
@@ -194,7 +199,8 @@ def open_run(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec, 
              phases: bool = False, profile: dict[str, Any] | None = None, passes: int | None = None,
              seed: int | None = None, arms: list[Any] | None = None, ab_gate: dict[str, Any] | None = None,
              least: tuple[int, int] = (1, 1), duet: bool = False, label: str | None = None,
-             extra: dict[str, Any] | None = None) -> Run:
+             extra: dict[str, Any] | None = None, count: str | None = None,
+             instruction_calls: int | None = None) -> Run:
     """``start_run`` for a plan already made: the run file with its header, the options, the Run.
 
     A capability that builds its studies in memory (``sciml_bench.recommend``) opens its run here:
@@ -210,7 +216,8 @@ def open_run(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec, 
                       timeout=timeout or suite.timeout, threads=threads,
                       max_live=RunOptions.max_live if max_live is None else max_live,
                       passes=passes or max(suite.passes, least[1]), seed=random.randrange(2**31) if seed is None else seed,
-                      duet=duet)
+                      duet=duet,
+                      instructions=count_options(count or suite.count, instruction_calls or suite.instruction_calls))
     run_id = new_run_id(("ab-" if arms else "") + (label or run_label(suite, plan, spec)))
     if profile is not None:
         from sciml_bench.profiling import ProfileOptions

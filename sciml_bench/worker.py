@@ -8,6 +8,8 @@ A worker answers commands over a pipe (``supervise.Worker`` sends them), one rep
   GPU with NVML also the energy counter around it, ``measure.energy``);
 - ``('profile', trace_dir, profile_options)`` -> ``('ok', {metrics, absent, profile})``;
 - ``('fit', case_dict)`` -> ``('ok', fit result)``: fixed-budget training (``sciml_bench.training``);
+- ``('instructions', options, case_dict)`` -> ``('ok', {metrics, absent})``: the step's instructions under Callgrind
+  (``measure.instructions``; an arm older than it exits, and the case's count is absent);
 - ``('stop',)``: exit.
 
 A failure is the reply ``(status, reason)`` (``errors.classify``) and the worker stays alive. It
@@ -48,6 +50,9 @@ class RunOptions:
     seed: int = 0  # seeds the random case order of every round (RMIT), per study and pass
     anchor: bool = True  # time the fixed numpy anchor (measure.anchor) once per round, in the round's random order
     duet: bool = False  # A/B: a case's two arms time their blocks at the same time, on disjoint cores (sciml_bench.ab)
+    # after the timed rounds: count the step's instructions under Callgrind (measure.instructions):
+    # {"calls", "repeats", "max_seconds"}; None: not counted
+    instructions: dict[str, Any] | None = None
 
     @classmethod
     def known(cls, fields: dict[str, Any]) -> RunOptions:
@@ -203,6 +208,11 @@ def main(conn, log_path: str, threads: int | None) -> None:
                 reply = ("ok", workload.time_round(msg[1]) if workload.case.ddp_ranks else
                          time_block(workload.step, msg[1], torch.get_num_threads(), workload.case.case_id,
                                     meter=meter))
+            elif msg[0] == "instructions":  # after the last round: (options, case_dict)
+                from sciml_bench.measure.instructions import measure
+
+                # the step (for the cost estimate): a DDP case's RankGroup or a fit case's (None) has none
+                reply = ("ok", measure(Case(**msg[2]), getattr(workload, "step", None), msg[1]))
             elif msg[0] == "profile":  # after the last round: (trace_dir or None, ProfileOptions fields)
                 from sciml_bench.profiling import profile_pass
 

@@ -13,7 +13,7 @@ from tests._asv import ROOT, asv, asv_conf, commit, machine, result_file
 from sciml_bench.cases import load_suite
 
 # units asv shows for generated track_* benchmarks; each is a lower-is-better quantity
-LOWER_IS_BETTER_UNITS = {"seconds", "bytes", "loss"}
+LOWER_IS_BETTER_UNITS = {"seconds", "bytes", "loss", "instructions"}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,8 @@ def test_asv_quick_run_writes_every_selected_benchmark(asv_smoke):
         value = values[index]
         if name.endswith("track_compile_time"):
             assert value != value, "compile_time must be skipped (NaN) for compile='none'"
+        elif name.endswith("track_instructions"):  # counted only with SCIML_BENCH_ASV_COUNT=instructions
+            assert value != value, "track_instructions must be skipped (NaN) unless asked for"
         else:
             assert isinstance(value, (int, float)) and value > 0, f"{name}(mlp) has no positive result: {value}"
 
@@ -140,6 +142,28 @@ def test_asv_compare_reads_a_faster_commit_as_improved(two_commits):
     assert "bench_studies." not in worse, f"a halved time / memory is listed as worse:\n{out}"
     for method in ("time_train_step", "track_time_per_sample", "track_peak_memory", "peakmem_train_step"):
         assert f"ModelsTrain.{method}" in better, f"{method} halved but not listed as improved:\n{out}"
+
+
+def test_asv_compare_reads_more_instructions_as_a_regression(two_commits, tmp_path):
+    """track_instructions (SCIML_BENCH_ASV_COUNT=instructions) is lower-is-better: 2 % more at HEAD than at
+    HEAD~1 is listed as worse at asv's --factor 1.01 (the regressions threshold asv.conf.json sets for it)."""
+    shutil.copytree(two_commits, tmp_path / "asv", dirs_exist_ok=True)
+    tmp = tmp_path / "asv"
+    asv_conf(tmp)
+    name = "bench_studies.ModelsTrain.track_instructions"
+    benchmarks = json.loads((tmp / "results" / "benchmarks.json").read_text())
+    index = [p.strip("'") for p in benchmarks[name]["params"][0]].index("mlp")
+    for ref, value in (("HEAD~1", 1.0e6), ("HEAD", 1.02e6)):
+        (path,) = [p for p in (tmp / "results").glob(f"*/{commit(ref)[:8]}*.json")]
+        data = json.loads(path.read_text())
+        data["results"][name][0][index] = value
+        path.write_text(json.dumps(data))
+    proc = asv(tmp, "compare", commit("HEAD~1"), commit("HEAD"), "--machine", machine(tmp), "--split",
+               "--factor", "1.01")
+    assert proc.returncode == 0, proc.stderr
+    worse = proc.stdout.split("Benchmarks that have got worse")[1].split("Benchmarks that have")[0] \
+        if "Benchmarks that have got worse" in proc.stdout else ""
+    assert "ModelsTrain.track_instructions" in worse, proc.stdout
 
 
 def test_history_shows_asvs_graph_series(two_commits, tmp_path):

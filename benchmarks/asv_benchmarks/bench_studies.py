@@ -16,6 +16,9 @@ Per class::
     track_peak_memory         peak device tensor bytes of one step: CUDA allocator, or CPU tensors
     track_compile_time        first call of a compiled case (skipped when compile="none")
     track_loss_after_budget   train only: loss after LOSS_BUDGET steps from the seeded init
+    track_instructions        instructions per step under Callgrind (``measure.instructions``), one thread;
+                              only with SCIML_BENCH_ASV_COUNT=instructions (about 30-60 s a case), skipped
+                              otherwise and where a case cannot be counted (the reason is the skip message)
 
 asv reads every result as lower-is-better (its compare, continuous and Regressions page flag a
 rise), so only such quantities are published: time per sample rather than throughput, and no
@@ -63,6 +66,7 @@ SUITE = os.environ.get("SCIML_BENCH_ASV_SUITE", "smoke")
 STUDIES = os.environ.get("SCIML_BENCH_ASV_STUDIES", "*")
 DEVICE_CHOICE = os.environ.get("SCIML_BENCH_ASV_DEVICE", "auto")
 LOSS_BUDGET = {"smoke": 5, "quick": 20, "full": 100}  # train steps before the loss is read
+COUNT = os.environ.get("SCIML_BENCH_ASV_COUNT", "time")  # "instructions": track_instructions counts (Callgrind)
 
 
 def resolve_device(choice: str = DEVICE_CHOICE) -> str:
@@ -120,6 +124,17 @@ class _StudyBenchmark:
             raise SkipNotImplemented("case is not compiled (compile='none')")
         return self.first_step_s
 
+    def _instructions(self, *params: Any) -> float:
+        from sciml_bench.measure import instructions
+
+        if COUNT != "instructions":
+            raise SkipNotImplemented("instruction counts run only with SCIML_BENCH_ASV_COUNT=instructions "
+                                     "(Callgrind: about 30-60 s a case)")
+        out = instructions.measure(self.case, self.wl.step, instructions.count_options("instructions"))
+        if instructions.METRIC not in out["metrics"]:
+            raise SkipNotImplemented(out["absent"][instructions.METRIC])
+        return out["metrics"][instructions.METRIC]["value"]
+
     def _loss_after_budget(self, *params: Any) -> float:
         fresh = build_workload(self.case)  # from the seeded init, not the warmed-up model
         for _ in range(self.loss_budget):
@@ -136,6 +151,7 @@ METHODS: dict[str, tuple[str, str | None]] = {
     "track_peak_memory": ("_peak_memory", "bytes"),
     "track_compile_time": ("_compile_time", "seconds"),
     "track_loss_after_budget": ("_loss_after_budget", "loss"),
+    "track_instructions": ("_instructions", "instructions"),
 }
 TRAIN_ONLY = {"track_loss_after_budget"}
 

@@ -44,10 +44,12 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "scaler_skipped_steps": ("scaler-skipped steps", "count"),
     "nonfinite_loss_steps": ("non-finite steps", "count"),
     "energy_per_step": ("energy/step", "J"), "avg_power": ("power", "W"), "energy_to_target": ("energy to target", "J"),
+    "instructions_per_step": ("instructions/step", "instructions"),
 }
 # Shown wherever a study's records have them, whatever its axes: they depend on the device (a GPU's NVML
-# energy counter, measure.energy), so a CPU run's tables get no column of "-".
-DEVICE_METRICS = ("energy_per_step", "avg_power", "energy_to_target")
+# energy counter, measure.energy) or on the run (--count instructions: Callgrind, measure.instructions), so a
+# run without them gets no column of "-".
+DEVICE_METRICS = ("energy_per_step", "avg_power", "energy_to_target", "instructions_per_step")
 
 
 def study_metrics(axes: dict[str, Any], declared: list[str] | tuple[str, ...] | None) -> list[str]:

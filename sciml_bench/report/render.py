@@ -259,6 +259,7 @@ def ab_part(rep: Report) -> list[Part]:
     if rep.ab is None:
         return []
     from sciml_bench.compare import fmt_p, fmt_ratio, fmt_value
+    from sciml_bench.measure.instructions import fmt_delta
 
     cmp = rep.ab
     b: list[Block] = []
@@ -272,12 +273,16 @@ def ab_part(rep: Report) -> list[Part]:
     n = len(cmp.failures)
     b.append(("strong", f"{n} case(s) significantly worse beyond {cmp.threshold:.0%}" if n else
               f"no significant {'/'.join(cmp.fail_on)} regression beyond {cmp.threshold:.0%}"))
+    b.append(("muted", f"gate: {cmp.basis}."))
     b += [("warn", w) for w in cmp.warnings]
     rows = [[r.study, r.case_id, r.metric, fmt_value(r.base, r.unit), fmt_value(r.new, r.unit), fmt_ratio(r),
-             fmt_p(r.p_value), r.verdict] for r in cmp.rows]
-    classes = ["bad" if r.fails else "good" if r.verdict in ("faster", "smaller", "better") else "" for r in cmp.rows]
+             fmt_p(r.p_value), r.verdict + ("" if r.gates else " (not gating)")] for r in cmp.rows]
+    classes = ["bad" if r.fails and r.gates else "good" if r.verdict in ("faster", "smaller", "better", "fewer") else ""
+               for r in cmp.rows]
     b.append(("table", ["study", "case", "metric", "base", "new", "new/base [95% CI]", "p", "verdict"], rows,
               classes, 7))
+    b += [("p", f"functions whose instructions changed most, {key}: " + "; ".join(
+        f"{f['function']} {fmt_delta(f)}" for f in fns)) for key, fns in cmp.functions.items() if fns]
     return [Part("ab", "A/B: new vs base", b)]
 
 
