@@ -251,7 +251,8 @@ AFTER_ROUNDS = (
                 label=lambda c: f"fit {c.case_id} ({c.steps} steps x {c.seeds} seeds)"),
     # Instructions per step under Callgrind (measure.instructions): in a child process of its own, after
     # every timed round, so its minutes of valgrind never share a round with a timed block.
-    AfterRounds("instructions", wanted=lambda c, o: bool(o.instructions),
+    # (named after its metric: a count that fails, hangs or dies is absent under that name)
+    AfterRounds("instructions_per_step", wanted=lambda c, o: bool(o.instructions),
                 command=lambda s, c, o: ("instructions", o.instructions, c.to_dict()), keep=_keep_profile,
                 fatal=False,
                 label=lambda c: f"count instructions {c.case_id}", limit=_count_limit),

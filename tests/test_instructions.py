@@ -345,3 +345,17 @@ def test_bad_count_options_one_line_exit_2_nothing_written(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and args[0] in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_count_runs_after_the_rounds_with_its_own_limit_under_its_metric_name():
+    """A count that hangs or dies is absent under instructions_per_step, and its minutes never come off
+    the case's --timeout: its limit is its own, above the worker's skip limit."""
+    from sciml_bench.rounds import AFTER_ROUNDS
+    from sciml_bench.worker import RunOptions
+
+    (count,) = [a for a in AFTER_ROUNDS if a.name == instructions.METRIC]
+    opts = RunOptions(instructions=instructions.count_options("instructions", 7))
+    case = Case(model="mlp")
+    assert count.wanted(case, opts) and not count.wanted(case, RunOptions()) and not count.fatal
+    assert count.command(None, case, opts) == ("instructions", opts.instructions, case.to_dict())
+    assert count.limit(opts) > instructions.MAX_SECONDS and opts.instructions["calls"] == 7
