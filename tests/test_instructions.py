@@ -48,7 +48,9 @@ def fake_collect(layers):
         return [FakeStats(per_call, calls, 7 * r) for r in range(repeats)]
     return collect
 '''
-exec(FAKE)  # the same fake as the plugin's below (the plugin's runs in the workers)
+_fake: dict = {}
+exec(FAKE, _fake)  # the same fake as the plugin's below (the plugin's runs in the workers)
+fake_collect = _fake["fake_collect"]
 
 PLUGIN = '''\
 import torch
@@ -98,7 +100,7 @@ def _git(repo: Path, *args: str) -> None:
 
 
 def _metric(layers: int, calls: int = 4, repeats: int = 3) -> dict:
-    stats = fake_collect(lambda case: layers)({}, calls, repeats)  # noqa: F821  (defined by exec(FAKE))
+    stats = fake_collect(lambda case: layers)({}, calls, repeats)
     return instructions.summarize_counts(stats, calls)
 
 
@@ -191,7 +193,7 @@ def test_a_failed_count_is_absent_with_the_error():
 def test_the_metric_holds_per_step_counts_their_spread_and_the_busiest_functions():
     calls = 4
     out = instructions.measure(Case(model="mlp"), None, {"calls": calls, "repeats": 3},
-                               count=fake_collect(lambda case: 4))  # noqa: F821
+                               count=fake_collect(lambda case: 4))
     m = out["metrics"][instructions.METRIC]
     per_step = [(1.2e6 * calls + 7 * r) / calls for r in range(3)]  # jitter 7 per repeat on one function
     assert m["samples"] == pytest.approx(per_step) and m["value"] == pytest.approx(per_step[1])
@@ -205,15 +207,30 @@ def test_the_metric_holds_per_step_counts_their_spread_and_the_busiest_functions
 
 # ---------------------------------------------------------------- the gate and the delta
 
-def test_gate_threshold_follows_the_spread_above_its_floor():
-    a, b = _metric(4), _metric(4)
+def _drifting(level: float, drift: float = 0.01, calls: int = 10) -> dict:
+    """A metric whose three repeats fall by ``drift`` each (as a training step's count does in one process)."""
+    samples = [level * (1 - drift * k) for k in range(3)]
+    return {"value": samples[1], "samples": samples, "calls": calls,
+            "spread": (samples[0] - samples[2]) / samples[1]}
+
+
+def test_gate_pairs_repeats_so_a_shared_drift_cancels_and_their_spread_sets_the_threshold():
+    a, b = _drifting(1e7), _drifting(1e7)
+    assert instructions.threshold(a, b) == instructions.FLOOR, "the same drift on both sides cancels"
     assert instructions.verdict(a, b)[1] == "unchanged"
-    assert instructions.threshold(a, b) == instructions.FLOOR  # jitter of ~1e-5 stays under the floor
-    noisy = dict(b, spread=0.02)
-    assert instructions.threshold(a, noisy) == pytest.approx(instructions.SPREAD_FACTOR * 0.02)
-    up = dict(b, value=b["value"] * 1.01)
-    assert instructions.verdict(a, up)[1] == "more" and instructions.verdict(up, a)[1] == "fewer"
-    assert instructions.verdict(a, dict(up, spread=0.01))[1] == "unchanged", "1 % inside a 2 x 1 % spread"
+    up = _drifting(1.01e7)  # 1 % more work in every repeat, inside each side's own 2 % spread
+    ratio, v, t = instructions.verdict(a, up)
+    assert v == "more" and ratio == pytest.approx(1.01) and t == instructions.FLOOR
+    assert instructions.verdict(up, a)[1] == "fewer"
+    # a noisy pairing widens the threshold: one repeat 2 % off gives 2 x 2 %
+    noisy = dict(up, samples=[up["samples"][0] * 1.02] + up["samples"][1:])
+    assert instructions.threshold(a, noisy) == pytest.approx(instructions.SPREAD_FACTOR * 0.02, rel=0.02)
+    assert instructions.verdict(a, noisy)[1] == "unchanged"
+    # measured unlike (other calls): no pairing, each side's own spread, drift and all
+    other = _drifting(1.01e7, calls=20)
+    assert instructions.paired_ratios(a, other) is None
+    assert instructions.threshold(a, other) == pytest.approx(instructions.SPREAD_FACTOR * a["spread"])
+    assert instructions.verdict(a, other)[1] == "unchanged"
 
 
 def test_function_changes_sorts_by_size_and_marks_one_sided_functions():
@@ -249,7 +266,8 @@ def test_compare_gates_on_instructions_and_says_a_time_change_points_at_the_mach
     assert time_row.verdict == "slower" and not time_row.gates and cmp.exit_code == 0, cmp.rows
     assert any("not more work" in w and "machine" in w and "memory system" in w for w in cmp.warnings), cmp.warnings
     assert cmp.basis.startswith("instructions per step (Callgrind) for 1 case(s)")
-    more = run("more", 1e-3, dict(_metric(4), value=_metric(4)["value"] * 1.05))
+    m = _metric(4)
+    more = run("more", 1e-3, dict(m, value=m["value"] * 1.05, samples=[x * 1.05 for x in m["samples"]]))
     cmp = compare_runs(base, more)
     assert cmp.exit_code == 1 and [r.metric for r in cmp.failures] == [instructions.METRIC]
     # without a count on both sides the case gates on time, as before
