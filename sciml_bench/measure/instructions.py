@@ -50,8 +50,9 @@ FUNCTIONS = 200  # functions by exclusive count kept for deltas between records
 INTERPRETER = re.compile(r"Python-3|^(Python|Objects|Include|Modules|Parser)/|^(\?\?\?:)?0x[0-9a-f]+")
 NAME_LIMIT = 240  # characters of a function name kept (C++ signatures run long)
 # The estimate that skips a slow case: a fixed cost (importing torch and sciml_bench and building the
-# case under valgrind, uninstrumented: 30-40 s on the loaded 2-core machine this was built on) plus
-# SLOWDOWN x the native step time per instrumented call (Callgrind runs code about 50-100x slower).
+# case under valgrind, uninstrumented: whole counts of small cases took 44-64 s on the loaded 2-core
+# machine this was built on) plus SLOWDOWN x the native step time per instrumented call (an assumed
+# upper figure for Callgrind's slowdown, not measured here; too high only skips a case too soon).
 FIXED_SECONDS = 45.0
 SLOWDOWN = 100.0
 # The gate (``verdict``): a relative change in instructions per step counts when it exceeds
@@ -211,13 +212,23 @@ def _name(fn: str) -> str:
 
 
 def native_step_seconds(step: Callable[[], object], n: int = 5) -> float:
-    """Shortest wall time of ``n`` native calls of an already warmed-up step (for the cost estimate: a
-    busy machine only lengthens calls, and Callgrind's count does not depend on it)."""
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    """Shortest wall time of ``n`` native calls of an already warmed-up step, on one thread as it is
+    counted (for the cost estimate: a busy machine only lengthens calls). On the worker's two threads on
+    the loaded 2-core machine, a 21-layer MLP step (width 64) timed 0.47 s where its 20-layer twin took
+    2 ms (threads waiting for each other's core), and its estimate skipped a count that would have taken
+    about a minute."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     return min(times)
 
 
