@@ -181,22 +181,30 @@ from sciml_bench.models import mse, register_model
 
 WIDTH = 256
 LAYERS = {layers!r}
+WIDTHS = {widths!r}  # models narrower than WIDTH
 
 
-def _batch(batch_size, g, **_):
-    return torch.randn(batch_size, WIDTH, generator=g), torch.randn(batch_size, WIDTH, generator=g)
+def _batch_of(width):
+    def _batch(batch_size, g, **_):
+        return torch.randn(batch_size, width, generator=g), torch.randn(batch_size, width, generator=g)
+    return _batch
 
 
-def _mlp(layers):
-    return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(WIDTH, WIDTH), nn.ReLU())])
+def _mlp(layers, width=WIDTH):
+    return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.ReLU())])
 
 
 for _name, _n in LAYERS.items():
-    register_model(_name, family="test", task="regression", batch=_batch, loss=mse, hidden=True,
-                   description=f"A/B detection-quality MLP, {{_n}} layers")(lambda n=_n: _mlp(n))
+    _w = WIDTHS.get(_name, WIDTH)
+    register_model(_name, family="test", task="regression", batch=_batch_of(_w), loss=mse, hidden=True,
+                   description=f"A/B detection-quality MLP, {{_n}} layers of {{_w}}")(lambda n=_n, w=_w: _mlp(n, w))
 '''
-AB_BASE = {"dq_ab_same": 20, "dq_ab_plus5": 20, "dq_ab_plus10": 20, "dq_ab_plus20": 20}
-AB_NEW = {"dq_ab_same": 20, "dq_ab_plus5": 21, "dq_ab_plus10": 22, "dq_ab_plus20": 24}
+AB_BASE = {"dq_ab_same": 20, "dq_ab_plus5": 20, "dq_ab_plus10": 20, "dq_ab_plus20": 20,
+           # instruction counts (evidence/instruction_quality.py): one more layer of 20 / 50 / 100, width 64
+           "dq_ic_same": 20, "dq_ic_plus5": 20, "dq_ic_plus2": 50, "dq_ic_plus1": 100}
+AB_NEW = {"dq_ab_same": 20, "dq_ab_plus5": 21, "dq_ab_plus10": 22, "dq_ab_plus20": 24,
+          "dq_ic_same": 20, "dq_ic_plus5": 21, "dq_ic_plus2": 51, "dq_ic_plus1": 101}
+AB_WIDTHS = {"dq_ic_same": 64, "dq_ic_plus5": 64, "dq_ic_plus2": 64, "dq_ic_plus1": 64}
 AB_EXTRA = {"dq_ab_plus5": 1.05, "dq_ab_plus10": 1.10, "dq_ab_plus20": 1.20}
 
 
@@ -207,29 +215,31 @@ def _plugin_repo(where: Path) -> Path:
     git = ["git", "-C", str(repo), "-c", "user.name=dq", "-c", "user.email=dq@localhost"]
     subprocess.run(git + ["init", "-q"], check=True)
     for layers, what in ((AB_BASE, "all 20 layers"), (AB_NEW, "extra layers in plus5/10/20")):
-        (repo / "dq_ab.py").write_text(AB_PLUGIN.format(layers=layers, what=what))
+        (repo / "dq_ab.py").write_text(AB_PLUGIN.format(layers=layers, what=what, widths=AB_WIDTHS))
         subprocess.run(git + ["add", "dq_ab.py"], check=True)
         subprocess.run(git + ["commit", "-q", "-m", what], check=True)
     return repo
 
 
 def record_ab(n: int, out: Path, rounds: int | None = None, passes: int | None = None, threads: int | None = None,
-              duet: bool = False, round_time: float | None = None, suite: Path = AB_SUITE) -> None:
+              duet: bool = False, round_time: float | None = None, suite: Path = AB_SUITE,
+              extra_args: tuple[str, ...] = (), arms: tuple[str, str] = ("HEAD~1", "HEAD")) -> None:
     """``n`` A/B runs of ``suite`` between the plugin repository's commits (``rounds`` per pass,
     ``passes`` and ``round_time``: instead of the suite's, rounds and passes raised to ab's minimum;
-    ``threads`` per worker; ``duet``: ab --duet)."""
+    ``threads`` per worker; ``duet``: ab --duet; ``extra_args``: more ``ab`` options, e.g. --count; ``arms``:
+    the base and new revisions, ("HEAD~1", "HEAD~1") for an A/A run of every case)."""
     import tempfile
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         repo = _plugin_repo(Path(tmp))
         for i in range(n):
-            cmd = [sys.executable, "-m", "sciml_bench", "ab", "--base", "HEAD~1", "--new", "HEAD", "--repo", str(repo),
+            cmd = [sys.executable, "-m", "sciml_bench", "ab", "--base", arms[0], "--new", arms[1], "--repo", str(repo),
                    "--suite", str(Path(suite).resolve()), "--plugin", "dq_ab",
                    "--out", str(out), "--no-report", "--device", "cpu", "--json"] + (
                       ["--rounds", str(rounds)] if rounds else []) + (["--passes", str(passes)] if passes else []) + (
                       ["--threads", str(threads)] if threads else []) + (["--duet"] if duet else []) + (
-                      ["--round-time", str(round_time)] if round_time else [])
+                      ["--round-time", str(round_time)] if round_time else []) + list(extra_args)
             print(f"ab run {i + 1}/{n}", flush=True)
             t0 = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
