@@ -77,9 +77,10 @@ def test_every_command_runs_one_handler_and_shares_run_options():
     assert set(sub.choices) == set(COMMANDS)
     run = {a.option_strings[0]: a for a in sub.choices["run"]._actions if a.option_strings}
     # their own: profile's --out is the profiles root; submit's suite defaults to full, its device is resolved
-    # on each job's machine, and its shard runs, merged run and report go elsewhere than run's
+    # on each job's machine, and its shard runs, merged run and report go elsewhere than run's; ab's --count
+    # also says that both arms are counted and gate on it
     own = {("profile", "--out"), ("submit", "--suite"), ("submit", "--device"), ("submit", "--out"),
-           ("submit", "--no-report")}
+           ("submit", "--no-report"), ("ab", "--count")}
     for name in ("profile", "ab", "submit"):
         for a in sub.choices[name]._actions:
             r = run.get(a.option_strings[0] if a.option_strings else None)
