@@ -106,7 +106,7 @@ class Comparison:
         if not counted:
             return "time"
         return (f"instructions per step (Callgrind) for {counted} case(s), relative change beyond max("
-                f"{instructions.FLOOR:.1%}, {instructions.SPREAD_FACTOR:g} x repeat spread)"
+                f"{instructions.FLOOR:.1%}, {instructions.SPREAD_FACTOR:g} x the spread of the repeats' paired ratios)"
                 + (f"; time for {timed} case(s) without a count on both sides" if timed else ""))
 
     @property
