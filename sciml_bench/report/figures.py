@@ -18,14 +18,15 @@ WIDTH = 12.5  # inches: ~1100 px at DPI, the report's text width, so figures are
 DECADES = 30.0  # max/min above this gets a log axis: KiB-sized bars must not vanish beside MiB ones
 
 
-def _save(fig, out_dir: Path, name: str) -> str:
+def save(fig, out_dir: Path, name: str) -> str:
+    """Lay out, write ``out_dir/name`` at the report's resolution and close ``fig``; returns ``name``."""
     fig.tight_layout()
     fig.savefig(out_dir / name, dpi=DPI)
     plt.close(fig)
     return name
 
 
-def _safe(s: str) -> str:
+def safe_name(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_=." else "_" for ch in s)[:80]
 
 
@@ -112,7 +113,7 @@ def bars_figure(study: str, rows: list[dict[str, Any]]):
 def bars(study: str, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
     """``bars_figure`` saved as ``<study>-bars.png``."""
     fig = bars_figure(study, rows)
-    return _save(fig, out_dir, f"{_safe(study)}-bars.png") if fig is not None else None
+    return save(fig, out_dir, f"{safe_name(study)}-bars.png") if fig is not None else None
 
 
 def scaling(study: str, axes: dict[str, list[Any]], rows: list[dict[str, Any]], out_dir: Path
@@ -155,7 +156,7 @@ def scaling(study: str, axes: dict[str, list[Any]], rows: list[dict[str, Any]], 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.suptitle(f"{study}: scaling with {axis} (fit y ∝ {axis}^k)", fontsize=10)
-    return _save(fig, out_dir, f"{_safe(study)}-scaling.png"), fits
+    return save(fig, out_dir, f"{safe_name(study)}-scaling.png"), fits
 
 
 def pareto(study: str, rows: list[dict[str, Any]], out_dir: Path) -> tuple[str | None, list[str]]:
@@ -177,13 +178,18 @@ def pareto(study: str, rows: list[dict[str, Any]], out_dir: Path) -> tuple[str |
                     fontsize=9, annotation_clip=True)
         ax.plot([], [], " ", label=f"{i}: {r['label']}"[:70])
     ax.margins(0.12)
+    time_memory_axes(ax, "step time (s)", f"{study}: time vs memory")
+    return save(fig, out_dir, f"{safe_name(study)}-pareto.png"), [r["label"] for r in f]
+
+
+def time_memory_axes(ax, xlabel: str, title: str) -> None:
+    """The axes of a time-vs-memory plot (log-log, memory in MiB) with its legend outside the frame."""
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("step time (s)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("peak memory (MiB)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(f"{study}: time vs memory", fontsize=11)
-    return _save(fig, out_dir, f"{_safe(study)}-pareto.png"), [r["label"] for r in f]
+    ax.set_title(title, fontsize=11)
 
 
 def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path) -> str | None:
@@ -212,13 +218,13 @@ def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path)
     ax.set_ylabel("achieved FLOP/s")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title("Roofline-style: achieved FLOP/s vs the machine's measured peak", fontsize=10)
-    return _save(fig, out_dir, "roofline.png")
+    return save(fig, out_dir, "roofline.png")
 
 
 def forest(sections: list[Any], out_dir: Path) -> str | None:
     """``forest_figure`` saved as ``forest.png``."""
     fig = forest_figure(sections)
-    return _save(fig, out_dir, "forest.png") if fig is not None else None
+    return save(fig, out_dir, "forest.png") if fig is not None else None
 
 
 def forest_figure(sections: list[Any]):

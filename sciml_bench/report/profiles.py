@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.report.content import Block, Part
-from sciml_bench.report.figures import _safe, _save, plt
+from sciml_bench.report.figures import safe_name, save, plt
 
 COLORS = {"data": "#8c6d31", "h2d": "#e7ba52", "forward": "#3182bd", "loss": "#9ecae1", "backward": "#e6550d",
           "optimizer": "#31a354"}
@@ -74,7 +74,7 @@ def collect(records: list[dict[str, Any]], out: Path, fig_dir: Path) -> ProfileV
         cp = CaseProfile(r["study"], r["case_id"], str(r.get("_run")), prof.get("top_ops", []), prof.get("steps", 0),
                          "CUDA" in prof.get("activities", []), prof.get("memory") or {})
         src = Path(prof["dir"])
-        rel = Path("profiles", *([_safe(str(r.get("_run")))] if multi else []), src.parent.name, src.name)
+        rel = Path("profiles", *([safe_name(str(r.get("_run")))] if multi else []), src.parent.name, src.name)
         if src.is_dir():
             shutil.copytree(src, out / rel, dirs_exist_ok=True)
             cp.dir = rel.as_posix()
@@ -107,7 +107,7 @@ def _phase_bars(study: str, recs: list[dict[str, Any]], fig_dir: Path, multi: bo
     ax.set_xlabel("ms per step (phases pass; grey: outside every phase)")
     ax.set_title(f"{study}: phase split of a step", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, fig_dir, f"profile-phases-{_safe(study)}.png")
+    return save(fig, fig_dir, f"profile-phases-{safe_name(study)}.png")
 
 
 def _op_bars(cp: CaseProfile, fig_dir: Path) -> str | None:
@@ -127,7 +127,7 @@ def _op_bars(cp: CaseProfile, fig_dir: Path) -> str | None:
     ax.set_xlabel(f"ms per step (mean of {cp.steps} profiled steps)")
     ax.set_title(f"{cp.study} / {cp.case_id}: top operators", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, fig_dir, f"profile-ops-{_safe(cp.study)}-{_safe(cp.case_id)}.png")
+    return save(fig, fig_dir, f"profile-ops-{safe_name(cp.study)}-{safe_name(cp.case_id)}.png")
 
 
 PHASE_HEAD = ["study", "case", *COLORS, "step", "gap"]

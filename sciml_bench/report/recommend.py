@@ -42,7 +42,7 @@ def views(runs: list[dict[str, Any]], records: list[dict[str, Any]], fig_dir: Pa
 def pareto(v: View, records: list[dict[str, Any]], fig_dir: Path) -> str | None:
     """Time per sample against peak memory of every timed candidate (latest stage), coloured by fate,
     with the memory limit; the chosen one and the baseline labelled. None with fewer than two points."""
-    from sciml_bench.report.figures import DPI, WIDTH, plt
+    from sciml_bench.report.figures import WIDTH, plt, save, time_memory_axes
 
     by_id = {}
     for r in records:  # latest stage per case, as the table
@@ -65,17 +65,9 @@ def pareto(v: View, records: list[dict[str, Any]], fig_dir: Path) -> str | None:
     limit = v.answer.get("memory_limit")
     if limit and limit <= 4 * max(p[1] for p in pts):
         ax.axhline(limit / 2 ** 20, color="tab:red", linestyle="--", label=f"memory limit {fmt_bytes(limit)}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("step time per sample (s)  (left: faster)")
-    ax.set_ylabel("peak memory (MiB)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(f"recommend {v.model}: time vs memory of every timed candidate", fontsize=11)
-    name = f"recommend-{v.run_id[-40:]}-pareto.png"
-    fig.tight_layout()
-    fig.savefig(fig_dir / name, dpi=DPI)
-    plt.close(fig)
-    return name
+    time_memory_axes(ax, "step time per sample (s)  (left: faster)",
+                     f"recommend {v.model}: time vs memory of every timed candidate")
+    return save(fig, fig_dir, f"recommend-{v.run_id[-40:]}-pareto.png")
 
 
 def _mem(r: dict[str, Any]) -> float | None:

@@ -63,7 +63,7 @@ def loss_curves(study: str, recs: list[dict[str, Any]], axes: dict[str, list[Any
     """Validation loss against step per case: the mean over seeds, with the seeds' min-max band."""
     import matplotlib.pyplot as plt
 
-    from sciml_bench.report.figures import _safe, _save
+    from sciml_bench.report.figures import safe_name, save
 
     recs = [r for r in recs if r.get("curves")][:MAX_CURVES]
     if not recs:
@@ -91,14 +91,14 @@ def loss_curves(study: str, recs: list[dict[str, Any]], axes: dict[str, list[Any
         ax.set_ylabel(name)
         ax.set_title(f"{study}: {name} (mean, band = seed min-max)", fontsize=9)
     axs[1].legend(fontsize=6, loc="best")
-    return _save(fig, out_dir, f"{_safe(study)}-loss-curves.png")
+    return save(fig, out_dir, f"{safe_name(study)}-loss-curves.png")
 
 
 def cost_benefit(study: str, recs: list[dict[str, Any]], axes: dict[str, list[Any]], out_dir: Path) -> str | None:
     """Cost (step time, or time to target when every case has one) against benefit (the task metric)."""
     import matplotlib.pyplot as plt
 
-    from sciml_bench.report.figures import _safe, _save
+    from sciml_bench.report.figures import safe_name, save
 
     pts = [r for r in recs if r["fit"]["metric"] in r["metrics"] and "step_time" in r["metrics"]]
     if len(pts) < 2:
@@ -120,7 +120,7 @@ def cost_benefit(study: str, recs: list[dict[str, Any]], axes: dict[str, list[An
     ax.set_ylabel(f"{metric} after the budget (95% CI)")
     better = "higher" if pts[0]["fit"]["higher_is_better"] else "lower"
     ax.set_title(f"{study}: cost vs benefit ({metric}: {better} is better)", fontsize=9)
-    return _save(fig, out_dir, f"{_safe(study)}-cost-benefit.png")
+    return save(fig, out_dir, f"{safe_name(study)}-cost-benefit.png")
 
 
 def attach(sections: list[Any], records: list[dict[str, Any]], fig_dir: Path) -> None:
