@@ -202,6 +202,13 @@ def detection_ab() -> str:
     return "\n".join(out) + "\n"
 
 
+def detection_instructions() -> str:
+    """``ab --count instructions`` on the detection suite, as ``evidence/instruction_quality.py score`` wrote it."""
+    md = (DETECTION / "instructions" / "score.md").read_text(encoding="utf-8")
+    return ("*From `results/detection/instructions/score.md` (scored by `evidence/instruction_quality.py score` from the "
+            "run files in `results/detection/instructions-asfound/` and `instructions-busy/`).*\n\n" + md.rstrip() + "\n")
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "terminal-summary": terminal_summary,
     "suites": suites,
@@ -212,6 +219,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "ddp": ddp,
     "detection-compare": detection_compare,
     "detection-ab": detection_ab,
+    "detection-instructions": detection_instructions,
 }
 
 
