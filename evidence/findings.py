@@ -206,7 +206,7 @@ def detection_instructions() -> str:
     """``ab --count instructions`` on the detection suite, as ``evidence/instruction_quality.py score`` wrote it."""
     md = (DETECTION / "instructions" / "score.md").read_text(encoding="utf-8")
     return ("*From `results/detection/instructions/score.md` (scored by `evidence/instruction_quality.py score` from the "
-            "run files in `results/detection/instructions-asfound/` and `instructions-busy/`).*\n\n" + md.rstrip() + "\n")
+            "run files in `results/detection/instructions-asfound/`, `instructions-busy/` and `instructions-aa/`).*\n\n" + md.rstrip() + "\n")
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
