@@ -163,3 +163,35 @@ def test_a_real_search_through_the_runner_answers_under_the_limit_and_is_a_norma
     md = (report / "report.md").read_text()
     assert "Recommendation: mlp (train)" in md and "not available here" in md and "```python" in md
     json.dumps(info)  # the header stays plain JSON
+
+
+def test_a_baseline_over_the_limit_is_never_the_answer():
+    """When the baseline itself is over the memory limit, the fastest accepted candidate under it is chosen even
+    though it is slower than the baseline; with the baseline under the limit, a slower candidate is not chosen."""
+    from types import SimpleNamespace
+
+    from sciml_bench.recommend.search import Search
+
+    base, small = Case(model="mlp", batch_size=32), Case(model="mlp", batch_size=8)
+    limit = 10_000
+
+    def search(base_peak):
+        s = Search.__new__(Search)
+        s.req, s.base = SimpleNamespace(mode="train", tolerance=0.05), base
+        s.space = SimpleNamespace(memory_limit=limit, knobs_of=lambda c: {"batch_size": c.batch_size})
+        s.opts = SimpleNamespace(finalists=2, final_passes=2, final_rounds=2, round_time=0.01)
+        s.info, s.not_tried, s.accuracy = {}, [], {}
+        s.latest = {base.case_id: _rec(base, ratio=1.0, peak=base_peak),
+                    small.case_id: _rec(small, ratio=0.5, peak=limit // 4)}  # a quarter the batch in half the time
+        s.cand = {small.case_id: {"knobs": {"batch_size": 8}}}
+        s._judge(s.latest[small.case_id], "screen")
+        s.accuracy[str(s.signature(small))] = {"accepted": True, "reason": "within tolerance"}
+        s.fits_budget = lambda cases, *a: cases[:1]  # no budget left for a final comparison
+        assert s.speed(small.case_id) == pytest.approx(0.5), "half the throughput of the baseline"
+        return s, s.final()
+
+    s, chosen = search(base_peak=limit + 1)
+    assert chosen == small.case_id and s.cand[small.case_id]["fate"] == "chosen", s.info
+    assert s.info["baseline_over_limit"] is True
+    s, chosen = search(base_peak=limit - 1)
+    assert chosen is None and "faster than the baseline" in s.info["chosen_reason"]

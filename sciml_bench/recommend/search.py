@@ -319,11 +319,17 @@ class Search:
                 self.cand[c.case_id].update(fate="not tried", reason=(
                     f"{self.speed(c.case_id):.2f}x the baseline, but its accuracy was not checked (ranked below "
                     "the candidates checked)"))
-        eligible = sorted((c for c in self._measured() if self.accepted(c) and self.speed(c.case_id) > 1),
+        # a baseline over the limit cannot be the answer: then the fastest accepted candidate under it wins,
+        # faster than the baseline or not
+        floor = -math.inf if self.baseline_over_limit() else 1.0
+        eligible = sorted((c for c in self._measured() if self.accepted(c) and self.speed(c.case_id) > floor),
                           key=lambda c: -self.speed(c.case_id))
         finalists = eligible[:self.opts.finalists]
         if not finalists:
-            self.info["chosen_reason"] = "no candidate that passed the checks was faster than the baseline"
+            self.info["chosen_reason"] = (
+                f"the baseline is over the memory limit ({fmt_bytes(self.space.memory_limit)}) and no candidate under "
+                "it passed the checks: nothing searched fits" if floor < 1 else
+                "no candidate that passed the checks was faster than the baseline")
             return None
         passes = self.opts.final_passes
         while passes > 2 and self.budget.stage([self.base] + finalists, self.opts.final_rounds, self.opts.round_time,
@@ -342,16 +348,24 @@ class Search:
                    self.opts.final_rounds, passes)
         self.info["final_study"] = "final"
         ranked = sorted((c for c in cases[1:] if self.speed(c.case_id) > -math.inf), key=lambda c: -self.speed(c.case_id))
-        if not ranked or self.speed(ranked[0].case_id) <= 1:
+        if not ranked or (self.speed(ranked[0].case_id) <= 1 and not self.baseline_over_limit()):
             self.info["chosen_reason"] = "no finalist was faster than the baseline in the final comparison"
             return None
         best = ranked[0]
-        self.cand[best.case_id].update(fate="chosen", reason=f"fastest of the final comparison ({passes} passes)")
+        over = "; the baseline itself is over the memory limit" if self.baseline_over_limit() else ""
+        self.cand[best.case_id].update(fate="chosen", reason=f"fastest of the final comparison ({passes} passes){over}")
         for c in ranked[1:]:
             self.cand[c.case_id].update(reason=f"final: {self.speed(c.case_id):.2f}x, below the chosen "
                                                f"{self.speed(best.case_id):.2f}x")
         self.info["chosen_reason"] = self.cand[best.case_id]["reason"]
         return best.case_id
+
+    def baseline_over_limit(self) -> bool:
+        """Whether the baseline's latest timed record is over the memory limit (then it is not an answer)."""
+        r = self.latest.get(self.base.case_id)
+        over = r is not None and fate_of(r, self.space.memory_limit, self.base.batch_size, "")[0] == "over memory"
+        self.info["baseline_over_limit"] = over
+        return over
 
     def _measured(self) -> list[Case]:
         return [Case(**self.latest[cid]["case"]) for cid in self.cand if cid in self.latest]
