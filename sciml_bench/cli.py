@@ -149,10 +149,14 @@ def cmd_ab(args: argparse.Namespace) -> int:
                    plugins=args.plugin, seeds=args.seeds)
     with arms(args.base, args.new, args.repo, args.plugin) as (base, new):
         # the suite's rounds and passes, but at least MIN_*: fewer cannot resolve what ab is for; with
-        # --count instructions a counted case gates on its instructions, so the suite's rounds stand
+        # --count instructions a counted case gates on its instructions, so the suite's rounds stand (not where
+        # this machine cannot count: every case would gate on time, from too few rounds)
+        from sciml_bench.measure.instructions import unavailable
+
+        counts = args.count == "instructions" and unavailable() is None
         run = start_run(spec, args.out, rounds=args.rounds, round_time=args.round_time, timeout=args.timeout,
                         threads=threads, max_live=args.max_live, hide_hostname=args.hide_hostname,
-                        passes=args.passes, least=(1 if args.count == "instructions" else MIN_ROUNDS, MIN_PASSES),
+                        passes=args.passes, least=(1 if counts else MIN_ROUNDS, MIN_PASSES),
                         arms=[base, new], duet=args.duet, count=args.count, instruction_calls=args.instruction_calls,
                         ab_gate={"threshold": threshold, "alpha": alpha, "fail_on": list(fail_on)})
         opts = run.opts

@@ -427,7 +427,8 @@ def to_markdown(cmp: Comparison) -> str:
             "|---|---|---|---:|---:|---:|---:|---|"]
     for r in cmp.rows:
         out.append(f"| {_md(r.study)} | {_md(r.case_id)} | {r.metric} | {fmt_value(r.base, r.unit)} | "
-                   f"{fmt_value(r.new, r.unit)} | {fmt_ratio(r)} | {fmt_p(r.p_value)} | {icon[r.verdict]} |")
+                   f"{fmt_value(r.new, r.unit)} | {fmt_ratio(r)} | {fmt_p(r.p_value)} | "
+                   f"{icon[r.verdict] if r.gates else r.verdict + ' (not gating)'} |")
     for title, items in (("only in base", cmp.only_base), ("only in new", cmp.only_new),
                          ("not ok in one run", cmp.not_ok)):
         if items:

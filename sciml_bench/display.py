@@ -185,7 +185,8 @@ def print_comparison(cmp, args: argparse.Namespace) -> int:
         c = color.get(r.verdict)
         t.add_row(txt(r.study), txt(r.case_id), txt(r.metric), fmt_value(r.base, r.unit), fmt_value(r.new, r.unit),
                   fmt_ratio(r),
-                  fmt_p(r.p_value), f"[{c}]{r.verdict}[/]" if c else r.verdict)
+                  fmt_p(r.p_value), (f"[{c}]{r.verdict}[/]" if c and r.gates else r.verdict)
+                  + ("" if r.gates else " (not gating)"))
     console.print(t)
     for title, items in (("only in base", cmp.only_base), ("only in new", cmp.only_new),
                          ("not ok in one run", cmp.not_ok)):

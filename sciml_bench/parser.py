@@ -118,7 +118,8 @@ def add_count_options(p: argparse.ArgumentParser, gate: bool = False) -> None:
     """``--count --instruction-calls``: what each case is measured by besides time (``measure.instructions``)."""
     p.add_argument("--count", choices=("time", "instructions"), default=None,
                    help="instructions: after its timed rounds, also count each case's instructions per step under "
-                        "Callgrind (one thread; valgrind needed; about 50-100x a step's time plus ~30 s per case), "
+                        "Callgrind (one thread; valgrind needed; about a minute per case on the 2-core machine it was measured on: "
+                        "results/detection/instructions/score.md), "
                         "a figure a busy neighbour cannot move" + (
                             "; both arms are counted, and a case counted on both sides gates on its instructions "
                             "(rounds: the suite's, not raised to 12)" if gate else "")

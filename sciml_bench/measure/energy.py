@@ -4,7 +4,7 @@ NVML's ``nvmlDeviceGetTotalEnergyConsumption`` counts the millijoules the whole 
 the driver loaded (Volta and newer). Two limits follow and travel with every figure:
 
 - it is the whole device: anything else running on the GPU at the time counts too;
-- it is updated only every few tens of milliseconds (about 10-100 ms, device-dependent), so a window
+- it is updated at a coarse, device-dependent interval (not measured here), so a window
   not much longer than that gives a coarse figure (or none: the counter may not move at all). Each
   metric keeps its windows' lengths (``window_s``) so that a reader can judge.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from sciml_bench.stats import summarize
 
-COUNTER_NOTE = ("whole-device NVML energy counter, updated about every 10-100 ms: windows (window_s) not "
+COUNTER_NOTE = ("whole-device NVML energy counter, updated at a coarse device-dependent interval: windows (window_s) not "
                 "much longer than that give coarse figures; other work on the GPU counts too")
 PIP_HINT = "pip install 'sciml-bench[energy]'"
 

@@ -83,7 +83,7 @@ def time_block(step: Callable[[], object], min_run_time: float, num_threads: int
     machine actually gave the worker the cores it asked for (``starved``, see STARVED_WAIT).
     ``meter`` (a GPU's, ``measure.energy``): ``energy`` holds the counter around the block's measured
     calls, read between measurements, outside the timed region (``energy.BlockWindow``); the whole
-    block rather than each call, as the counter updates only every 10-100 ms.
+    block rather than each call, as the counter updates only at a coarse, device-dependent interval.
     """
     window = BlockWindow(meter) if meter is not None else None
     timer = benchmark.Timer(stmt="step()", setup="mark()" if window else "pass",
