@@ -203,9 +203,10 @@ def _lr_outcome(r: dict[str, Any]) -> bool | None:
     initial loss; False: a seed diverged or the whole CI lies at or above it; None: the CI straddles the line."""
     m = r["metrics"]
     init = [c["val"][0][1] for c in r.get("curves", []) if c["val"] and c["val"][0][1] is not None]
-    if (m.get("diverged_seeds") or {}).get("value"):
+    diverged = (m.get("diverged_seeds") or {}).get("value")
+    if diverged:
         return False
-    if "final_val_loss" not in m or not init:
+    if diverged is None or "final_val_loss" not in m or not init:
         return None
     loss, line = m["final_val_loss"], 0.5 * float(np.mean(init))
     return within(loss["value"], loss.get("ci_low"), loss.get("ci_high"), (-math.inf, line))
@@ -225,7 +226,11 @@ def _norm_lr_claim(records) -> Claim:
 
     def best_lr(rs: list) -> tuple[float | None, bool]:
         """(largest lr that trained, whether every larger lr surely failed)."""
-        outcome = {r["case"]["lr"]: _lr_outcome(r) for r in rs}
+        outcome: dict[float, bool | None] = {}
+        for r in rs:  # several records at one lr (another axis, a repeat): the worst of them decides
+            o, lr = _lr_outcome(r), r["case"]["lr"]
+            prev = outcome.get(lr, True)
+            outcome[lr] = False if False in (o, prev) else None if None in (o, prev) else True
         best = max((lr for lr, ok in outcome.items() if ok), default=None)
         return best, all(ok is False for lr, ok in outcome.items() if best is not None and lr > best)
 
