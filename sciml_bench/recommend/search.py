@@ -276,7 +276,7 @@ class Search:
         for c in ranked:
             if self.signature(c) != self.signature(self.base) and self.signature(c) not in todo:
                 if self.fit_case(c).batch_size > TRAIN_SIZE:
-                    self.accuracy[str(self.signature(c))] = {"accepted": False, "reason": (
+                    self.accuracy[str(self.signature(c))] = {"accepted": False, "unchecked": True, "reason": (
                         f"cannot be checked: batch {c.batch_size} is above the training task's {TRAIN_SIZE}-sample pool")}
                     continue
                 todo[self.signature(c)] = c
