@@ -20,6 +20,7 @@ import functools
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,9 +142,7 @@ def suites() -> str:
                    f"{_mmss(t['wall_s'])} end to end with the report | `{rel(REFERENCE / (stem + '.json'))}` |")
     h, recs = read_run(TRAIN)
     opts = h.get("options") or {}
-    counts: dict[str, int] = {}
-    for r in recs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts = Counter(r["status"] for r in recs)
     out.append(f"| `train` | {opts.get('passes', 1)} passes x {opts.get('rounds')} rounds x {opts.get('round_time')} s, "
                f"then {opts.get('seeds') or 3} seeds of fixed-budget training | {len(recs)} "
                f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}) | {_mmss(run_span(h, recs))} "
