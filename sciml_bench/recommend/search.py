@@ -65,6 +65,18 @@ def split(cases: list[Case], max_live: int, study: Callable[[str], Study], name:
     return [(study(name if len(parts) == 1 else f"{name}-{i + 1}"), [ref] + p) for i, p in enumerate(parts)]
 
 
+def fit_case(req: Request, base: Case, c: Case) -> Case:
+    """The accuracy check of ``c``: a fixed-budget training run of its numerics over seeds, with as many
+    training samples as ``base``'s (a larger batch takes fewer steps)."""
+    numerics = {k: getattr(c, k) for k in ("precision", "compile", "batch_size")}
+    steps = max(1, round(req.fit_steps * base.batch_size / c.batch_size)) if req.mode == "train" else req.fit_steps
+    fields = dict(base.to_dict(), mode="fit", dataset=None, num_workers=0, pin_memory=False, grad_mode="no_grad",
+                  persistent_workers=False, prefetch_factor=None, steps=steps, seeds=req.seeds, **numerics)
+    if req.mode == "infer":
+        fields.update(batch_size=base.batch_size)
+    return Case(**fields)
+
+
 class Budget:
     """Wall-clock budget and a cost model of a stage, recalibrated by what each stage really took."""
 
@@ -247,16 +259,7 @@ class Search:
         return pool
 
     def fit_case(self, c: Case) -> Case:
-        """The accuracy check of ``c``: a fixed-budget training run of its numerics over seeds, with as many
-        training samples as the baseline's (a larger batch takes fewer steps)."""
-        numerics = {k: getattr(c, k) for k in ("precision", "compile", "batch_size")}
-        steps = max(1, round(self.req.fit_steps * self.base.batch_size / c.batch_size)) if self.req.mode == "train" \
-            else self.req.fit_steps
-        fields = dict(self.base.to_dict(), mode="fit", dataset=None, num_workers=0, pin_memory=False, grad_mode="no_grad",
-                      persistent_workers=False, prefetch_factor=None, steps=steps, seeds=self.req.seeds, **numerics)
-        if self.req.mode == "infer":
-            fields.update(batch_size=self.base.batch_size)
-        return Case(**fields)
+        return fit_case(self.req, self.base, c)
 
     def fit_cost(self, c: Case) -> float:
         r = self.latest.get(c.case_id) or self.latest.get(self.base.case_id)
