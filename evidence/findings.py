@@ -208,6 +208,53 @@ def detection_instructions() -> str:
             "run files in `results/detection/instructions-asfound/`, `instructions-busy/` and `instructions-aa/`).*\n\n" + md.rstrip() + "\n")
 
 
+def _options(command: str) -> str:
+    """The options a recommend command line was given besides its model, budget, --out and --no-report."""
+    words = command.split()
+    words = words[words.index("recommend") + 2:]
+    keep, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w in ("--out", "--budget"):
+            skip = True
+        elif w != "--no-report":
+            keep.append(f"`{w}`")
+    return f" ({' '.join(keep)})" if keep else ""
+
+
+def recommend_grid() -> str:
+    """recommend's pick against the exhaustive grid of its space, per model (``evidence/recommend_grid.py``)."""
+    out = ["*From `results/recommend/<model>/comparison.json`, written by `evidence/recommend_grid.py` (its run files "
+           "beside it). Speed-up: throughput over the baseline in the grid run, with its rerun interval; eligible: "
+           "under the memory limit with numerics that passed the accuracy check.*", "",
+           "| model (recommend's options) | recommend's pick | its speed-up in the grid | grid's best eligible | its speed-up | pick within "
+           "its CI | grid configurations | recommend wall | grid wall (+ accuracy checks) |",
+           "|---|---|---:|---|---:|---|---:|---:|---:|"]
+    for path in sorted((ROOT / "results" / "recommend").glob("*/comparison.json")):
+        c = json.loads(path.read_text(encoding="utf-8"))
+        pick, best = c["pick_in_grid"] or {}, c["grid_best_row"] or {}
+
+        def sp(row: dict) -> str:
+            return f"{row['speedup']:.2f}x{_ci(row.get('ci_low'), row.get('ci_high'))}" if row else "not in the grid"
+
+        def cfg(cid: str | None) -> str:
+            return f"`{cid}`" if cid else "none"
+
+        within = {True: "yes", False: "no", None: "undecided"}[c["pick_within_best_ci"]]
+        rows = c["rows"].values()
+        n = Counter("eligible" if r["eligible"] else "rejected" if r["accuracy"].startswith("rejected") else
+                    "over the limit" if r["memory"] is not None and r["memory"] > c["memory_limit"] else
+                    "slower than the best, not checked" for r in rows)
+        kinds = ", ".join(f"{n[k]} {k}" for k in ("eligible", "rejected", "over the limit",
+                                                   "slower than the best, not checked") if n[k])
+        out.append(f"| {c['model']}{_options(c['command'])} | {cfg(c['pick'])} | {sp(pick)} | {cfg(c['grid_best'])} | {sp(best)} | {within} | "
+                   f"{c['grid_configurations']}: {kinds} | {_mmss(c['recommend_command_wall_s'])} "
+                   f"(budget {_mmss(c['recommend_budget_s'])}) | {_mmss(c['grid_wall_s'])} "
+                   f"(+ {_mmss(c.get('grid_accuracy_wall_s') or 0)}) |")
+    return "\n".join(out) + "\n"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "terminal-summary": terminal_summary,
     "suites": suites,
@@ -219,6 +266,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "detection-compare": detection_compare,
     "detection-ab": detection_ab,
     "detection-instructions": detection_instructions,
+    "recommend-grid": recommend_grid,
 }
 
 

@@ -154,7 +154,8 @@ def compare(rec_path: Path, rows: dict[str, dict]) -> dict:
                     "passed the accuracy check: recommend's own, or for numerics recommend never checked the same "
                     "check run here on the grid's fastest configurations until the fastest one has a verdict; "
                     "within: the pick's grid throughput >= the best one's CI low bound",
-            "recommend_wall_s": info["wall_s"], "recommend_budget_s": info["budget_s"], "rows": slim}
+            "memory_limit": limit, "recommend_wall_s": info["wall_s"], "recommend_budget_s": info["budget_s"],
+            "rows": slim}
 
 
 def settle_only(dest: Path, max_live: int) -> int:
