@@ -7,6 +7,7 @@ import pytest
 from sciml_bench.cases import Case
 from sciml_bench.recommend.answer import accuracy_verdict, fate_of, snippet, summary, table
 from sciml_bench.recommend.space import Request, Space, build_space, find_batch_sizes
+from tests.conftest import ROOT
 
 
 def _rec(case: Case, *, ratio=None, ci=(None, None), peak=None, study="screen", status="ok", **metrics):
@@ -139,7 +140,8 @@ def test_a_real_search_through_the_runner_answers_under_the_limit_and_is_a_norma
     limit = 60_000  # mlp width 16 depth 2: batch 256 is over it (the finder's probes say so)
     req = Request("mlp", device="cpu", base={"width": 16, "depth": 2}, memory_limit=limit, budget=90, tolerance=0.5,
                   knobs=("precision", "batch_size"), max_batch_size=256, fit_steps=8, seeds=2)
-    path = search(req, tmp_path, SearchOptions(rounds=2, round_time=0.01, final_passes=2, final_rounds=2, threads=1))
+    path = search(req, tmp_path, SearchOptions(rounds=2, round_time=0.01, final_passes=2, final_rounds=2, threads=1,
+                                               finalists=2, combinations=2))
     header, records = read_run(path)
     info = header["recommend"]
     assert info["finished"] and info["wall_s"] <= 90
@@ -195,3 +197,43 @@ def test_a_baseline_over_the_limit_is_never_the_answer():
     assert s.info["baseline_over_limit"] is True
     s, chosen = search(base_peak=limit - 1)
     assert chosen is None and "faster than the baseline" in s.info["chosen_reason"]
+
+
+def test_a_pick_whose_speedup_ci_includes_one_says_it_is_not_clearly_faster():
+    """The committed evidence runs: transformer_encoder's pick won its final comparison with a speed-up whose CI
+    includes 1, and the answer says so in words; small_cnn's pick, clear of 1, reads as a plain speed-up."""
+    from sciml_bench.recommend.command import answer_text
+
+    runs = ROOT / "results" / "recommend"
+    (loose,) = (runs / "transformer_encoder").glob("*-recommend-transformer_encoder-*.jsonl.gz")
+    (clear,) = (runs / "small_cnn").glob("*-recommend-small_cnn-*.jsonl.gz")
+    words = "not clearly faster than the baseline (its CI includes 1)"
+    assert words in "\n".join(answer_text(loose)), answer_text(loose)
+    assert words not in "\n".join(answer_text(clear)) and "speed-up over the baseline" in "\n".join(answer_text(clear))
+
+
+def test_a_single_knob_winner_ranked_out_of_the_combinations_keeps_its_screen_measurement():
+    """Halving starts with the most promising combinations only; a one-knob change that beat the baseline in the
+    screen but ranks below them stays a measured candidate (it can still be checked and chosen), while the
+    combinations never timed are 'not tried'. (unet_small's first evidence run lost channels_last this way.)"""
+    from types import SimpleNamespace
+
+    from sciml_bench.recommend.search import Search
+
+    base = Case(model="small_cnn", batch_size=32)
+    values = {"precision": ["fp32", "bf16"], "channels_last": [False, True], "batch_size": [32, 64]}
+    s = Search.__new__(Search)
+    s.base, s.cand, s.latest, s.not_tried = base, {}, {}, []
+    s.space = SimpleNamespace(values=values, candidate=lambda **kw: base.replace(**kw), memory_limit=10 ** 12,
+                              knobs_of=lambda c: {k: getattr(c, k) for k in values if getattr(c, k) != getattr(base, k)})
+    s.opts = SimpleNamespace(combinations=2)
+    for (k, v), speed in {("precision", "bf16"): 1.5, ("channels_last", True): 1.1, ("batch_size", 64): 1.3}.items():
+        c = base.replace(**{k: v})
+        s.latest[c.case_id] = _rec(c, ratio=c.batch_size / base.batch_size / speed, peak=1000)
+        s._judge(s.latest[c.case_id], "screen")
+    pool = s.combinations()
+    cl = base.replace(channels_last=True)
+    assert len(pool) == 2 and cl not in pool
+    assert s.cand[cl.case_id]["fate"] == "slower" and s.speed(cl.case_id) == pytest.approx(1.1)
+    skipped = [cid for cid, c in s.cand.items() if c["fate"] == "not tried"]
+    assert skipped and all(cid not in s.latest for cid in skipped), s.cand

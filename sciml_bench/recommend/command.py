@@ -43,6 +43,8 @@ def answer_text(path: Path) -> list[str]:
         lines = [f"recommend {info['request']['model']}: keep the baseline ({info['baseline_id']}): {a['why']}"]
     else:
         ci = f" [95% CI {s['ci_low']:.2f}-{s['ci_high']:.2f}]" if s and s["ci_low"] and s["ci_high"] else " (no CI)"
+        if s and s["ci_low"] and s["ci_high"] and s["ci_low"] <= 1 <= s["ci_high"]:
+            ci += ": not clearly faster than the baseline (its CI includes 1)"
         lines = [f"recommend {info['request']['model']}: {a['config']}",
                  f"  speed-up over the baseline ({a['objective']}): " + (f"{s['value']:.2f}x{ci}" if s else "-"),
                  f"  peak memory {fmt_bytes(a['memory'])} (limit {fmt_bytes(a['memory_limit'])})",

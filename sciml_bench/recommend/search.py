@@ -229,8 +229,10 @@ class Search:
         cases = [self.space.candidate(**{k: v for k, v in c.items() if v != getattr(self.base, k)}) for c in combos]
         cases = [c for c in cases if c != self.base]
         cases.sort(key=lambda c: -math.prod(gain.get((k, v), 1.0) for k, v in self.space.knobs_of(c).items()))
-        self.skip(cases[self.opts.combinations:], f"ranked below the {self.opts.combinations} most promising "
-                                                  "combinations (product of their knobs' screen speed-ups)")
+        # a single-knob change left out here keeps its screen measurement and fate: it can still be checked and win
+        self.skip([c for c in cases[self.opts.combinations:] if c.case_id not in self.latest],
+                  f"ranked below the {self.opts.combinations} most promising combinations (product of their knobs' "
+                  "screen speed-ups)")
         return cases[:self.opts.combinations]
 
     def halving(self, pool: list[Case]) -> list[Case]:
