@@ -48,8 +48,8 @@ EXTRA = {"dq_ic_plus1": "~1 % (100 -> 101 layers)", "dq_ic_plus2": "~2 % (50 -> 
          "dq_ic_plus5": "~5 % (20 -> 21 layers)"}
 
 
-def record(out: Path, busy: bool, runs: int = 1, aa: bool = False) -> None:
-    """``runs`` ab runs of the suite with instruction counts; ``busy``: a spinning neighbour throughout;
+def record(out: Path, busy: bool, runs: int = 1, aa: bool = False, suite: Path = SUITE) -> None:
+    """``runs`` ab runs of ``suite`` with instruction counts; ``busy``: a spinning neighbour throughout;
     ``aa``: both arms the base revision (every case an A/A comparison)."""
     from sciml_bench.lifetime import die_with_parent
 
@@ -58,7 +58,7 @@ def record(out: Path, busy: bool, runs: int = 1, aa: bool = False) -> None:
         if busy else None
     t0 = time.time()
     try:
-        record_ab(runs, out, suite=SUITE, extra_args=("--count", "instructions"),
+        record_ab(runs, out, suite=suite, extra_args=("--count", "instructions"),
                   arms=("HEAD~1", "HEAD~1") if aa else ("HEAD~1", "HEAD"))
     finally:
         if neighbour is not None:
@@ -188,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--busy", action="store_true", help="a `while True: pass` process beside the run")
     r.add_argument("--runs", type=int, default=1)
     r.add_argument("--aa", action="store_true", help="both arms the base revision: every case A/A")
+    r.add_argument("--suite", type=Path, default=SUITE, help=f"the suite (default: {SUITE.relative_to(ROOT)}; "
+                   "evidence/ab_instructions_suite20.toml: 20 cases, the size the wall-time protocol is quoted for)")
     s = sub.add_parser("score")
     s.add_argument("dir", type=Path, nargs="+")
     s.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.cmd == "record":
-        record(args.out, args.busy, args.runs, args.aa)
+        record(args.out, args.busy, args.runs, args.aa, args.suite)
         return 0
     res = score(args.dir)
     if args.json:

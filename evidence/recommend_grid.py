@@ -18,7 +18,9 @@ For one model, from the repository root, on a quiet machine::
    accepted), the pick's throughput in the grid, whether it lies within the best one's CI, and the wall
    times.
 
-``--settle-only`` redoes steps 3-4 from the run files already kept in ``results/recommend/<model>/``.
+``--settle-only`` redoes steps 3-4 from the run files already kept in ``results/recommend/<model>/``;
+``--reuse-grid`` runs recommend again (after a change to the search) and compares its pick with the grid
+already kept there, which must cover the same space.
 """
 from __future__ import annotations
 
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--round-time", type=float, default=0.2, help="grid seconds per round (default: 0.2)")
     p.add_argument("--max-live", type=int, default=8, help="grid cases per study, the baseline included (default: 8)")
     p.add_argument("--dest", type=Path, help="where to keep the evidence (default: results/recommend/<model>)")
+    p.add_argument("--reuse-grid", action="store_true",
+                   help="run recommend, but compare it with the grid already kept in --dest (the same space)")
     p.add_argument("--settle-only", action="store_true",
                    help="only the accuracy checks and comparison.json, from the run files kept in --dest")
     args = p.parse_args(argv)
@@ -215,17 +219,27 @@ def main(argv: list[str] | None = None) -> int:
             return proc.returncode
         rec_path = next(res.glob("*recommend-*.jsonl"))
         t0 = time.monotonic()
-        grid_path = grid(rec_path, res, args.passes, args.rounds, args.round_time, args.max_live)
-        grid_wall = time.monotonic() - t0
+        if args.reuse_grid:
+            before = json.loads((dest / "comparison.json").read_text())
+            grid_path = dest / (before["grid_run"] + ".gz")
+            searched = read_run(rec_path)[0]["recommend"]["space"]["values"]
+            if read_run(grid_path)[0]["recommend_grid"]["values"] != searched:
+                print(f"the kept grid {grid_path.name} covers another space than this search: {searched}")
+                return 1
+            grid_wall, args.passes, args.rounds, args.round_time = (before["grid_wall_s"], *(
+                before["grid_protocol"][k] for k in ("passes", "rounds", "round_time")))
+        else:
+            grid_path = grid(rec_path, res, args.passes, args.rounds, args.round_time, args.max_live)
+            grid_wall = time.monotonic() - t0
         rows = grid_rows(rec_path, grid_path)
         t0 = time.monotonic()
         checks = settle(rec_path, rows, res, args.max_live)
         check_wall = time.monotonic() - t0
-        result = dict(compare(rec_path, rows), grid_run=grid_path.name, grid_accuracy_runs=[c.name for c in checks],
+        result = dict(compare(rec_path, rows), grid_run=grid_path.name.removesuffix(".gz"), grid_accuracy_runs=[c.name for c in checks],
                       recommend_command_wall_s=round(rec_wall, 1), grid_wall_s=round(grid_wall, 1),
                       grid_accuracy_wall_s=round(check_wall, 1), command=" ".join(cmd[1:]),
                       grid_protocol={"passes": args.passes, "rounds": args.rounds, "round_time": args.round_time})
-        kept = [keep(p, dest) for p in (rec_path, grid_path, *checks)]
+        kept = [keep(p, dest) for p in (rec_path, *([] if args.reuse_grid else [grid_path]), *checks)]
     (dest / "comparison.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("pick", "grid_best", "pick_within_best_ci", "recommend_command_wall_s",
                                               "grid_wall_s")}, indent=1))

@@ -10,6 +10,7 @@ cannot skew a timed round.
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -214,6 +215,8 @@ class AfterRounds:
     label: Callable[[Case], str]
     # seconds the command may take, instead of what is left of the case's budget (which it then leaves alone)
     limit: Callable[[RunOptions], float] | None = None
+    # what it measures is not moved by other processes (instruction counts): up to one per core at once
+    concurrent: bool = False
 
 
 def _trace_dir(study: Study, case: Case, opts: RunOptions) -> str | None:
@@ -255,8 +258,16 @@ AFTER_ROUNDS = (
     AfterRounds("instructions_per_step", wanted=lambda c, o: bool(o.instructions),
                 command=lambda s, c, o: ("instructions", o.instructions, c.to_dict()), keep=_keep_profile,
                 fatal=False,
-                label=lambda c: f"count instructions {c.case_id}", limit=_count_limit),
+                label=lambda c: f"count instructions {c.case_id}", limit=_count_limit, concurrent=True),
 )
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity), for the commands that run one per core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _after_rounds(study: Study, workers: list[Worker], info: dict[int, dict[str, Any]], opts: RunOptions,
@@ -269,23 +280,35 @@ def _after_rounds(study: Study, workers: list[Worker], info: dict[int, dict[str,
     failed: dict[int, tuple[str, str]] = {}
     lost: dict[int, tuple[str, str]] = {}  # slot: (status, why) of a worker gone in a non-fatal command
     for extra in AFTER_ROUNDS:
-        for i, w in enumerate(workers):
-            if not extra.wanted(w.case, opts):
-                continue
-            desc = f"{study.name}: {extra.label(w.case)}"
-            progress(desc, 0)
-            if w.failure is None and i in info and i not in failed:
-                limit = extra.limit(opts) if extra.limit else w.budget
-                status, payload = lost.get(i) or w.call(extra.command(study, w.case, opts), limit,
-                                                        charge=extra.limit is None)
+        todo = [i for i, w in enumerate(workers) if extra.wanted(w.case, opts)]
+        width = usable_cores() if extra.concurrent else 1
+        for wave in (todo[k:k + width] for k in range(0, len(todo), width)):
+            # a wave's commands are posted together, then awaited in turn, each within its own limit
+            posted: dict[int, tuple[float, float]] = {}  # slot: (posted at, limit)
+            runs = [i for i in wave if workers[i].failure is None and i in info and i not in failed]
+            for i in wave:
+                progress(f"{study.name}: {extra.label(workers[i].case)}", 0)
+                if i in runs and i not in lost:
+                    posted[i] = (time.perf_counter(), extra.limit(opts) if extra.limit else workers[i].budget)
+                    workers[i].post(extra.command(study, workers[i].case, opts))
+            for i in wave:
+                w = workers[i]
+                if i in posted:
+                    t0, limit = posted[i]
+                    if extra.limit is None:  # the time it ran before this wait comes off the case's budget too
+                        w.budget -= time.perf_counter() - t0
+                    status, payload = w.call(None, max(limit - (time.perf_counter() - t0), 0.0),
+                                             charge=extra.limit is None)
+                else:
+                    status, payload = lost.get(i, (None, None)) if i in runs else (None, None)
                 if status == "ok":
                     extra.keep(info[i], payload)
-                elif extra.fatal:
+                elif status is not None and extra.fatal:
                     failed[i] = (status, f"{extra.name}: {payload}")
                     w.kill()
-                else:
+                elif status is not None:
                     info[i]["absent"][extra.name] = f"{extra.name} pass {status}: {payload}"
                     if i not in lost and not w.proc.is_alive():
                         lost[i] = (status, f"not run: the worker was lost in the {extra.name} pass ({status})")
-            progress(desc, 1)
+                progress(f"{study.name}: {extra.label(w.case)}", 1)
     return failed

@@ -377,3 +377,47 @@ def test_the_count_runs_after_the_rounds_with_its_own_limit_under_its_metric_nam
     assert count.wanted(case, opts) and not count.wanted(case, RunOptions()) and not count.fatal
     assert count.command(None, case, opts) == ("instructions", opts.instructions, case.to_dict())
     assert count.limit(opts) > instructions.MAX_SECONDS and opts.instructions["calls"] == 7
+
+
+def test_counts_run_one_per_core_at_once_and_other_commands_one_at_a_time(monkeypatch):
+    """A count is not moved by other processes, so a chunk's counts go out one per usable core at once
+    (a wave is posted before any of it is awaited); a profile pass (timings that load would move) runs
+    one worker at a time. A count that hangs is absent under its metric; the others keep theirs."""
+    from sciml_bench import rounds
+    from sciml_bench.cases import Study
+    from sciml_bench.worker import RunOptions
+
+    events: list[tuple[str, int, str]] = []
+
+    class FakeWorker:
+        def __init__(self, k):
+            self.k, self.case, self.failure, self.budget, self.pending = k, Case(model="mlp", seed=k), None, 60.0, None
+            self.proc = type("P", (), {"is_alive": lambda s: True})()
+
+        def post(self, msg):
+            events.append(("post", self.k, msg[0]))
+            self.pending = msg
+
+        def call(self, msg, timeout, charge=True):
+            if msg is not None:
+                self.post(msg)
+            events.append(("wait", self.k, self.pending[0]))
+            if self.pending[0] == "instructions" and self.k == 1:
+                return "timeout", f"no answer within {timeout:.0f} s"
+            return "ok", {"metrics": {self.pending[0]: self.k}, "absent": {}}
+
+        def kill(self):
+            pass
+
+    monkeypatch.setattr(rounds, "usable_cores", lambda: 2)
+    workers = [FakeWorker(k) for k in range(3)]
+    info = {k: {"metrics": {}, "absent": {}} for k in range(3)}
+    opts = RunOptions(phases=True, instructions=instructions.count_options("instructions", 4))
+    failed = rounds._after_rounds(Study("s", "q", {}, {}), workers, info, opts, lambda desc, n: None)
+    assert failed == {}
+    profile = [(e, k) for e, k, what in events if what == "profile"]
+    assert profile == [("post", 0), ("wait", 0), ("post", 1), ("wait", 1), ("post", 2), ("wait", 2)], events
+    counts = [(e, k) for e, k, what in events if what == "instructions"]
+    assert counts == [("post", 0), ("post", 1), ("wait", 0), ("wait", 1), ("post", 2), ("wait", 2)], events
+    assert info[0]["metrics"]["instructions"] == 0 and info[2]["metrics"]["instructions"] == 2
+    assert "instructions" not in info[1]["metrics"] and "timeout" in info[1]["absent"][instructions.METRIC]
