@@ -1,6 +1,7 @@
 """recommend: the space and its refusals, the memory and accuracy rules, the answer read back, bad input, and
 one real search through the runner."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -170,7 +171,6 @@ def test_a_real_search_through_the_runner_answers_under_the_limit_and_is_a_norma
 def test_a_baseline_over_the_limit_is_never_the_answer():
     """When the baseline itself is over the memory limit, the fastest accepted candidate under it is chosen even
     though it is slower than the baseline; with the baseline under the limit, a slower candidate is not chosen."""
-    from types import SimpleNamespace
 
     from sciml_bench.recommend.search import Search
 
@@ -216,7 +216,6 @@ def test_a_single_knob_winner_ranked_out_of_the_combinations_keeps_its_screen_me
     """Halving starts with the most promising combinations only; a one-knob change that beat the baseline in the
     screen but ranks below them stays a measured candidate (it can still be checked and chosen), while the
     combinations never timed are 'not tried'. (unet_small's first evidence run lost channels_last this way.)"""
-    from types import SimpleNamespace
 
     from sciml_bench.recommend.search import Search
 
@@ -237,3 +236,42 @@ def test_a_single_knob_winner_ranked_out_of_the_combinations_keeps_its_screen_me
     assert s.cand[cl.case_id]["fate"] == "slower" and s.speed(cl.case_id) == pytest.approx(1.1)
     skipped = [cid for cid, c in s.cand.items() if c["fate"] == "not tried"]
     assert skipped and all(cid not in s.latest for cid in skipped), s.cand
+
+
+def test_a_rejected_first_round_sends_the_accuracy_check_on_to_the_next_fastest_numerics():
+    """unet_small's miss: the fastest candidates were larger batches that all failed the accuracy check, and the
+    batch-32 bf16 winner behind them was never checked. Now a rejection checks on, fastest first, round by
+    round, until the finalists' numerics have verdicts; the next-fastest accepted candidate is then eligible."""
+    from sciml_bench.recommend.search import Budget, Search
+
+    base = Case(model="small_cnn", batch_size=32)
+    speeds = {base.replace(precision="bf16", batch_size=128): 3.0, base.replace(batch_size=256): 2.5,
+              base.replace(precision="bf16", compile="default", batch_size=128): 2.2,
+              base.replace(precision="bf16"): 1.6, base.replace(channels_last=True): 1.2,
+              base.replace(precision="bf16", channels_last=True, batch_size=64): 1.1}
+    inaccurate = {128, 256}  # the larger batches' final loss is far above the baseline's
+    s = Search.__new__(Search)
+    s.req, s.base, s.cand, s.latest, s.accuracy, s.info = Request("small_cnn", tolerance=0.05), base, {}, {}, {}, {}
+    s.space = SimpleNamespace(memory_limit=10 ** 12, knobs_of=lambda c: {"batch_size": c.batch_size})
+    s.opts = SimpleNamespace(max_live=3, finalists=2, final_rounds=2, final_passes=2, round_time=0.01)
+    s.budget = Budget(600.0, "cpu")
+    s.latest[base.case_id] = _rec(base, ratio=1.0, peak=1000)
+    for c, speed in speeds.items():
+        s.latest[c.case_id] = _rec(c, ratio=c.batch_size / base.batch_size / speed, peak=1000)
+        s._judge(s.latest[c.case_id], "halving-1")
+    staged = []
+
+    def stage(name, question, fits, rounds, round_time=None, fit_s=0.0):
+        staged.append((name, [(f.precision, f.compile, f.batch_size) for f in fits[1:]]))
+        loss = lambda f: [4.0 if f.batch_size in inaccurate else 1.0, 1.1 * (4.0 if f.batch_size in inaccurate else 1)]
+        return [{"case_id": f.case_id, "case": f.to_dict(), "status": "ok",
+                 "metrics": {"final_val_loss": {"samples": loss(f)}}} for f in fits]
+
+    s.stage = stage
+    s.check_accuracy()
+    assert staged == [("accuracy", [("bf16", "none", 128), ("fp32", "none", 256)]),
+                      ("accuracy-r2", [("bf16", "default", 128), ("bf16", "none", 32)])], staged
+    assert s.accepted(base.replace(precision="bf16")) and s.accepted(base.replace(channels_last=True))
+    assert s.accepted(base.replace(precision="bf16", batch_size=128)) is False
+    assert s.accepted(base.replace(precision="bf16", channels_last=True, batch_size=64)) is None, \
+        "the finalists had verdicts: batch 64's numerics were not checked"

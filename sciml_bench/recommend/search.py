@@ -5,9 +5,10 @@
 2. ``halving-N``: the combinations of the values that beat the baseline, by successive halving: all
    briefly, the faster half again with twice the rounds, until a few remain (knobs interact, so
    combinations are timed, never multiplied).
-3. ``accuracy``: fixed-budget training runs (mode='fit', over seeds) of the baseline and of each
-   survivor's numerics (precision, compile, batch size; the same number of training samples);
-   a candidate is accepted when its final validation loss's CI is within the tolerance.
+3. ``accuracy``: fixed-budget training runs (mode='fit', over seeds) of the baseline and of the
+   fastest candidates' numerics (precision, compile, batch size; the same number of training samples);
+   a candidate is accepted when its final validation loss's CI is within the tolerance. A rejection
+   sends the check on to the next fastest numerics (``accuracy-rN``) while the budget allows.
 4. ``final``: the baseline, the fastest accepted candidate and its runners-up, several passes: a
    normal measurement whose ratios carry the runner's rerun intervals; the fastest is chosen.
 
@@ -273,38 +274,48 @@ class Search:
     def signature(self, c: Case) -> tuple:
         return tuple(getattr(c, k) for k in NUMERIC_KNOBS[self.req.mode])
 
-    def check_accuracy(self, ranked: list[Case]) -> None:
-        """Fit the baseline and every distinct numerics of ``ranked`` that the budget allows; judge each."""
+    def check_accuracy(self) -> None:
+        """Judge the numerics of the fastest candidates: rounds of up to ``max_live - 1`` distinct numerics, the
+        fastest unchecked first, each round with the baseline's fit, until the ``finalists`` fastest candidates
+        not rejected all have a verdict or the budget is spent. A rejection sends the check on to the next
+        fastest numerics (a first round of larger batches that all fail must not hide a batch-32 winner)."""
         from sciml_bench.training import TRAIN_SIZE
 
-        todo: dict[tuple, Case] = {}
-        for c in ranked:
-            if self.signature(c) != self.signature(self.base) and self.signature(c) not in todo:
-                if self.fit_case(c).batch_size > TRAIN_SIZE:
-                    self.accuracy[str(self.signature(c))] = {"accepted": False, "unchecked": True, "reason": (
-                        f"cannot be checked: batch {c.batch_size} is above the training task's {TRAIN_SIZE}-sample pool")}
-                    continue
-                todo[self.signature(c)] = c
-        if not todo:
-            return
-        final = self.budget.stage([self.base] * (len(ranked) + 1), self.opts.final_rounds, self.opts.round_time,
+        floor = -math.inf if self.baseline_over_limit() else 1.0
+        order = sorted((c for c in self._measured() if self.speed(c.case_id) > floor), key=lambda c: -self.speed(c.case_id))
+        per = max(self.opts.max_live - 1, 1)
+        final = self.budget.stage([self.base] * (self.opts.finalists + 1), self.opts.final_rounds, self.opts.round_time,
                                   self.opts.final_passes)
-        chosen = list(todo.values())
-        while chosen and self.budget.scale * sum(map(self.fit_cost, [self.base] + chosen)) > self.budget.left - final:
-            chosen.pop()
-        for c in list(todo.values())[len(chosen):]:
-            self.accuracy[str(self.signature(c))] = {"accepted": False, "unchecked": True,
-                                                     "reason": "budget: its accuracy check had no time left"}
-        if not chosen:
-            return
-        fits = [self.fit_case(self.base)] + [self.fit_case(c) for c in chosen]
-        records = self.stage("accuracy", "Does each faster configuration reach the baseline's final validation loss?",
-                             fits, 1, round_time=0.02, fit_s=sum(map(self.fit_cost, [self.base] + chosen)))
-        by_id = {r["case_id"]: r for r in records}
-        base = by_id[fits[0].case_id]
-        for c, f in zip(chosen, fits[1:]):
-            self.accuracy[str(self.signature(c))] = dict(accuracy_verdict(by_id[f.case_id], base, self.req.tolerance),
-                                                         fit_case=f.case_id)
+        for rnd in itertools.count(1):
+            alive = [c for c in order if self.accepted(c) is not False]
+            if all(self.accepted(c) for c in alive[:self.opts.finalists]):
+                return
+            todo: dict[tuple, Case] = {}
+            for c in alive:
+                if self.accepted(c) is None and self.signature(c) not in todo and len(todo) < per:
+                    if self.fit_case(c).batch_size > TRAIN_SIZE:
+                        self.accuracy[str(self.signature(c))] = {"accepted": False, "unchecked": True, "reason": (
+                            f"cannot be checked: batch {c.batch_size} is above the training task's {TRAIN_SIZE}-sample "
+                            "pool")}
+                    else:
+                        todo[self.signature(c)] = c
+            chosen = list(todo.values())
+            while chosen and self.budget.scale * sum(map(self.fit_cost, [self.base] + chosen)) > self.budget.left - final:
+                chosen.pop()
+            for c in list(todo.values())[len(chosen):]:
+                self.accuracy[str(self.signature(c))] = {"accepted": False, "unchecked": True,
+                                                         "reason": "budget: its accuracy check had no time left"}
+            if not chosen:
+                return
+            fits = [self.fit_case(self.base)] + [self.fit_case(c) for c in chosen]
+            records = self.stage("accuracy" if rnd == 1 else f"accuracy-r{rnd}",
+                                 "Does each faster configuration reach the baseline's final validation loss?",
+                                 fits, 1, round_time=0.02, fit_s=sum(map(self.fit_cost, [self.base] + chosen)))
+            by_id = {r["case_id"]: r for r in records}
+            base = by_id[fits[0].case_id]
+            for c, f in zip(chosen, fits[1:]):
+                self.accuracy[str(self.signature(c))] = dict(accuracy_verdict(by_id[f.case_id], base, self.req.tolerance),
+                                                             fit_case=f.case_id)
 
     def accepted(self, c: Case) -> bool | None:
         if self.signature(c) == self.signature(self.base):
@@ -441,11 +452,8 @@ def search(req: Request, out: str | os.PathLike = "results", opts: SearchOptions
     chosen = None
     try:
         s.screen()
-        pool = s.halving(s.combinations())
-        ranked = sorted(pool, key=lambda c: -s.speed(c.case_id))
-        screened = sorted((c for c in s._measured() if c not in ranked and s.speed(c.case_id) > 1),
-                          key=lambda c: -s.speed(c.case_id))
-        s.check_accuracy((ranked + screened)[:max(s.opts.max_live - 1, 1)])
+        s.halving(s.combinations())
+        s.check_accuracy()
         chosen = s.final()
     except KeyboardInterrupt:
         s.finish(None, interrupted=True)
