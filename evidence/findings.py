@@ -203,9 +203,12 @@ def detection_ab() -> str:
 
 def detection_instructions() -> str:
     """``ab --count instructions`` on the detection suite, as ``evidence/instruction_quality.py score`` wrote it."""
-    md = (DETECTION / "instructions" / "score.md").read_text(encoding="utf-8")
-    return ("*From `results/detection/instructions/score.md` (scored by `evidence/instruction_quality.py score` from the "
-            "run files in `results/detection/instructions-asfound/`, `instructions-busy/` and `instructions-aa/`).*\n\n" + md.rstrip() + "\n")
+    from evidence.instruction_quality import to_markdown
+
+    res = json.loads((DETECTION / "instructions" / "score.json").read_text(encoding="utf-8"))
+    dirs = ", ".join(f"`{d}/`" for d in res["conditions"])
+    return ("*From `results/detection/instructions/score.json` (scored by `evidence/instruction_quality.py score` from "
+            f"the run files in `results/detection/` {dirs}).*\n\n" + to_markdown(res).rstrip() + "\n")
 
 
 def _options(command: str) -> str:
@@ -255,6 +258,25 @@ def recommend_grid() -> str:
     return "\n".join(out) + "\n"
 
 
+def recommend_grid_earlier() -> str:
+    """Earlier searches of the same grids, kept as ``comparison-search-before-<commit>.json``: what each fix changed."""
+    out = ["*From `results/recommend/<model>/comparison-search-before-<commit>.json`: the comparison of a search made "
+           "before that commit with the same grid (its run file beside it).*", "",
+           "| model | search before | its pick | its speed-up in the grid | within the grid's best CI | recommend wall |",
+           "|---|---|---|---:|---|---:|"]
+    earlier = [(json.loads(p.read_text(encoding="utf-8")), p)
+               for p in (ROOT / "results" / "recommend").glob("*/comparison-search-before-*.json")]
+    for c, path in sorted(earlier, key=lambda x: (x[0]["model"], x[0]["recommend_run"])):  # oldest search first
+        pick = c["pick_in_grid"] or {}
+        within = {True: "yes", False: "no", None: "undecided"}[c["pick_within_best_ci"]]
+        speed = f"{pick['speedup']:.2f}x{_ci(pick.get('ci_low'), pick.get('ci_high'))}" if pick else "not in the grid"
+        pick_cfg = f"`{c['pick']}`" if c["pick"] else "none"
+        out.append(f"| {c['model']} | {path.stem.removeprefix('comparison-search-before-')} | "
+                   f"{pick_cfg} | {speed} | {within} | "
+                   f"{_mmss(c['recommend_command_wall_s'])} |")
+    return "\n".join(out) + "\n"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "terminal-summary": terminal_summary,
     "suites": suites,
@@ -267,6 +289,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "detection-ab": detection_ab,
     "detection-instructions": detection_instructions,
     "recommend-grid": recommend_grid,
+    "recommend-grid-earlier": recommend_grid_earlier,
 }
 
 
