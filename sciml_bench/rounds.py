@@ -298,7 +298,7 @@ def _after_rounds(study: Study, workers: list[Worker], info: dict[int, dict[str,
                     if extra.limit is None:  # the time it ran before this wait comes off the case's budget too
                         w.budget -= time.perf_counter() - t0
                     status, payload = w.call(None, max(limit - (time.perf_counter() - t0), 0.0),
-                                             charge=extra.limit is None)
+                                             charge=extra.limit is None, limit=f"(the rest of its own {limit:.0f} s limit)")
                 else:
                     status, payload = lost.get(i, (None, None)) if i in runs else (None, None)
                 if status == "ok":

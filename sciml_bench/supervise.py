@@ -63,11 +63,13 @@ class Worker:
         child.close()
         self.failure: tuple[str, str] | None = None
 
-    def call(self, msg: tuple | None, timeout: float, charge: bool = True) -> tuple[str, Any]:
+    def call(self, msg: tuple | None, timeout: float, charge: bool = True,
+             limit: str = "of starting") -> tuple[str, Any]:
         """Send ``msg`` (None: just wait) and return the reply, or a failure (status, reason).
 
-        Time spent waiting comes off the case's budget when ``charge`` (not for start-up). While
-        waiting, the log is kept under LOG_LIMIT and the worker's RSS is sampled."""
+        Time spent waiting comes off the case's budget when ``charge`` (not for start-up); otherwise
+        ``limit`` says in the timeout's reason which limit ran out. While waiting, the log is kept
+        under LOG_LIMIT and the worker's RSS is sampled."""
         t0 = time.perf_counter()
         reply = None
         try:
@@ -86,8 +88,8 @@ class Worker:
             cap_log(self.log_path)
         if reply is None:
             self.kill()
-            reply = ("timeout", f"no answer within {timeout:.0f} s" + (" (the rest of its --timeout)" if charge
-                                                                       else " of starting") + self.log_tail())
+            reply = ("timeout", f"no answer within {timeout:.0f} s "
+                     + ("(the rest of its --timeout)" if charge else limit) + self.log_tail())
         return reply
 
     def post(self, msg: tuple) -> None:

@@ -398,12 +398,12 @@ def test_counts_run_one_per_core_at_once_and_other_commands_one_at_a_time(monkey
             events.append(("post", self.k, msg[0]))
             self.pending = msg
 
-        def call(self, msg, timeout, charge=True):
+        def call(self, msg, timeout, charge=True, limit="of starting"):
             if msg is not None:
                 self.post(msg)
             events.append(("wait", self.k, self.pending[0]))
             if self.pending[0] == "instructions" and self.k == 1:
-                return "timeout", f"no answer within {timeout:.0f} s"
+                return "timeout", f"no answer within {timeout:.0f} s {limit}"
             return "ok", {"metrics": {self.pending[0]: self.k}, "absent": {}}
 
         def kill(self):
@@ -421,3 +421,4 @@ def test_counts_run_one_per_core_at_once_and_other_commands_one_at_a_time(monkey
     assert counts == [("post", 0), ("post", 1), ("wait", 0), ("wait", 1), ("post", 2), ("wait", 2)], events
     assert info[0]["metrics"]["instructions"] == 0 and info[2]["metrics"]["instructions"] == 2
     assert "instructions" not in info[1]["metrics"] and "timeout" in info[1]["absent"][instructions.METRIC]
+    assert "(the rest of its own" in info[1]["absent"][instructions.METRIC], "the count's own limit, not 'of starting'"
