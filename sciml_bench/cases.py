@@ -322,7 +322,7 @@ class Suite:
     round_time: float = 0.2
     timeout: float = 300.0
     path: str = ""
-    warnings: tuple[str, ...] = ()  # legal but surprising choices, printed by `run`
+    warnings: tuple[tuple[str, str], ...] = ()  # (study, text): legal but surprising choices, printed by `run`
     passes: int = 1  # timed passes per study, separated in time, each in fresh workers (rounds are per pass)
     threads: int | None = None  # torch intra-op threads per worker (None: torch's default)
     # "instructions": also count every case's instructions per step under Callgrind (measure.instructions)
@@ -420,8 +420,8 @@ def _parse_suite(data: dict[str, Any], source: str) -> Suite:
             if k not in axes:
                 raise UsageError(f"study {study.name!r}: reference field {k!r} is not one of its axes {list(axes)}")
             if v not in axes[k]:  # legal (a cheap suite may leave its reference out), but never silent
-                warnings.append(f"study {study.name!r}: reference {k}={v!r} is not among its axis values {axes[k]}, "
-                                f"so its ratios will be absent")
+                warnings.append((study.name, f"study {study.name!r}: reference {k}={v!r} is not among its axis values "
+                                             f"{axes[k]}, so its ratios will be absent"))
         studies.append(study)
     if not studies:
         raise UsageError(f"suite {source} has no [[study]] tables")

@@ -69,8 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"device {txt(run.spec.device)} → {txt(run.path)}")
     from sciml_bench.cases import load_suite
 
-    for w in load_suite(run.spec.suite).warnings:
-        err_console.print(f"[yellow]warning[/]: {txt(w)}")
+    planned = {study.name for study, _ in run.plan}
+    for study, w in load_suite(run.spec.suite).warnings:
+        if study in planned:  # `--study X` hears of X's choices only
+            err_console.print(f"[yellow]warning[/]: {txt(w)}")
     if not execute_with_progress(run):
         err_console.print(f"continue with: sciml-bench run --resume {txt(run.path)}")
         return 130

@@ -109,6 +109,11 @@ def test_run_writes_report_by_default(tmp_path):
     proc = run_cli("run", "--suite", "smoke", "--study", "batch-size", "--rounds", "2", "--round-time", "0.01",
                    "--device", "cpu", "--out", str(tmp_path / "results"), timeout=300)
     assert proc.returncode == 0, proc.stderr
+    from sciml_bench.cases import load_suite
+
+    warned = {study for study, _ in load_suite("smoke").warnings}
+    assert warned and "batch-size" not in warned and "is not among its axis values" not in proc.stderr, \
+        "--study X warns of X's reference only, not of the other studies' " + proc.stderr
     m = re.search(r"report: (\S+index\.html)", proc.stdout.replace("\n", ""))
     assert m, f"run must print the report path: {proc.stdout}"
     lines = proc.stdout.splitlines()
