@@ -19,7 +19,8 @@ leaves ``dq_ic_same`` alone) over ``evidence/ab_instructions_suite.toml``, with 
   comparison; every count of a case's base code against every count of its new code a detection. Only
   the same seed: the count depends on the data (MKL's sqrt in Adam takes a slow path for rare values,
   ~0.5 % between seeds here). Pairs share counts, so they are not independent: the number of distinct
-  counts is given beside each rate.
+  counts is given beside each rate, and the independent A/A comparisons (each count in one pair only,
+  consecutive counts of a case and code) are scored apart.
 
 A measurement script, not a test.
 """
@@ -86,7 +87,9 @@ def _counts(run_dir: Path) -> tuple[list[dict], list[dict]]:
             counts.append({"run": f.name, "model": model, "layers": layers, "arm": r["arm"], "case": r["case_id"],
                            "metric": m, "absent": r["absent"].get(instructions.METRIC), "wall_s": wall})
         for row in compare_ab(f).rows:
-            if row.metric == instructions.METRIC:
+            if row.metric == "step_time":  # the same run's wall-time verdict, for contrast
+                rows.append({"run": f.name, "model": "step_time", "ratio": row.ratio, "verdict": row.verdict})
+            elif row.metric == instructions.METRIC:
                 rows.append({"run": f.name, "model": row.case_id.split(",")[0] + (" (A/A run)" if aa else ""),
                              "ratio": row.ratio,
                              "verdict": row.verdict})
@@ -104,8 +107,19 @@ def score(run_dirs: list[Path]) -> dict:
                              "run_wall_s": sorted({round(x["wall_s"]) for x in c}),
                              "count_s": _stats([x["metric"]["seconds"] for x in c if x["metric"]]),
                              "spread": _stats([x["metric"]["spread"] for x in c if x["metric"]])}
+        times = [x["verdict"] for x in r if x["model"] == "step_time"]
+        conditions[label]["time_verdicts"] = {v: times.count(v) for v in sorted(set(times))}
         counts += [dict(x, condition=label) for x in c if x["metric"]]
-        rows += [dict(x, condition=label) for x in r]
+        rows += [dict(x, condition=label) for x in r if x["model"] != "step_time"]
+    first = next(iter(conditions), None)  # each condition's counts against the first's, same case and code
+    ref: dict[tuple[str, int], list[float]] = {}
+    for c in counts:
+        if c["condition"] == first:
+            ref.setdefault((c["case"], c["layers"]), []).append(c["metric"]["value"])
+    for label, cond in conditions.items():
+        r = [c["metric"]["value"] / v for c in counts if c["condition"] == label
+             for v in ref.get((c["case"], c["layers"]), [])]
+        cond["vs_first"] = float(np.median(r)) if r and label != first else None
     out: dict = {"conditions": conditions, "rule": {"floor": instructions.FLOOR,
                                                     "spread_factor": instructions.SPREAD_FACTOR}}
     # ab's own verdicts, per model
@@ -127,6 +141,14 @@ def score(run_dirs: list[Path]) -> dict:
                 cross.append((ratio, v, t))
                 used_cross |= {id(a), id(b)}
     out["aa"] = _pairs(aa, len(used))
+    # independent A/A: each count in at most one pair (consecutive counts of a group, in recording order)
+    disjoint = [instructions.verdict(a["metric"], b["metric"]) for group in by_code.values()
+                for a, b in zip(group[0::2], group[1::2])]
+    out["aa_independent"] = _pairs(disjoint, 2 * len(disjoint))
+    for busy in (False, True):  # the same, each condition on its own: both counts quiet, or both beside the loop
+        same = [[c for c in group if conditions[c["condition"]]["busy_loop"] is busy] for group in by_code.values()]
+        pairs = [instructions.verdict(a["metric"], b["metric"]) for g in same for a, b in zip(g[0::2], g[1::2])]
+        out[f"aa_independent_{'busy' if busy else 'quiet'}"] = _pairs(pairs, 2 * len(pairs))
     out["aa_across_conditions"] = _pairs(cross, len(used_cross))
     # pooled detection: base code against new code of each extra-work model
     out["extra"] = {}
@@ -158,17 +180,24 @@ def _pairs(pairs: list[tuple[float, str, float]], counts: int) -> dict:
 
 def to_markdown(res: dict) -> str:
     lines = ["| condition | busy loop | counts | run wall (s) | seconds per count (median, range) | "
-             "repeat spread (median, max) |", "|---|---|---:|---|---|---|"]
+             "repeat spread (median, max) | counts / the first condition's (median) | "
+             "wall-time verdicts of the same run |", "|---|---|---:|---|---|---|---:|---|"]
     for name, c in res["conditions"].items():
         cs, sp = c["count_s"] or {}, c["spread"] or {}
+        times = ", ".join(f"{n} {v}" for v, n in (c.get("time_verdicts") or {}).items())
         lines.append(f"| {name} | {c['busy_loop']} | {c['counts']} | {c['run_wall_s']} | "
                      f"{cs.get('median', 0):.0f} ({cs.get('min', 0):.0f}-{cs.get('max', 0):.0f}) | "
-                     f"{sp.get('median', 0):.3%}, {sp.get('max', 0):.3%} |")
+                     f"{sp.get('median', 0):.3%}, {sp.get('max', 0):.3%} | "
+                     f"{'' if c.get('vs_first') is None else format(c['vs_first'], '.4f')} | {times} |")
     rule = res["rule"]
     lines += ["", f"Gate: change beyond max({rule['floor']:.1%}, {rule['spread_factor']:g} x spread).", "",
               "| comparison | pairs (distinct counts) | flagged | median ratio | median / max abs deviation | "
               "median threshold |", "|---|---:|---:|---:|---:|---:|"]
-    named = [("A/A, same code, all pairs", res["aa"]), ("A/A across conditions", res["aa_across_conditions"])] + \
+    named = [("A/A, same code, all pairs", res["aa"]), ("A/A, independent (each count in one pair)",
+                                                          res.get("aa_independent", {})),
+             ("A/A, independent, both counts quiet", res.get("aa_independent_quiet", {})),
+             ("A/A, independent, both beside the busy loop", res.get("aa_independent_busy", {})),
+             ("A/A across conditions", res["aa_across_conditions"])] + \
         [(f"{m}: {e['what']}", e) for m, e in res["extra"].items()]
     for name, p in named:
         if p.get("n"):
