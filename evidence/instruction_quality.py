@@ -157,10 +157,16 @@ def score(run_dirs: list[Path]) -> dict:
         base = [by_code.get((case, AB_BASE[model]), []) for case in cases]
         new = [by_code.get((case, AB_NEW[model]), []) for case in cases]
         pairs = [instructions.verdict(b["metric"], n["metric"]) for bs, ns in zip(base, new) for b in bs for n in ns]
+        busy = {label: conditions[label]["busy_loop"] for label in conditions}
+        by = {name: [v == "more" for bs, ns in zip(base, new) for b in bs for n in ns
+                     if busy[b["condition"]] is flag and busy[n["condition"]] is flag
+                     for _, v, _ in [instructions.verdict(b["metric"], n["metric"])]]
+              for name, flag in (("quiet", False), ("busy", True))}
         base, new = sum(base, []), sum(new, [])
         if pairs:
             out["extra"][model] = dict(_pairs(pairs, len(base) + len(new)), what=what,
-                                       detected=float(np.mean([v == "more" for _, v, _ in pairs])))
+                                       detected=float(np.mean([v == "more" for _, v, _ in pairs])),
+                                       detected_by_condition={k: {"n": len(v), "detected": sum(v)} for k, v in by.items()})
     return out
 
 
@@ -204,6 +210,9 @@ def to_markdown(res: dict) -> str:
             lines.append(f"| {name} | {p['n']} ({p['distinct_counts']}) | {p['false_or_flagged']} "
                          f"({p['rate_flagged']:.0%}) | {p['ratio_median']:.4f} | {p['abs_dev_median']:.3%} / "
                          f"{p['abs_dev_max']:.3%} | {p['threshold_median']:.2%} |")
+    lines += ["", "Extra work detected, both counts of a pair under the same condition: " + "; ".join(
+        f"{m}: " + ", ".join(f"{k} {d['detected']}/{d['n']}" for k, d in e.get("detected_by_condition", {}).items())
+        for m, e in res["extra"].items())]
     lines += ["", "ab's own verdicts (compare_ab), per model: " + "; ".join(
         f"{m}: {v['verdicts']}" for m, v in res["ab"].items())]
     return "\n".join(lines) + "\n"
