@@ -119,7 +119,7 @@ def add_count_options(p: argparse.ArgumentParser, gate: bool = False) -> None:
     p.add_argument("--count", choices=("time", "instructions"), default=None,
                    help="instructions: after its timed rounds, also count each case's instructions per step under "
                         "Callgrind (one thread; valgrind needed; about a minute per case on the 2-core machine it was measured on: "
-                        "results/detection/instructions/score.md), "
+                        "docs/regression-tracking.md, from results/detection/instructions/score.json), "
                         "a figure a busy neighbour cannot move" + (
                             "; both arms are counted, and a case counted on both sides gates on its instructions "
                             "(rounds: the suite's, not raised to 12)" if gate else "")

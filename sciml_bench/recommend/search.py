@@ -284,8 +284,11 @@ class Search:
         floor = -math.inf if self.baseline_over_limit() else 1.0
         order = sorted((c for c in self._measured() if self.speed(c.case_id) > floor), key=lambda c: -self.speed(c.case_id))
         per = max(self.opts.max_live - 1, 1)
-        final = self.budget.stage([self.base] * (self.opts.finalists + 1), self.opts.final_rounds, self.opts.round_time,
-                                  self.opts.final_passes)
+
+        def cost(cs: list[Case]) -> float:  # what ``stage`` will estimate for the round
+            fit_s = sum(map(self.fit_cost, [self.base] + cs))
+            return self.budget.stage([self.fit_case(c) for c in [self.base] + cs], 1, 0.02, 1, fit_s)
+
         for rnd in itertools.count(1):
             alive = [c for c in order if self.accepted(c) is not False]
             if all(self.accepted(c) for c in alive[:self.opts.finalists]):
@@ -299,10 +302,13 @@ class Search:
                             "pool")}
                     else:
                         todo[self.signature(c)] = c
+            final = self.budget.stage([self.base] * (self.opts.finalists + 1), self.opts.final_rounds,
+                                      self.opts.round_time, self.opts.final_passes)  # the scale learnt so far
             chosen = list(todo.values())
-            while chosen and self.budget.scale * sum(map(self.fit_cost, [self.base] + chosen)) > self.budget.left - final:
+            while chosen and cost(chosen) > self.budget.left - final:
                 chosen.pop()
-            for c in list(todo.values())[len(chosen):]:
+            short = list(todo.values())[len(chosen):]  # the budget's: no later round may check slower ones instead
+            for c in short:
                 self.accuracy[str(self.signature(c))] = {"accepted": False, "unchecked": True,
                                                          "reason": "budget: its accuracy check had no time left"}
             if not chosen:
@@ -316,6 +322,8 @@ class Search:
             for c, f in zip(chosen, fits[1:]):
                 self.accuracy[str(self.signature(c))] = dict(accuracy_verdict(by_id[f.case_id], base, self.req.tolerance),
                                                              fit_case=f.case_id)
+            if short or base.get("status") != "ok" or not (base.get("metrics") or {}).get("final_val_loss"):
+                return  # the budget is spent, or the baseline's fit failed: another round could judge nothing
 
     def accepted(self, c: Case) -> bool | None:
         if self.signature(c) == self.signature(self.base):
