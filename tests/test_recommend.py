@@ -247,10 +247,9 @@ def test_a_single_knob_winner_ranked_out_of_the_combinations_keeps_its_screen_me
     assert skipped and all(cid not in s.latest for cid in skipped), s.cand
 
 
-def test_a_rejected_first_round_sends_the_accuracy_check_on_to_the_next_fastest_numerics():
-    """unet_small's miss: the fastest candidates were larger batches that all failed the accuracy check, and the
-    batch-32 bf16 winner behind them was never checked. Now a rejection checks on, fastest first, round by
-    round, until the finalists' numerics have verdicts; the next-fastest accepted candidate is then eligible."""
+def _accuracy_rounds(budget_s=600.0, baseline_fit_ok=True, before=lambda s: None):
+    """A Search over six measured candidates whose batch-128/256 numerics fail the check; ``check_accuracy`` run
+    with a fake stage. Returns (search, the stages run as (name, numerics checked))."""
     from sciml_bench.recommend.search import Budget, Search
 
     base = Case(model="small_cnn", batch_size=32)
@@ -263,7 +262,7 @@ def test_a_rejected_first_round_sends_the_accuracy_check_on_to_the_next_fastest_
     s.req, s.base, s.cand, s.latest, s.accuracy, s.info = Request("small_cnn", tolerance=0.05), base, {}, {}, {}, {}
     s.space = SimpleNamespace(memory_limit=10 ** 12, knobs_of=lambda c: {"batch_size": c.batch_size})
     s.opts = SimpleNamespace(max_live=3, finalists=2, final_rounds=2, final_passes=2, round_time=0.01)
-    s.budget = Budget(600.0, "cpu")
+    s.budget = Budget(budget_s, "cpu")
     s.latest[base.case_id] = _rec(base, ratio=1.0, peak=1000)
     for c, speed in speeds.items():
         s.latest[c.case_id] = _rec(c, ratio=c.batch_size / base.batch_size / speed, peak=1000)
@@ -273,14 +272,48 @@ def test_a_rejected_first_round_sends_the_accuracy_check_on_to_the_next_fastest_
     def stage(name, question, fits, rounds, round_time=None, fit_s=0.0):
         staged.append((name, [(f.precision, f.compile, f.batch_size) for f in fits[1:]]))
         loss = lambda f: [4.0 if f.batch_size in inaccurate else 1.0, 1.1 * (4.0 if f.batch_size in inaccurate else 1)]
-        return [{"case_id": f.case_id, "case": f.to_dict(), "status": "ok",
+        recs = [{"case_id": f.case_id, "case": f.to_dict(), "status": "ok",
                  "metrics": {"final_val_loss": {"samples": loss(f)}}} for f in fits]
+        if not baseline_fit_ok:
+            recs[0].update(status="error", reason="RuntimeError: planted", metrics={})
+        return recs
 
     s.stage = stage
+    before(s)
     s.check_accuracy()
+    return s, staged
+
+
+def test_a_rejected_first_round_sends_the_accuracy_check_on_to_the_next_fastest_numerics():
+    """unet_small's miss: the fastest candidates were larger batches that all failed the accuracy check, and the
+    batch-32 bf16 winner behind them was never checked. Now a rejection checks on, fastest first, round by
+    round, until the finalists' numerics have verdicts; the next-fastest accepted candidate is then eligible."""
+    s, staged = _accuracy_rounds()
+    base = s.base
     assert staged == [("accuracy", [("bf16", "none", 128), ("fp32", "none", 256)]),
                       ("accuracy-r2", [("bf16", "default", 128), ("bf16", "none", 32)])], staged
     assert s.accepted(base.replace(precision="bf16")) and s.accepted(base.replace(channels_last=True))
     assert s.accepted(base.replace(precision="bf16", batch_size=128)) is False
     assert s.accepted(base.replace(precision="bf16", channels_last=True, batch_size=64)) is None, \
         "the finalists had verdicts: batch 64's numerics were not checked"
+
+
+def test_accuracy_rounds_stop_when_the_baseline_fit_fails_or_the_budget_cuts_a_round_short():
+    """A failed baseline fit judges nothing: one round, its candidates rejected with that reason, no second round.
+    A budget that fits only part of a round: the rest is 'no time left', and no later round checks slower
+    numerics in their place."""
+    s, staged = _accuracy_rounds(baseline_fit_ok=False)
+    assert [name for name, _ in staged] == ["accuracy"], staged
+    v = s.accuracy[str(s.signature(s.base.replace(precision="bf16", batch_size=128)))]
+    assert not v["accepted"] and v["reason"].startswith("the baseline's fit error"), v
+    assert s.accepted(s.base.replace(precision="bf16")) is None, "left unjudged: final() calls it not tried"
+    def room_for_one(s):  # the budget left: the final comparison's reserve and a round of one candidate, no more
+        first = s.base.replace(precision="bf16", batch_size=128)
+        fits = [s.fit_case(c) for c in (s.base, first)]
+        final = s.budget.stage([s.base] * 3, 2, 0.01, 2)
+        s.budget.seconds = final + s.budget.stage(fits, 1, 0.02, 1, sum(map(s.fit_cost, (s.base, first)))) + 1.0
+
+    s, staged = _accuracy_rounds(before=room_for_one)
+    assert staged == [("accuracy", [("bf16", "none", 128)])], staged
+    assert s.accuracy[str(s.signature(s.base.replace(batch_size=256)))]["reason"].startswith("budget: its accuracy")
+    assert s.accepted(s.base.replace(precision="bf16")) is None, "no slower numerics checked in their place"
