@@ -156,11 +156,12 @@ def score(run_dirs: list[Path]) -> dict:
         cases = sorted({c["case"] for c in counts if c["model"] == model})
         base = [by_code.get((case, AB_BASE[model]), []) for case in cases]
         new = [by_code.get((case, AB_NEW[model]), []) for case in cases]
-        pairs = [instructions.verdict(b["metric"], n["metric"]) for bs, ns in zip(base, new) for b in bs for n in ns]
-        busy = {label: conditions[label]["busy_loop"] for label in conditions}
-        by = {name: [v == "more" for bs, ns in zip(base, new) for b in bs for n in ns
-                     if busy[b["condition"]] is flag and busy[n["condition"]] is flag
-                     for _, v, _ in [instructions.verdict(b["metric"], n["metric"])]]
+        judged = [(b, n, instructions.verdict(b["metric"], n["metric"])) for bs, ns in zip(base, new)
+                  for b in bs for n in ns]
+        pairs = [v for _, _, v in judged]
+        busy = {label: cond["busy_loop"] for label, cond in conditions.items()}
+        by = {name: [v == "more" for b, n, (_, v, _) in judged
+                     if busy[b["condition"]] is flag and busy[n["condition"]] is flag]
               for name, flag in (("quiet", False), ("busy", True))}
         base, new = sum(base, []), sum(new, [])
         if pairs:

@@ -285,9 +285,11 @@ class Search:
         order = sorted((c for c in self._measured() if self.speed(c.case_id) > floor), key=lambda c: -self.speed(c.case_id))
         per = max(self.opts.max_live - 1, 1)
 
+        def fit_seconds(cs: list[Case]) -> float:
+            return sum(map(self.fit_cost, [self.base] + cs))
+
         def cost(cs: list[Case]) -> float:  # what ``stage`` will estimate for the round
-            fit_s = sum(map(self.fit_cost, [self.base] + cs))
-            return self.budget.stage([self.fit_case(c) for c in [self.base] + cs], 1, 0.02, 1, fit_s)
+            return self.budget.stage([self.fit_case(c) for c in [self.base] + cs], 1, 0.02, 1, fit_seconds(cs))
 
         for rnd in itertools.count(1):
             alive = [c for c in order if self.accepted(c) is not False]
@@ -313,10 +315,10 @@ class Search:
                                                          "reason": "budget: its accuracy check had no time left"}
             if not chosen:
                 return
-            fits = [self.fit_case(self.base)] + [self.fit_case(c) for c in chosen]
+            fits = [self.fit_case(c) for c in [self.base] + chosen]
             records = self.stage("accuracy" if rnd == 1 else f"accuracy-r{rnd}",
                                  "Does each faster configuration reach the baseline's final validation loss?",
-                                 fits, 1, round_time=0.02, fit_s=sum(map(self.fit_cost, [self.base] + chosen)))
+                                 fits, 1, round_time=0.02, fit_s=fit_seconds(chosen))
             by_id = {r["case_id"]: r for r in records}
             base = by_id[fits[0].case_id]
             for c, f in zip(chosen, fits[1:]):
