@@ -41,11 +41,12 @@ def _die_with_parent(sig: int, parent: int | None = None) -> None:
 
 def _comm_share(wl: Any, steps: int = PROFILE_STEPS) -> tuple[dict[str, Any] | None, str | None]:
     """Fraction of the step with an all-reduce in flight, from the profiler's all-reduce events."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from sciml_bench.measure.timing import device_sync
+
     cuda = wl.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = device_sync(wl.device)
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         sync()
         t0 = time.perf_counter()

@@ -24,6 +24,7 @@ import torch
 
 from sciml_bench.cases import Case
 from sciml_bench.measure.energy import COUNTER_NOTE, EnergyMeter, Tally
+from sciml_bench.measure.timing import device_sync
 from sciml_bench.models import Batch, get_model_spec, to_device
 from sciml_bench.tasks import DATA_SEED, VAL_SEED, Task, burgers_solver_error, get_task, task_metric
 from sciml_bench.workloads import AUTOCAST, DTYPES, build_workload
@@ -65,7 +66,7 @@ def fit_seed(case: Case, task: Task, train: Batch, val: Batch, clock: Callable[[
     spec = get_model_spec(case.model)
     knobs = spec.merged(case.knobs)
     model = wl.model
-    sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
+    sync = device_sync(wl.device)
     dtype, mf = DTYPES[case.precision], torch.channels_last if case.channels_last else None
     val_dev = (to_device(val[0], wl.device, dtype, mf), to_device(val[1], wl.device, dtype))  # as Workload.load
     diag = (_take(val_dev[0], torch.arange(min(DIAG_BATCH, VAL_SIZE))),

@@ -77,7 +77,7 @@ def setup(case: Case, opts: RunOptions, full: bool = True) -> tuple[dict[str, An
     absent: dict[str, str] = {}
     rss_before = rss_bytes()
     wl = build_workload(case)
-    warm = warmup(wl.step, opts.warmup_steps, opts.warmup_time)
+    warm = warmup(wl.step, opts.warmup_steps, opts.warmup_time, case.device)
     # parent_pid: the fork server that forked this worker (one per pass; the run itself where workers are spawned)
     done = {"threads": torch.get_num_threads(), "warmup_steps": warm["warmup_steps"], "pid": os.getpid(),
             "parent_pid": os.getppid()}
@@ -207,7 +207,7 @@ def main(conn, log_path: str, threads: int | None) -> None:
             elif msg[0] == "round":
                 reply = ("ok", workload.time_round(msg[1]) if workload.case.ddp_ranks else
                          time_block(workload.step, msg[1], torch.get_num_threads(), workload.case.case_id,
-                                    meter=meter))
+                                    meter=meter, device=workload.case.device))
             elif msg[0] == "instructions":  # after the last round: (options, case_dict)
                 from sciml_bench.measure.instructions import measure
 

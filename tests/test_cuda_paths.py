@@ -148,15 +148,18 @@ def test_non_blocking_copies_deliver_the_same_batch(cpu_builds_cuda_knobs, monke
 def test_warmup_syncs_after_the_first_step_and_at_the_end(monkeypatch):
     log = []
 
-    def sync():
-        log.append("sync")
+    def sync(device=None):
+        log.append(f"sync {device}")
         time.sleep(0.02)  # the queued kernels of the step, finishing
 
     fake_cuda(monkeypatch, is_available=lambda: True, is_initialized=lambda: True, synchronize=sync)
-    out = timing.warmup(lambda: log.append("step"), min_steps=3)
-    assert log == ["step", "sync", "step", "step", "sync"], f"sync only at the edges: {log}"
+    out = timing.warmup(lambda: log.append("step"), min_steps=3, device="cuda:1")
+    assert log == ["step", "sync cuda:1", "step", "step", "sync cuda:1"], f"the case's GPU, at the edges: {log}"
     assert out["first_step_s"] >= 0.02, "the first step's time must include its sync"
     assert out["warmup_steps"] == 3
+    log.clear()
+    timing.warmup(lambda: log.append("step"), min_steps=2, device="cpu")
+    assert log == ["step", "step"], "a CPU case waits for no GPU, even in a process where CUDA is initialized"
 
 
 def test_timed_block_is_bracketed_by_syncs_and_not_starved_by_sleeping_in_them(monkeypatch):
@@ -167,13 +170,16 @@ def test_timed_block_is_bracketed_by_syncs_and_not_starved_by_sleeping_in_them(m
     monkeypatch.setattr(torch.accelerator, "synchronize", lambda *a: log.append("sync"))
     monkeypatch.setattr(timing, "run_queue_waits", lambda: None)  # the CPU-share fallback decides
     fake_cuda(monkeypatch, is_initialized=lambda: True)
-    out = timing.time_block(lambda: (log.append("step"), time.sleep(0.002)), 0.05, 1)
+    out = timing.time_block(lambda: (log.append("step"), time.sleep(0.002)), 0.05, 1, device="cuda")
     syncs = 0
     for event in log:
         syncs += event == "sync"
         assert event == "sync" or syncs % 2 == 1, "a step ran outside a sync pair"
     assert syncs % 2 == 0 and syncs >= 2 * len(out["times"]), f"{syncs} syncs for {len(out['times'])} blocks"
     assert out["cpu_share"] < timing.STARVED_SHARE and not out["starved"], out
+    # the rule follows the case's device, not whether this process has touched CUDA
+    cpu = timing.time_block(lambda: time.sleep(0.002), 0.05, 1, device="cpu")
+    assert cpu["cpu_share"] < timing.STARVED_SHARE and cpu["starved"], cpu
 
 
 def test_loader_probe_syncs_around_its_loaded_steps(monkeypatch):
@@ -181,7 +187,7 @@ def test_loader_probe_syncs_around_its_loaded_steps(monkeypatch):
     loaded steps, one after, none between (each would stall the loader's overlap)."""
     log = []
 
-    def sync():
+    def sync(device=None):
         log.append("sync")
         time.sleep(0.02)
 

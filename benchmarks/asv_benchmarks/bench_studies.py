@@ -101,16 +101,16 @@ class _StudyBenchmark:
             self.wl = build_workload(self.case)
         except Unsupported as e:
             raise NotImplementedError(str(e)) from None
-        dev = self.wl.device
-        self.sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-        self.first_step_s = timing.warmup(self.wl.step)["first_step_s"]  # lazy init out of the timed calls
+        self.sync = timing.device_sync(self.wl.device)
+        self.first_step_s = timing.warmup(self.wl.step, device=self.wl.device)["first_step_s"]  # lazy init out of the timed calls
 
     def _step(self, *params: Any) -> None:
         self.wl.step()
         self.sync()
 
     def _median_step_s(self) -> float:
-        times = timing.time_block(self.wl.step, self.round_time, torch.get_num_threads(), self.case.case_id)["times"]
+        times = timing.time_block(self.wl.step, self.round_time, torch.get_num_threads(), self.case.case_id,
+                                  device=self.wl.device)["times"]
         return statistics.median(times)
 
     def _time_per_sample(self, *params: Any) -> float:

@@ -15,6 +15,7 @@ import torch
 
 from sciml_bench.cases import Case
 from sciml_bench.errors import Unsupported
+from sciml_bench.measure.timing import device_sync
 from sciml_bench.models import get_model_spec, to_device
 from sciml_bench.workloads import (DTYPES, EPOCH_BATCHES, Workload, build_workload, set_backend_flags,
                                    torch_dynamo)
@@ -83,7 +84,7 @@ def _shape_sweep(wl: Workload, metrics: dict[str, dict[str, Any]], absent: dict[
     before = dynamo_counts()["frames"] if compiled else 0
     saved = wl.inputs, wl.targets
     times = []
-    sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
+    sync = device_sync(wl.device)
     try:
         for size in sizes:
             x, y = spec.sample_batch(case.batch_size, wl.device, DTYPES[case.precision], seed=case.seed,
@@ -166,7 +167,7 @@ def _loader_metrics(wl: Workload, metrics: dict[str, dict[str, Any]]) -> None:
                                           "note": "live child processes of the case worker after warmup"}
     if case.mode == "train":
         n = max(EPOCH_BATCHES, 8)
-        sync = torch.cuda.synchronize if wl.device.type == "cuda" else (lambda: None)
+        sync = device_sync(wl.device)
         sync()
         wl.data_wait_s = 0.0
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 each with the CPU it actually got (a busy machine must be visible, not silent)."""
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -22,14 +23,29 @@ STARVED_WAIT = 0.25
 STARVED_SHARE = 0.5
 
 
-def warmup(step: Callable[[], object], min_steps: int = 3, min_time: float = 0.0) -> dict[str, float]:
-    """Run ``step`` until both ``min_steps`` calls and ``min_time`` seconds have passed.
+def _on_cuda(device: torch.device | str | None) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def _nothing() -> None:
+    pass
+
+
+def device_sync(device: torch.device | str | None) -> Callable[[], None]:
+    """What waits for ``device``'s queued work before a clock is read: ``torch.cuda.synchronize`` on a CUDA
+    device (its kernels run asynchronously); nothing elsewhere, where an op has finished when it returns."""
+    return functools.partial(torch.cuda.synchronize, device) if _on_cuda(device) else _nothing
+
+
+def warmup(step: Callable[[], object], min_steps: int = 3, min_time: float = 0.0,
+           device: torch.device | str | None = None) -> dict[str, float]:
+    """Run ``step`` on ``device`` until both ``min_steps`` calls and ``min_time`` seconds have passed.
 
     The first call is timed on its own: it carries lazy initialization (optimizer state, cuDNN
     autotuning, compilation) that must stay out of the steady-state figures but is worth
     reporting. Returns ``first_step_s`` and ``warmup_steps``.
     """
-    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    sync = device_sync(device)
     t0 = time.perf_counter()
     step()
     sync()
@@ -73,8 +89,9 @@ def cpu_block(wall: float, cpu: float, threads: int, waits0: dict[str, int] | No
 
 
 def time_block(step: Callable[[], object], min_run_time: float, num_threads: int,
-               label: str = "step", description: str = "", meter: EnergyMeter | None = None) -> dict[str, Any]:
-    """One timed block of ``step`` via ``Timer.blocked_autorange``, and the CPU it received.
+               label: str = "step", description: str = "", meter: EnergyMeter | None = None,
+               device: torch.device | str | None = None) -> dict[str, Any]:
+    """One timed block of ``step`` (on ``device``) via ``Timer.blocked_autorange``, and the CPU it received.
 
     The Timer synchronizes CUDA around each measurement and picks how many calls to run per
     measurement from ``min_run_time``; ``times`` holds each measurement's per-call time. The
@@ -92,7 +109,7 @@ def time_block(step: Callable[[], object], min_run_time: float, num_threads: int
     waits0, c0, t0 = run_queue_waits(), time.process_time(), time.perf_counter()
     times = list(timer.blocked_autorange(callback=window.done if window else None, min_run_time=min_run_time).times)
     wall, cpu, waits1 = time.perf_counter() - t0, time.process_time() - c0, run_queue_waits()
-    out = {"times": times, **cpu_block(wall, cpu, num_threads, waits0, waits1, torch.cuda.is_initialized())}
+    out = {"times": times, **cpu_block(wall, cpu, num_threads, waits0, waits1, _on_cuda(device))}
     if window:
         out["energy"] = window.result()
     return out

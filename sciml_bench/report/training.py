@@ -5,7 +5,6 @@ Reads stored records only. ``attach`` adds a study's figures and tables to its r
 """
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
