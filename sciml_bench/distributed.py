@@ -11,7 +11,8 @@ fixed number of steps (a collective needs every rank to call it). The case's ste
 slowest rank's, measurement by measurement; each rank's own times are kept in the record.
 
 A rank that raises, dies or runs out of memory ends the case with that status and the rank's
-reason; a rank killed by a signal is named from torchrun's own account (``ranks._launch_main``).
+reason; a rank killed by a signal is named from torchrun's own account (``ranks._launch_main``), and a
+SIGKILL is ``oom`` where the kernel shows the OOM killer's hand (``oomkill``), else ``crashed``.
 A rank that hangs leaves its peers waiting in a collective, which has no end of its own: the
 worker keeps the case's budget (``--timeout``) itself and, just before it runs out, asks every rank
 for its Python stack (``STACK_SIGNAL``), names the rank that is not waiting in a collective, and
@@ -38,6 +39,7 @@ from multiprocessing.connection import Listener
 from pathlib import Path
 from typing import Any
 
+from sciml_bench import oomkill
 from sciml_bench.cases import Case
 
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
@@ -106,6 +108,7 @@ class RankGroup:
                                   ENV_CASE: json.dumps({"case": case.to_dict(), "options": asdict(opts)})})
         if case.device == "cpu":
             env["OMP_NUM_THREADS"] = "1"  # one thread per rank: N ranks share the cores
+        self.oom_kills = oomkill.kill_count()  # the cgroup's counter before a rank could be killed
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sciml_bench.ranks", "launch", str(os.getpid()), "--standalone",
              f"--nproc_per_node={case.ddp_ranks}", "--max-restarts=0", "-m", "sciml_bench.ranks", "rank"],
@@ -225,9 +228,16 @@ class RankGroup:
         killed = [f for f in launcher if f["signal"] and f["rank"] not in reported and f["signal"] != "SIGTERM"]
         if killed:
             f = killed[0]
-            return RankFailure("crashed", f"rank {f['rank']} of {self.case.ddp_ranks} (pid {f['pid']}) died from "
-                                          f"{f['signal']} and reported no exception (a SIGKILL: the kernel OOM "
-                                          f"killer's, or another's); its peers then stopped")
+            who = f"rank {f['rank']} of {self.case.ddp_ranks} (pid {f['pid']})"
+            if f["signal"] != "SIGKILL":
+                return RankFailure("crashed", f"{who} died from {f['signal']} and reported no exception; its peers "
+                                              f"then stopped")
+            evidence = oomkill.evidence(f["pid"], self.oom_kills)
+            if evidence:
+                return RankFailure("oom", f"{who} killed by SIGKILL: out of memory ({evidence}); its peers then "
+                                          f"stopped")
+            return RankFailure("crashed", f"{who} died from SIGKILL and reported no exception, {oomkill.NO_SIGN}; "
+                                          f"its peers then stopped")
         if reports:
             first = min(reports, key=lambda r: r["time"])  # later ones are peers losing their connection
             return RankFailure(first["status"], f"rank {first['rank']} of {self.case.ddp_ranks}: {first['reason']}")

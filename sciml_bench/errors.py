@@ -28,8 +28,10 @@ def unknown(kind: str, name: object, allowed: Iterable[object]) -> UsageError:
 
 # torch re-raises a DataLoader worker's exception in the loading process with the worker's traceback as text
 _LOADER_WRAPPED = re.compile(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback")
-# ... and reports a worker that died (a signal: the OOM killer, a segfault, a bus error) as a RuntimeError
-_LOADER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) (exited unexpectedly|is killed by signal)")
+# ... and reports a worker that died (a signal: the OOM killer, a segfault, a bus error) as a RuntimeError:
+# "is killed by signal: Killed" (a SIGKILL), "exited unexpectedly" (found dead, no word how) or "... with exit code N"
+LOADER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? (?P<pids>[\d, ]+)\) "
+                         r"(?P<how>exited unexpectedly(?: with exit code -?\d+)?|is killed by signal: [^.]+)")
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -49,7 +51,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if wrapped:  # the worker's own last line (not its source lines, which could say anything)
         last = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][-1]
         text, msg = last.lower(), f"{last[:450]} ({wrapped.group(1)})"
-    elif isinstance(exc, RuntimeError) and _LOADER_DIED.search(str(exc)):
+    elif isinstance(exc, RuntimeError) and LOADER_DIED.search(str(exc)):
         return "crashed", msg
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (isinstance(exc, RuntimeError) and any(
             s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))):

@@ -2,7 +2,8 @@
 
 A ``Worker`` is one case's process (``sciml_bench.worker.main``) with its time budget: commands go
 out, replies come back, and a worker that dies, hangs or is killed becomes a status and a reason
-(``crashed``, ``oom`` with the kernel's evidence, ``timeout``) with the last lines of its log. Its log
+(``crashed``, ``oom`` with the kernel's evidence from ``oomkill``, ``timeout``) with the last lines of its
+log; so does a DataLoader worker of it that is killed (``oom`` only with that evidence). Its log
 is kept under ``LOG_LIMIT``. Workers come from a ``ProcessContext``: a fork server started afresh
 for each pass (``pass_context``; an A/B arm's: ``ab.Arm.context``), which forks them with torch
 already imported (``sciml_bench.forkserver``). ``pin_duet`` pins a case's two A/B arms to disjoint
@@ -20,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from sciml_bench import oomkill
 from sciml_bench.cases import Case
-from sciml_bench.errors import UsageError
+from sciml_bench.errors import LOADER_DIED, UsageError
 from sciml_bench.forkserver import ServerContext
 from sciml_bench.worker import RunOptions, main
 
@@ -57,7 +59,7 @@ class Worker:
         self.case, self.log_path, self.budget = case, log_path, opts.timeout
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=main, args=(child, str(log_path), opts.threads), daemon=True)
-        self.oom_kills = _oom_kill_count()  # the cgroup's counter before this worker could be killed
+        self.oom_kills = oomkill.kill_count()  # the cgroup's counter before this worker could be killed
         self.rss = 0  # largest resident set seen, for OOM evidence
         self.proc.start()
         child.close()
@@ -90,7 +92,19 @@ class Worker:
             self.kill()
             reply = ("timeout", f"no answer within {timeout:.0f} s "
                      + ("(the rest of its --timeout)" if charge else limit) + self.log_tail())
-        return reply
+        return self._loader_verdict(reply)
+
+    def _loader_verdict(self, reply: tuple[str, Any]) -> tuple[str, Any]:
+        """A DataLoader worker of this case killed by SIGKILL, or found dead without a word how, is ``oom``
+        where the kernel shows the OOM killer's hand since this worker started; else its reason says that
+        no sign was found. Any other reply is returned as it came."""
+        m = LOADER_DIED.search(reply[1]) if reply[0] == "crashed" and isinstance(reply[1], str) else None
+        if m is None or m["how"] not in ("exited unexpectedly", "is killed by signal: Killed"):
+            return reply
+        evidence = oomkill.evidence(int(m["pids"].split(",")[0]), self.oom_kills)
+        if evidence:
+            return "oom", f"{reply[1]} (out of memory: {evidence})"
+        return "crashed", f"{reply[1].rstrip(' .')}; {oomkill.NO_SIGN}"
 
     def post(self, msg: tuple) -> None:
         """Send ``msg`` without waiting; the next ``call(None, ...)`` collects the reply (or the crash)."""
@@ -118,11 +132,10 @@ class Worker:
         if code is not None and code < 0:
             sig = signal.Signals(-code).name
             if sig == "SIGKILL":
-                evidence = _oom_evidence(self.proc.pid, self.oom_kills, self.rss)
+                evidence = oomkill.evidence(self.proc.pid, self.oom_kills, self.rss)
                 if evidence:
                     return "oom", f"worker killed by SIGKILL: out of memory ({evidence}){tail}"
-                return "crashed", (f"killed (SIGKILL), with no sign of the OOM killer (cgroup oom_kill count "
-                                   f"unchanged or unreadable, RSS below 80% of the limit, no kernel log line){tail}")
+                return "crashed", f"killed (SIGKILL), {oomkill.NO_SIGN}{tail}"
             return "crashed", f"worker died from {sig}{tail}"
         return "crashed", f"worker exited with code {code}{tail}"
 
@@ -175,68 +188,6 @@ def cap_log(path: Path, limit: int = LOG_LIMIT) -> None:
             fh.truncate()
     except OSError:
         pass
-
-
-def _cgroup_dir() -> Path | None:
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):  # cgroup v2
-                return Path("/sys/fs/cgroup") / line[3:].strip().lstrip("/")
-    except OSError:
-        pass
-    return None
-
-
-def _oom_kill_count() -> int | None:
-    """The cgroup's ``oom_kill`` counter (memory.events), or None where it is not readable."""
-    d = _cgroup_dir()
-    try:
-        for line in (d / "memory.events").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-    except (OSError, TypeError, ValueError):
-        pass
-    return None
-
-
-def _memory_limit() -> int:
-    d = _cgroup_dir()
-    try:
-        text = (d / "memory.max").read_text().strip()
-        if text != "max":
-            return int(text)
-    except (OSError, TypeError, ValueError):
-        pass
-    import psutil
-
-    return psutil.virtual_memory().total
-
-
-def _oom_evidence(pid: int, oom_kills_before: int | None, rss: int) -> str | None:
-    """Why a SIGKILL looks like the OOM killer's, or None: the cgroup's oom_kill counter went up,
-    the kernel log names the pid, or the worker's RSS was near the memory limit."""
-    after = _oom_kill_count()
-    if oom_kills_before is not None and after is not None and after > oom_kills_before:
-        return f"cgroup memory.events oom_kill {oom_kills_before} -> {after}"
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            chunks_ = []
-            while True:
-                try:
-                    chunks_.append(os.read(fd, 8192).decode(errors="replace"))
-                except BlockingIOError:
-                    break
-        finally:
-            os.close(fd)
-        if any(f"Killed process {pid} " in c or f"Killed process {pid}," in c for c in chunks_):
-            return f"kernel log: Killed process {pid}"
-    except OSError:
-        pass  # /dev/kmsg is root-only on most systems
-    limit = _memory_limit()
-    if rss and rss >= 0.8 * limit:
-        return f"worker RSS {rss / 2 ** 30:.1f} GiB of a {limit / 2 ** 30:.1f} GiB limit"
-    return None
 
 
 class SpawnContext:

@@ -103,6 +103,7 @@ def test_a_rank_that_hangs_ooms_or_is_killed_in_a_round_is_named_and_leaves_no_p
     killed = recs["fault_rank1_sigkill,batch_size=4,ddp_ranks=2"]
     assert killed["status"] == "crashed", killed
     assert killed["reason"].startswith("rank 1 of 2 (pid ") and "died from SIGKILL" in killed["reason"], killed["reason"]
+    assert "with no sign of the OOM killer" in killed["reason"], "a plain SIGKILL is not called out of memory"
     assert recs["mlp,batch_size=16,width=32,depth=2,ddp_ranks=2"]["status"] == "ok", "the other cases are untouched"
     assert marked(mark) == [], "torchrun or a rank outlived the run"
 

@@ -164,7 +164,8 @@ def test_a_fault_in_the_fit_is_the_cases_status_and_keeps_its_timing(phase_run, 
     ("raise", "error", r"RuntimeError: planted fault \(in DataLoader worker process 0\)"),
     ("hang", "timeout", r"no answer within 4 s \(the rest of its --timeout\); last output: fault_hang: hanging now"),
     ("oom", "oom", r"RuntimeError: \[enforce fail .*(can't allocate|not enough) memory.*\(in DataLoader worker process 0\)"),
-    ("sigkill", "crashed", r"RuntimeError: DataLoader worker \(pid\(?s?\)? \d+\) (exited unexpectedly|is killed by signal)"),
+    ("sigkill", "crashed", r"RuntimeError: DataLoader worker \(pid\(?s?\)? \d+\) (exited unexpectedly|is killed by "
+                           r"signal: Killed); with no sign of the OOM killer \(cgroup oom_kill count"),  # a plain SIGKILL
 ])
 def test_a_fault_in_a_dataloader_worker_process_is_the_cases_status(phase_run, fault, status, reason):
     """Planted in the worker process that loads the batches (so at the first batch, in set-up: no
