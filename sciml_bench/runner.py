@@ -256,6 +256,10 @@ def resume_run(path: str | os.PathLike) -> Run:
     if header.get("ab"):
         raise UsageError(f"{path} is an A/B run: its arms' worktrees are gone, so it cannot be resumed; "
                          f"run sciml-bench ab again")
+    if header.get("recommend"):
+        raise UsageError(f"{path} is a recommend search: each stage was sized from the budget left and what the "
+                         f"stages before it measured, so it cannot be resumed; run sciml-bench recommend "
+                         f"{header['recommend'].get('request', {}).get('model', 'MODEL')} again")
     if is_locked(path):
         raise UsageError(f"{path} is being written by another sciml-bench process; wait for it to finish "
                          f"(or stop it) before resuming")
@@ -263,7 +267,10 @@ def resume_run(path: str | os.PathLike) -> Run:
         spec, opts = RunSpec(**header["spec"]), RunOptions(**header["options"])
     except (KeyError, TypeError) as e:
         raise UsageError(f"{path}: header has no usable run spec/options to resume from ({e})") from None
-    _, plan = plan_cases(spec)
+    try:
+        _, plan = plan_cases(spec)
+    except UsageError as e:  # e.g. a suite built in memory by a script: only its name is in the header
+        raise UsageError(f"{path}: its plan cannot be rebuilt to resume it: {e}") from None
     done = done_keys(records)
     partial = [p for p in read_run(path, "pass")[1] if (p["study"], p["case_id"]) not in done]
     pool = [r["metrics"]["time_ratio"]["pass_var"] for r in records

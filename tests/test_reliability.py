@@ -337,6 +337,24 @@ def test_a_run_being_written_is_locked_latest_skips_it_and_resume_is_refused(tmp
     assert not is_locked(busy) and resolve_run("latest", tmp_path) == busy
 
 
+@pytest.mark.parametrize("kept, words", [
+    ("detection/ab-aa-mixed/20261202-050259-ab-quick-6-studies-41a1.jsonl.gz", "is an A/B run: its arms' worktrees"),
+    ("recommend/mlp/20261206-094057-recommend-mlp-aad8.jsonl.gz", "is a recommend search: each stage was sized"),
+    ("recommend/mlp/20261206-094124-recommend-grid-accuracy-mlp-e966.jsonl.gz",  # a script's in-memory suite
+     "its plan cannot be rebuilt to resume it: unknown suite 'recommend-grid-accuracy'"),
+])
+def test_a_run_that_cannot_be_resumed_says_why_and_is_left_as_it_was(tmp_path, capsys, kept, words):
+    import gzip
+
+    run = tmp_path / Path(kept).name.removesuffix(".gz")
+    run.write_bytes(gzip.decompress((ROOT / "results" / kept).read_bytes()))
+    before = run.read_bytes()
+    assert main(["run", "--resume", str(run), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
+    assert run.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [run.name]
+
+
 def test_concurrent_resume_runs_each_case_once(tmp_path):
     """Two `--resume` of one interrupted run at once: one runs the missing case, the other is refused
     (or, if it starts after the first finished, finds nothing left to do). No duplicates."""
