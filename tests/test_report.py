@@ -243,8 +243,8 @@ def test_claim_verdicts_count_hold_do_not_and_inconclusive():
     assert Evidence("w", 0.0, unit=" workers").text() == "w: 0 workers", "worker counts are whole numbers"
 
 
-def test_combined_report_labels_every_bullet_with_its_run(tmp_path):
-    from sciml_bench.report import collect
+def test_combined_report_labels_every_bullet_and_forest_row_with_its_run(tmp_path, monkeypatch):
+    from sciml_bench.report import build_report, collect, figures
 
     a = study_run(tmp_path / "a.jsonl")
     b = study_run(tmp_path / "b.jsonl", seed=5, run_id="run-b")
@@ -252,6 +252,17 @@ def test_combined_report_labels_every_bullet_with_its_run(tmp_path):
     lines = [v for s in rep.sections for v in s.verdicts] + [e.text() for c in rep.claims for e in c.evidence]
     assert lines and all(v.startswith(("[run-a]", "[run-b]")) for v in lines), lines
     assert "[run-a]" in rep.sections[0].answer and "[run-b]" in rep.sections[0].answer
+    ticks, draw = [], figures.forest_figure
+
+    def spy(sections, label=None):  # the forest plot as the report draws it: its row names
+        fig = draw(sections, label)
+        ticks.extend(t.get_text() for t in fig.axes[0].get_yticklabels())
+        return fig
+
+    monkeypatch.setattr(figures, "forest_figure", spy)
+    build_report([a, b], tmp_path / "report")
+    rows = [t for t in ticks if t not in {s.name for s in rep.sections}]
+    assert {t[:7] for t in rows} == {"[run-a]", "[run-b]"}, f"each of the two runs' rows names its run: {ticks}"
 
 
 def test_forest_plot_shows_every_variant_with_its_ci_and_each_studys_band(tmp_path):

@@ -1,6 +1,7 @@
 """Report figures (matplotlib, Agg): time-ratio and memory bars, scaling fits, Pareto front, roofline."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,16 +222,17 @@ def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path)
     return save(fig, out_dir, "roofline.png")
 
 
-def forest(sections: list[Any], out_dir: Path) -> str | None:
+def forest(sections: list[Any], out_dir: Path, label: Callable[[dict[str, Any]], str] | None = None) -> str | None:
     """``forest_figure`` saved as ``forest.png``."""
-    fig = forest_figure(sections)
+    fig = forest_figure(sections, label)
     return save(fig, out_dir, "forest.png") if fig is not None else None
 
 
-def forest_figure(sections: list[Any]):
+def forest_figure(sections: list[Any], label: Callable[[dict[str, Any]], str] | None = None):
     """Every variant's time ratio with its 95% CI on one log axis, grouped by study (a forest plot):
     the line at "same", each study's resolvable band shaded (inside it a ratio cannot be told from 1
-    at that study's median interval width), the memory ratio beside it where measured. None when no
+    at that study's median interval width), the memory ratio beside it where measured. ``label``: a
+    row's name on the axis (default its ``label``; a multi-run report's names its run). None when no
     study has a ratio."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -260,7 +262,7 @@ def forest_figure(sections: list[Any]):
                         lw=1.2)
             if ax_m is not None and r.get("mem_ratio"):
                 ax_m.plot([r["mem_ratio"]], [y], "s", ms=3.5, color="tab:blue")
-            labels.append((y, r["label"], False))
+            labels.append((y, label(r) if label else r["label"], False))
             lo_all.append(lo)
             hi_all.append(hi)
             y += 1
