@@ -108,7 +108,7 @@ class RankGroup:
                                   ENV_CASE: json.dumps({"case": case.to_dict(), "options": asdict(opts)})})
         if case.device == "cpu":
             env["OMP_NUM_THREADS"] = "1"  # one thread per rank: N ranks share the cores
-        self.oom_kills = oomkill.kill_count()  # the cgroup's counter before a rank could be killed
+        self.oom_mark = oomkill.mark()  # the cgroup's OOM-kill count before a rank could be killed
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sciml_bench.ranks", "launch", str(os.getpid()), "--standalone",
              f"--nproc_per_node={case.ddp_ranks}", "--max-restarts=0", "-m", "sciml_bench.ranks", "rank"],
@@ -232,11 +232,11 @@ class RankGroup:
             if f["signal"] != "SIGKILL":
                 return RankFailure("crashed", f"{who} died from {f['signal']} and reported no exception; its peers "
                                               f"then stopped")
-            evidence = oomkill.evidence(f["pid"], self.oom_kills)
+            evidence = oomkill.evidence(f["pid"], self.oom_mark)
             if evidence:
                 return RankFailure("oom", f"{who} killed by SIGKILL: out of memory ({evidence}); its peers then "
                                           f"stopped")
-            return RankFailure("crashed", f"{who} died from SIGKILL and reported no exception, {oomkill.NO_SIGN}; "
+            return RankFailure("crashed", f"{who} died from SIGKILL and reported no exception, {oomkill.no_sign()}; "
                                           f"its peers then stopped")
         if reports:
             first = min(reports, key=lambda r: r["time"])  # later ones are peers losing their connection

@@ -30,7 +30,7 @@ def unknown(kind: str, name: object, allowed: Iterable[object]) -> UsageError:
 _LOADER_WRAPPED = re.compile(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback")
 # ... and reports a worker that died (a signal: the OOM killer, a segfault, a bus error) as a RuntimeError:
 # "is killed by signal: Killed" (a SIGKILL), "exited unexpectedly" (found dead, no word how) or "... with exit code N"
-LOADER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? (?P<pids>[\d, ]+)\) "
+LOADER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? (?P<pids>\d[\d, ]*)\) "
                          r"(?P<how>exited unexpectedly(?: with exit code -?\d+)?|is killed by signal: [^.]+)")
 
 

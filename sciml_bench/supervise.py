@@ -59,7 +59,7 @@ class Worker:
         self.case, self.log_path, self.budget = case, log_path, opts.timeout
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=main, args=(child, str(log_path), opts.threads), daemon=True)
-        self.oom_kills = oomkill.kill_count()  # the cgroup's counter before this worker could be killed
+        self.oom_mark = oomkill.mark()  # the cgroup's OOM-kill count before this worker could be killed
         self.rss = 0  # largest resident set seen, for OOM evidence
         self.proc.start()
         child.close()
@@ -79,7 +79,7 @@ class Worker:
                 self.conn.send(msg)
             while (left := timeout - (time.perf_counter() - t0)) > 0:
                 if self.conn.poll(min(left, POLL_SLICE)):
-                    reply = self.conn.recv()
+                    reply = self._loader_verdict(self.conn.recv())
                     break
                 self._watch()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
@@ -92,19 +92,19 @@ class Worker:
             self.kill()
             reply = ("timeout", f"no answer within {timeout:.0f} s "
                      + ("(the rest of its --timeout)" if charge else limit) + self.log_tail())
-        return self._loader_verdict(reply)
+        return reply
 
     def _loader_verdict(self, reply: tuple[str, Any]) -> tuple[str, Any]:
-        """A DataLoader worker of this case killed by SIGKILL, or found dead without a word how, is ``oom``
-        where the kernel shows the OOM killer's hand since this worker started; else its reason says that
-        no sign was found. Any other reply is returned as it came."""
+        """A reply of the worker's own: a DataLoader worker of this case killed by SIGKILL, or found dead
+        without a word how, is ``oom`` where the kernel shows the OOM killer's hand since this worker started;
+        else its reason says that no sign was found. Any other reply is returned as it came."""
         m = LOADER_DIED.search(reply[1]) if reply[0] == "crashed" and isinstance(reply[1], str) else None
         if m is None or m["how"] not in ("exited unexpectedly", "is killed by signal: Killed"):
             return reply
-        evidence = oomkill.evidence(int(m["pids"].split(",")[0]), self.oom_kills)
+        evidence = oomkill.evidence(int(m["pids"].split(",")[0]), self.oom_mark)
         if evidence:
             return "oom", f"{reply[1]} (out of memory: {evidence})"
-        return "crashed", f"{reply[1].rstrip(' .')}; {oomkill.NO_SIGN}"
+        return "crashed", f"{reply[1].rstrip(' .')}; {oomkill.no_sign()}"
 
     def post(self, msg: tuple) -> None:
         """Send ``msg`` without waiting; the next ``call(None, ...)`` collects the reply (or the crash)."""
@@ -132,10 +132,10 @@ class Worker:
         if code is not None and code < 0:
             sig = signal.Signals(-code).name
             if sig == "SIGKILL":
-                evidence = oomkill.evidence(self.proc.pid, self.oom_kills, self.rss)
+                evidence = oomkill.evidence(self.proc.pid, self.oom_mark, self.rss)
                 if evidence:
                     return "oom", f"worker killed by SIGKILL: out of memory ({evidence}){tail}"
-                return "crashed", f"killed (SIGKILL), {oomkill.NO_SIGN}{tail}"
+                return "crashed", f"killed (SIGKILL), {oomkill.no_sign(rss=True)}{tail}"
             return "crashed", f"worker died from {sig}{tail}"
         return "crashed", f"worker exited with code {code}{tail}"
 
