@@ -252,17 +252,20 @@ def test_combined_report_labels_every_bullet_and_forest_row_with_its_run(tmp_pat
     lines = [v for s in rep.sections for v in s.verdicts] + [e.text() for c in rep.claims for e in c.evidence]
     assert lines and all(v.startswith(("[run-a]", "[run-b]")) for v in lines), lines
     assert "[run-a]" in rep.sections[0].answer and "[run-b]" in rep.sections[0].answer
+    # the forest plot as the report draws it, with run ids as long as real ones: each row names its run whole
+    ids = ["20261206-094057-quick-ab12", "20261206-101500-quick-cd34"]
+    runs = [study_run(tmp_path / f"{i}.jsonl", seed=k, run_id=i) for k, i in enumerate(ids)]
     ticks, draw = [], figures.forest_figure
 
-    def spy(sections, label=None):  # the forest plot as the report draws it: its row names
-        fig = draw(sections, label)
+    def spy(sections, tag=None):
+        fig = draw(sections, tag)
         ticks.extend(t.get_text() for t in fig.axes[0].get_yticklabels())
         return fig
 
     monkeypatch.setattr(figures, "forest_figure", spy)
-    build_report([a, b], tmp_path / "report")
-    rows = [t for t in ticks if t not in {s.name for s in rep.sections}]
-    assert {t[:7] for t in rows} == {"[run-a]", "[run-b]"}, f"each of the two runs' rows names its run: {ticks}"
+    build_report(runs, tmp_path / "report")
+    rows = sorted(t for t in ticks if t.startswith("["))
+    assert rows == sorted(f"[{i}] batch_size={b}" for i in ids for b in (32, 128)), ticks
 
 
 def test_forest_plot_shows_every_variant_with_its_ci_and_each_studys_band(tmp_path):

@@ -301,11 +301,12 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
     try:
         fig_dir = tmp / "figures"
         fig_dir.mkdir()
-        def tagged(r: dict[str, Any]) -> str:  # a figure's name for a row: in a multi-run report, with its run
-            return _run_tag(r, rep.multi_run) + r["label"]
+
+        def tag(r: dict[str, Any]) -> str:  # before a row's name in a figure: in a multi-run report, its run
+            return _run_tag(r, rep.multi_run)
 
         for sec in rep.sections:
-            ok = [dict(r, label=tagged(r)) for r in sec.rows if r["status"] == "ok"]
+            ok = [dict(r, label=tag(r) + r["label"]) for r in sec.rows if r["status"] == "ok"]
             name = figures.bars(sec.name, ok, fig_dir)
             if name:
                 sec.figures.append(name)
@@ -315,7 +316,7 @@ def build_report(run_paths: list[str | os.PathLike], out: str | os.PathLike, tit
             name, sec.pareto = figures.pareto(sec.name, ok, fig_dir)
             if name:
                 sec.figures.append(name)
-        rep.forest = figures.forest(rep.sections, fig_dir, tagged)
+        rep.forest = figures.forest(rep.sections, fig_dir, tag)
         from sciml_bench.report import recommend
 
         rep.recommend = recommend.views(rep.runs, records, fig_dir)  # recommend runs: the answer and its fates

@@ -222,18 +222,21 @@ def roofline(rows: list[dict[str, Any]], peaks: dict[str, float], out_dir: Path)
     return save(fig, out_dir, "roofline.png")
 
 
-def forest(sections: list[Any], out_dir: Path, label: Callable[[dict[str, Any]], str] | None = None) -> str | None:
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def forest(sections: list[Any], out_dir: Path, tag: Callable[[dict[str, Any]], str] | None = None) -> str | None:
     """``forest_figure`` saved as ``forest.png``."""
-    fig = forest_figure(sections, label)
+    fig = forest_figure(sections, tag)
     return save(fig, out_dir, "forest.png") if fig is not None else None
 
 
-def forest_figure(sections: list[Any], label: Callable[[dict[str, Any]], str] | None = None):
+def forest_figure(sections: list[Any], tag: Callable[[dict[str, Any]], str] | None = None):
     """Every variant's time ratio with its 95% CI on one log axis, grouped by study (a forest plot):
     the line at "same", each study's resolvable band shaded (inside it a ratio cannot be told from 1
-    at that study's median interval width), the memory ratio beside it where measured. ``label``: a
-    row's name on the axis (default its ``label``; a multi-run report's names its run). None when no
-    study has a ratio."""
+    at that study's median interval width), the memory ratio beside it where measured. ``tag``: what goes
+    before a row's (shortened) label, whole (a multi-run report's run). None when no study has a ratio."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     from sciml_bench.report.words import significant
@@ -252,7 +255,7 @@ def forest_figure(sections: list[Any], label: Callable[[dict[str, Any]], str] | 
     ax, ax_m = axes[0][0], axes[0][1] if mem else None
     labels, y, lo_all, hi_all = [], 0, [], []
     for name, rows, effect in groups:
-        labels.append((y, name, True))
+        labels.append((y, _short(name), True))
         top, y = y, y + 1
         for r in rows:
             lo, hi, v = r.get("ratio_lo") or r["ratio"], r.get("ratio_hi") or r["ratio"], r["ratio"]
@@ -262,7 +265,7 @@ def forest_figure(sections: list[Any], label: Callable[[dict[str, Any]], str] | 
                         lw=1.2)
             if ax_m is not None and r.get("mem_ratio"):
                 ax_m.plot([r["mem_ratio"]], [y], "s", ms=3.5, color="tab:blue")
-            labels.append((y, label(r) if label else r["label"], False))
+            labels.append((y, (tag(r) if tag else "") + _short(r["label"]), False))
             lo_all.append(lo)
             hi_all.append(hi)
             y += 1
@@ -277,7 +280,7 @@ def forest_figure(sections: list[Any], label: Callable[[dict[str, Any]], str] | 
         a.grid(axis="x", color="0.9", lw=0.6)
     span = max(max(hi_all), 1 / min(lo_all), 1.25) * 1.15
     ax.set_xlim(1 / span, span)
-    ax.set_yticks([p for p, _, _ in labels], [t if len(t) <= 40 else t[:39] + "…" for _, t, _ in labels], fontsize=7.5)
+    ax.set_yticks([p for p, _, _ in labels], [t for _, t, _ in labels], fontsize=7.5)
     for tick, (_, _, head) in zip(ax.get_yticklabels(), labels):
         tick.set_fontweight("bold" if head else "normal")
     ax.set_ylim(y - 0.5, -0.5)
