@@ -10,7 +10,6 @@ cannot skew a timed round.
 """
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sciml_bench.cases import Case, Study
+from sciml_bench.cpus import usable_cores
 from sciml_bench.results import safe_filename
 from sciml_bench.supervise import START_TIMEOUT, ProcessContext, Worker, pass_context, pin_duet
 from sciml_bench.worker import RunOptions
@@ -260,14 +260,6 @@ AFTER_ROUNDS = (
                 fatal=False,
                 label=lambda c: f"count instructions {c.case_id}", limit=_count_limit, concurrent=True),
 )
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity), for the commands that run one per core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _after_rounds(study: Study, workers: list[Worker], info: dict[int, dict[str, Any]], opts: RunOptions,

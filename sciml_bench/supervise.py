@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from sciml_bench import oomkill
 from sciml_bench.cases import Case
+from sciml_bench.cpus import allowed_cpus
 from sciml_bench.errors import LOADER_DIED, UsageError
 from sciml_bench.forkserver import ServerContext
 from sciml_bench.worker import RunOptions, main
@@ -252,7 +253,7 @@ def duet_cores() -> tuple[set[int], set[int]]:
     if not hasattr(os, "sched_setaffinity"):
         raise UsageError("--duet pins the arms to disjoint cores, which this platform cannot do "
                          "(no sched_setaffinity); run ab without --duet")
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = allowed_cpus() or []
     half = len(cpus) // 2
     if half < 1:
         raise UsageError(f"--duet needs at least 2 cores to give each arm its own, this process may use {len(cpus)}")

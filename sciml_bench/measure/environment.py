@@ -14,6 +14,8 @@ from typing import Any
 import psutil
 import torch
 
+from sciml_bench.cpus import affinity_count
+
 # Fields that identify "the same machine and software" for history and compare warnings.
 FINGERPRINT_KEYS = ("cpu_model", "cpu_cores_logical", "gpu_name", "torch", "cuda", "cudnn", "python", "os",
                     "hostname")
@@ -56,7 +58,7 @@ def collect(hide_hostname: bool = False, threads: int | None = None) -> dict[str
         "cpu_model": _cpu_model(),
         "cpu_cores_physical": psutil.cpu_count(logical=False),
         "cpu_cores_logical": psutil.cpu_count(logical=True),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_affinity": affinity_count(),
         "memory_total_bytes": psutil.virtual_memory().total,
         "torch": torch.__version__,
         "torch_threads": threads or torch.get_num_threads(),

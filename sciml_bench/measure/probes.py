@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from sciml_bench.cases import Case
+from sciml_bench.cpus import affinity_count
 from sciml_bench.errors import Unsupported
 from sciml_bench.measure.timing import device_sync
 from sciml_bench.models import get_model_spec, to_device
@@ -158,7 +159,7 @@ def _loader_metrics(wl: Workload, metrics: dict[str, dict[str, Any]]) -> None:
 
     case = wl.case
     metrics["cpu_count"] = {"value": os.cpu_count(), "unit": "count",
-                            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+                            "affinity": affinity_count()}
     from sciml_bench.data import default_start_method
 
     children = psutil.Process().children(recursive=False)
