@@ -9,3 +9,18 @@ def test_peak_is_the_faster_kernel_and_says_which():
     assert m["value"] == max(m["kernels"].values()) and m["kernel"] == max(m["kernels"], key=m["kernels"].get)
     assert m["value"] >= m["median_value"] > 0, "the ceiling is the fastest block, the median beside it"
     assert peak_for(cal, "bf16") == m["value"], "an uncalibrated dtype falls back to fp32's peak"
+
+
+def test_tf32_switches_matmuls_and_convolutions_together_and_restores_both():
+    """The fp32 ceiling on a GPU: cuDNN allows TF32 by default, so an fp32 convolution left alone would
+    run on TF32 tensor cores and lend the fp32 ceiling their speed."""
+    import torch
+
+    from sciml_bench.measure.peak import tf32
+
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    before = flags()
+    for on in (False, True):
+        with tf32(on):
+            assert flags() == (on, on)
+        assert flags() == before
