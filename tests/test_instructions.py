@@ -119,7 +119,7 @@ def test_ab_of_two_plugin_revisions_gates_on_instructions_and_names_the_function
     (tmp_path / "suite.toml").write_text(SUITE)
     p = run_cli("ab", "--suite", str(tmp_path / "suite.toml"), "--plugin", "icplug", "--device", "cpu",
                 "--threads", "1", "--out", str(tmp_path / "results"), "--no-report", "--base", "HEAD~1", "--new",
-                "HEAD", "--repo", str(repo), "--json", "--rounds", "2", timeout=400)  # times gate nothing here
+                "HEAD", "--repo", str(repo), "--json", timeout=400)
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
     cmp = json.loads(p.stdout)
     rows = {(r["case_id"].split(",")[0], r["metric"]): r for r in cmp["rows"]}
