@@ -211,6 +211,9 @@ def open_run(suite: Suite, plan: list[tuple[Study, list[Case]]], spec: RunSpec, 
     spec = RunSpec(**dict(asdict(spec), device=plan[0][1][0].device))  # as resolved, --set device included
     if duet and not arms:
         raise ValueError("duet pairs the two arms of each case: it needs arms (sciml-bench ab)")
+    if duet and any(c.device == "cuda" for _, cases in plan for c in cases):
+        raise UsageError("--duet gives each arm its own half of the CPU cores, but the two arms of a CUDA case "
+                         "would share one GPU: drop --duet, or run ab with --device cpu")
     threads = threads or suite.threads
     opts = RunOptions(rounds=rounds or max(suite.rounds, least[0]), round_time=round_time or suite.round_time,
                       timeout=timeout or suite.timeout, threads=threads,

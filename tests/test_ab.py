@@ -246,6 +246,16 @@ def test_duet_with_more_threads_than_half_the_cores_is_refused(tmp_path, capsys)
     assert "--threads must be at most" in err
 
 
+def test_duet_of_cuda_cases_is_refused(tmp_path, capsys, monkeypatch):
+    """The arms are pinned to disjoint CPU cores; on a GPU they would time-slice one device."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: --device cuda plans
+    err = _bad(tmp_path, capsys, "--base", sys.executable, "--new", sys.executable, "--duet", "--threads", "1",
+               "--device", "cuda")
+    assert "the two arms of a CUDA case would share one GPU" in err and "--device cpu" in err
+
+
 def test_compare_of_one_plain_run_is_refused(tmp_path, capsys):
     from sciml_bench.results import RunWriter
 
