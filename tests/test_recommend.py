@@ -62,6 +62,18 @@ def test_a_measured_peak_over_the_limit_is_never_a_candidate_and_the_answer_stay
     assert s["set"] == "--set batch_size=64"
 
 
+def test_the_default_gpu_limit_is_most_of_the_memory_free_not_the_cards_total(monkeypatch):
+    """Other processes and this one's CUDA context hold part of the card: its total would admit
+    configurations that cannot be allocated."""
+    import torch
+
+    from sciml_bench.recommend.space import default_memory_limit
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (40 * 2 ** 30, 80 * 2 ** 30))  # (free, total)
+    limit, source = default_memory_limit("cuda")
+    assert limit == int(0.9 * 40 * 2 ** 30) and "90% of the GPU memory free" in source, (limit, source)
+
+
 def test_the_batch_finder_stops_at_the_limit_without_allocating_far_above_it():
     """Peak memory linear in the batch: after two probes a size predicted over the limit is not probed."""
     probed = []

@@ -181,12 +181,14 @@ def build_space(req: Request) -> Space:
 
 
 def default_memory_limit(device: str) -> tuple[int, str]:
-    """(bytes, where from) when no --memory-limit is given: the GPU's memory, or half the RAM available now."""
+    """(bytes, where from) when no --memory-limit is given: 90 % of the GPU memory free now (other processes,
+    and this one's CUDA context, hold the rest; the margin is for the allocator's fragmentation), or half the
+    RAM available now."""
     if device == "cuda":
         import torch
 
-        total = torch.cuda.mem_get_info()[1]
-        return total, f"the GPU's total memory ({total} B)"
+        free = torch.cuda.mem_get_info()[0]
+        return int(0.9 * free), f"90% of the GPU memory free at start ({free} B)"
     import psutil
 
     avail = psutil.virtual_memory().available
