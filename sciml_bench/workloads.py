@@ -162,12 +162,15 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
         epoch += 1
 
 
-def build_workload(case: Case) -> Workload:
+def build_workload(case: Case, reset: bool = True) -> Workload:
     """Build model, batch (or DataLoader) and step for ``case`` on its device.
 
     Raises Unsupported (recorded as skipped) when the device cannot run the case, e.g. fp16
     GradScaler training, TF32, cudnn.benchmark or pin_memory on a CPU. Nothing is substituted
-    silently. Compilation happens lazily, in the first call of ``step``.
+    silently. Compilation happens lazily, in the first call of ``step``. A compiled case resets
+    dynamo first (its counters and caches belong to the case alone); ``reset=False`` for a second
+    copy built beside a case's own workload, whose compiled code a reset would throw away (it
+    would recompile inside its timed rounds).
     """
     device = check_device(case)
     if case.ddp_ranks:
@@ -238,9 +241,10 @@ def build_workload(case: Case) -> Workload:
     inputs = to_device(inputs, device, dtype, memory_format)
     eager = model
     if case.compile != "none":
-        dynamo = torch_dynamo()
-        dynamo.reset()  # counters and caches belong to this case alone
-        dynamo.utils.counters.clear()
+        if reset:
+            dynamo = torch_dynamo()
+            dynamo.reset()  # counters and caches belong to this case alone
+            dynamo.utils.counters.clear()
         model = torch.compile(model, mode=COMPILE_KW[case.compile], dynamic=case.dynamic)
 
     amp_dtype = AUTOCAST.get(case.precision)

@@ -167,3 +167,24 @@ def test_segment_counts_that_would_be_ignored_are_refused():
         build_workload(Case(model="mlp", depth=2, width=16, checkpoint=4))
     with pytest.raises(ValueError, match="use checkpoint=1"):
         build_workload(Case(model="fno1d", resolution=32, width=8, checkpoint=2))
+
+
+def test_the_numerics_probe_keeps_the_compiled_code_of_the_case_it_probes(monkeypatch):
+    """A compiled case resets dynamo when it is built (its counters are its own); the numerics probe then
+    builds a fresh copy beside it, and a second reset there would throw the case's compiled code away, to be
+    recompiled inside its timed rounds. Dynamo and torch.compile are faked: only the resets are counted."""
+    from types import SimpleNamespace
+
+    from sciml_bench import workloads
+    from sciml_bench.measure.probes import _numerics
+
+    resets = []
+    fake = SimpleNamespace(reset=lambda: resets.append("reset"), utils=SimpleNamespace(counters={}))
+    monkeypatch.setattr(workloads, "torch_dynamo", lambda: fake)
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+    case = Case(model="mlp", mode="train", batch_size=4, precision="bf16", compile="default")
+    build_workload(case)
+    assert resets == ["reset"], "the case's own build resets"
+    metrics, absent = {}, {}
+    _numerics(case, metrics, absent)
+    assert resets == ["reset"] and "loss_drift" in metrics, "the probe's copy must not reset: " + str(absent)

@@ -113,7 +113,7 @@ def _shape_sweep(wl: Workload, metrics: dict[str, dict[str, Any]], absent: dict[
 
 def _numerics(case: Case, metrics: dict[str, dict[str, Any]], absent: dict[str, str]) -> None:
     """Train fresh copies of the case and of its fp32 twin from the same seed; compare losses."""
-    mine = _train_losses(build_workload(case), NUMERICS_STEPS)
+    mine = _train_losses(build_workload(case, reset=False), NUMERICS_STEPS)  # wl's compiled code stays
     ref = _train_losses(build_workload(case.replace(precision="fp32", compile="none", dynamic=None, shape_sweep=0)),
                         NUMERICS_STEPS)
     set_backend_flags(case)  # building the fp32 twin reset TF32 / cudnn flags; restore this case's
