@@ -61,3 +61,30 @@ def test_model_counts_are_explained(model):
     assert f["coverage"] == "partial" and "(elementwise)" in f["uncounted_ops"], f
     if "lstm" in model or "gru" in model:  # a fused RNN op (oneDNN on CPU), or cells whose gates are uncounted
         assert "rnn" in f["uncounted_ops"] or "sigmoid" in f["uncounted_ops"], f"{model}: {f}"
+
+
+def test_a_compiled_case_counts_its_flops_on_its_eager_twin(monkeypatch):
+    """Compiled code runs Inductor's kernels (on a GPU, CUDA-graph replays) that FlopCounterMode cannot see.
+    torch.compile is faked by a wrapper whose forward hides its ops from the counter, as compiled code does:
+    counted on the step itself, the forward would be missing; counted on the eager twin, the count is whole."""
+    from torch import nn
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    from sciml_bench.cases import Case
+    from sciml_bench.worker import RunOptions, setup
+
+    class Hidden(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            with _disable_current_modes():
+                return self.model(*args)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Hidden(model))
+    case = Case(model="mlp", mode="train", batch_size=4)
+    eager = setup(case, RunOptions())[0]["metrics"]["flops"]
+    compiled = setup(case.replace(compile="default"), RunOptions())[0]["metrics"]["flops"]
+    assert compiled["value"] == eager["value"] > 0 and "counted_on" not in eager, (compiled, eager)
+    assert compiled["counted_on"].startswith("the eager model"), compiled
