@@ -69,7 +69,7 @@ class Workload:
     scaler: torch.amp.GradScaler | None = None
     loader: torch.utils.data.DataLoader | None = None
     last_loss: torch.Tensor | None = field(default=None, repr=False)
-    data_wait_s: float = 0.0  # host time spent waiting for the next batch (loaded train steps)
+    data_wait_s: float = 0.0  # host time spent waiting for the loader's next batch (loaded train steps)
     clipped: Any = field(default=0, repr=False)  # steps whose gradient norm was clipped (a tensor: no sync)
     cleanup: Any = field(default=None, repr=False)  # keeps a dataset's temporary directory alive
     # mark(name) -> context manager around each phase of a step (PHASES, plus "compile" around the
@@ -268,9 +268,11 @@ def build_workload(case: Case, reset: bool = True) -> Workload:
                 t0 = time.perf_counter()
                 with mark("data"):
                     batch = next(batches)
+                # the loader's wait alone: a copy from pageable memory also waits for the GPU's queued work
+                # (the last step's kernels), which is compute, not a stall
+                wl.data_wait_s += time.perf_counter() - t0
                 with mark("h2d"):
                     wl.inputs, wl.targets = to_device(batch, device, dtype, memory_format, case.pin_memory)
-                wl.data_wait_s += time.perf_counter() - t0
             with mark("optimizer"):
                 opt.zero_grad(set_to_none=True)
             with mark("forward"), autocast():  # the zoo's loss functions call the model: forward + loss

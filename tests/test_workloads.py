@@ -188,3 +188,25 @@ def test_the_numerics_probe_keeps_the_compiled_code_of_the_case_it_probes(monkey
     metrics, absent = {}, {}
     _numerics(case, metrics, absent)
     assert resets == ["reset"] and "loss_drift" in metrics, "the probe's copy must not reset: " + str(absent)
+
+
+def test_the_data_wait_is_the_loaders_alone_not_the_copy_to_the_device(monkeypatch):
+    """On a GPU a copy from pageable memory also waits for the last step's queued kernels: compute, not a
+    stall. The copy is made slow here (50 ms); the data wait of three loaded steps must not hold it."""
+    import time
+
+    from sciml_bench import workloads
+
+    copy = workloads.to_device
+
+    def slow_copy(*args, **kwargs):
+        time.sleep(0.05)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(workloads, "to_device", slow_copy)
+    wl = build_workload(Case(model="small_cnn", mode="train", dataset="images", batch_size=4))
+    wl.step()  # the loader's first batch (its iterator starts)
+    wl.data_wait_s = 0.0
+    for _ in range(3):
+        wl.step()
+    assert wl.data_wait_s < 0.15, f"the copies' 150 ms are not the loader's wait: {wl.data_wait_s:.3f} s"

@@ -178,4 +178,5 @@ def _loader_metrics(wl: Workload, metrics: dict[str, dict[str, Any]]) -> None:
         total = time.perf_counter() - t0
         metrics["data_stall_fraction"] = {"value": wl.data_wait_s / total, "unit": "fraction", "steps": n,
                                           "wait_s": wl.data_wait_s, "total_s": total,
-                                          "note": "host time waiting for the next batch / loaded train step time"}
+                                          "note": "host time waiting for the loader's next batch (its copy to the "
+                                                  "device not included) / loaded train step time"}
