@@ -39,6 +39,19 @@ def _die_with_parent(sig: int, parent: int | None = None) -> None:
 
 
 
+def allreduce_events(averages: Any, cuda: bool) -> list[tuple[str, float]]:
+    """(name, microseconds) of the all-reduce work in a profile's ``key_averages``. On CUDA, the NCCL kernels
+    on the GPU only: the CPU-side ``nccl:all_reduce`` op is a launch, and its device time is those same
+    kernels', so counting it too would count the exchange twice. On CPU, gloo's ``gloo:all_reduce``, which
+    runs on its own thread and spans the whole exchange."""
+    from torch.autograd import DeviceType
+
+    if cuda:
+        return [(e.key, e.self_device_time_total) for e in averages if e.device_type == DeviceType.CUDA
+                and "nccl" in e.key.lower() and "allreduce" in e.key.lower().replace("_", "")]
+    return [(e.key, e.cpu_time_total) for e in averages if e.key == "gloo:all_reduce"]
+
+
 def _comm_share(wl: Any, steps: int = PROFILE_STEPS) -> tuple[dict[str, Any] | None, str | None]:
     """Fraction of the step with an all-reduce in flight, from the profiler's all-reduce events."""
     from torch.profiler import ProfilerActivity, profile
@@ -54,11 +67,7 @@ def _comm_share(wl: Any, steps: int = PROFILE_STEPS) -> tuple[dict[str, Any] | N
             wl.step()
         sync()
         wall = time.perf_counter() - t0
-    if cuda:  # NCCL kernels on the GPU; their CPU-side events are only launches
-        events = [(e.key, getattr(e, "device_time_total", 0)) for e in prof.key_averages()
-                  if "nccl" in e.key.lower() and "allreduce" in e.key.lower().replace("_", "")]
-    else:  # gloo runs the all-reduce on its own thread; the event spans the whole exchange
-        events = [(e.key, e.cpu_time_total) for e in prof.key_averages() if e.key == "gloo:all_reduce"]
+    events = allreduce_events(prof.key_averages(), cuda)
     if not events:
         return None, f"the profiler recorded no all-reduce events for {BACKENDS[wl.device.type]} over {steps} steps"
     comm = sum(t for _, t in events) / 1e6

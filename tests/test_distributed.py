@@ -164,3 +164,23 @@ def test_ddp_workload_wraps_the_model_and_reshuffles_each_epoch(tmp_path):
     finally:
         dist.destroy_process_group()
         torch.set_num_threads(threads)
+
+
+def test_the_nccl_share_counts_the_gpu_kernels_once_not_their_cpu_launch_too():
+    """key_averages lists the CPU op nccl:all_reduce (its device time: the kernel it launched) beside the
+    kernel itself; summing both would double the all-reduce share. Synthetic averages, as on one GPU rank."""
+    from types import SimpleNamespace as Avg
+
+    from torch.autograd import DeviceType
+
+    from sciml_bench.ranks import allreduce_events
+
+    averages = [Avg(key="nccl:all_reduce", device_type=DeviceType.CPU, cpu_time_total=30.0,
+                    self_device_time_total=800.0),
+                Avg(key="ncclDevKernel_AllReduce_Sum_f32_RING_LL", device_type=DeviceType.CUDA, cpu_time_total=0.0,
+                    self_device_time_total=800.0),
+                Avg(key="aten::mm", device_type=DeviceType.CPU, cpu_time_total=50.0, self_device_time_total=0.0),
+                Avg(key="gloo:all_reduce", device_type=DeviceType.CPU, cpu_time_total=400.0,
+                    self_device_time_total=0.0)]
+    assert allreduce_events(averages, cuda=True) == [("ncclDevKernel_AllReduce_Sum_f32_RING_LL", 800.0)]
+    assert allreduce_events(averages, cuda=False) == [("gloo:all_reduce", 400.0)]
