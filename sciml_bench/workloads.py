@@ -307,10 +307,16 @@ def build_workload(case: Case, reset: bool = True) -> Workload:
 
 
 def _mark_compile(wl: Workload, step: Callable[[], None]) -> Callable[[], None]:
-    """``step`` with its first call (where torch.compile compiles) inside a ``compile`` mark."""
+    """``step`` with its first call (where torch.compile compiles) inside a ``compile`` mark. Under CUDA graphs
+    (reduce-overhead, max-autotune) each call first marks a new step: torch detects a step's end only when a
+    backward consumes the forward's outputs, so an inference step with grad enabled would otherwise never
+    replay its graph (the fast path) and fall back every call."""
     first = [True]
+    graphs = wl.case.compile in ("reduce-overhead", "max-autotune")
 
     def compiled_step() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         if first[0]:
             first[0] = False
             with wl.mark("compile"):

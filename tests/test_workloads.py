@@ -210,3 +210,22 @@ def test_the_data_wait_is_the_loaders_alone_not_the_copy_to_the_device(monkeypat
     for _ in range(3):
         wl.step()
     assert wl.data_wait_s < 0.15, f"the copies' 150 ms are not the loader's wait: {wl.data_wait_s:.3f} s"
+
+
+@pytest.mark.parametrize("mode, knobs", [("infer", {"grad_mode": "grad"}), ("infer", {}), ("train", {})])
+def test_cuda_graph_modes_mark_each_step_and_other_modes_do_not(monkeypatch, mode, knobs):
+    """torch ends a CUDA-graph step by itself only when a backward consumes the forward's outputs: an
+    inference step with grad enabled must mark each step, or it never replays its graph. The CUDA-only
+    refusal, torch.compile and the marker are faked: this checks that every call of each mode marks once."""
+    from sciml_bench import workloads
+
+    marks = []
+    monkeypatch.setattr(workloads, "check_device", lambda case: torch.device("cpu"))
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    for compile_mode, per_call in (("reduce-overhead", 1), ("max-autotune", 1), ("default", 0)):
+        marks.clear()
+        wl = build_workload(Case(model="mlp", mode=mode, batch_size=4, compile=compile_mode, **knobs))
+        for _ in range(3):
+            wl.step()
+        assert len(marks) == 3 * per_call, (compile_mode, len(marks))
