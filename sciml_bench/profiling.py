@@ -311,8 +311,9 @@ def memory_timeline(trace_path: Path, out: Path, device: str) -> dict[str, Any]:
     _plot_memory(events, ranges, t0, (ts_peak, peak), device, out / "memory_timeline.png")
     return {"peak_bytes": peak, "peak_phase": phase_at(ts_peak), "peak_ms": (ts_peak - t0) / 1e3, "device": device,
             "events": len(events), "files": {"memory_csv": "memory_timeline.csv", "memory_png": "memory_timeline.png"},
-            "note": "bytes allocated by the profiled steps (relative to the profiler's start; live "
-                    "tensors from before it are not counted)"}
+            "note": "bytes allocated by the profiled steps (relative to the profiler's start; live tensors from "
+                    "before it are not counted)" if device == "cpu" else
+                    "the CUDA caching allocator's allocated total (tensors live before the profiler included)"}
 
 
 PHASE_COLORS = {"data": "#8c6d31", "h2d": "#e7ba52", "forward": "#3182bd", "loss": "#9ecae1",

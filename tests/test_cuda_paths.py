@@ -319,6 +319,8 @@ def test_memory_timeline_reads_the_cuda_events_only(tmp_path):
     trace.write_text(json.dumps({"traceEvents": events}))
     out = memory_timeline(trace, tmp_path, "cuda")
     assert (out["peak_bytes"], out["peak_phase"], out["events"]) == (3000, "backward", 3), out
+    assert "caching allocator" in out["note"], "on CUDA the total is the allocator's, not relative to the start"
+    assert "relative to the profiler's start" in memory_timeline(trace, tmp_path, "cpu")["note"]
 
 
 # ---------------------------------------------------------------- TF32 / cudnn flags
