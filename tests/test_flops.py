@@ -88,3 +88,19 @@ def test_a_compiled_case_counts_its_flops_on_its_eager_twin(monkeypatch):
     compiled = setup(case.replace(compile="default"), RunOptions())[0]["metrics"]["flops"]
     assert compiled["value"] == eager["value"] > 0 and "counted_on" not in eager, (compiled, eager)
     assert compiled["counted_on"].startswith("the eager model"), compiled
+
+
+def test_an_eager_twin_that_does_not_fit_leaves_the_flops_absent_not_the_case_failed(monkeypatch):
+    from sciml_bench import workloads
+    from sciml_bench.cases import Case
+    from sciml_bench.worker import _eager_flops
+
+    def no_room(case, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(workloads, "build_workload", no_room)
+    metrics, absent = _eager_flops(Case(model="mlp", mode="train", batch_size=4, compile="default"))
+    assert metrics == {} and "did not fit beside it" in absent["flops"] and "out of memory" in absent["flops"]
+    monkeypatch.setattr(workloads, "build_workload", lambda case, **kw: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else is a bug, not an answer
+        _eager_flops(Case(model="mlp", mode="train", batch_size=4, compile="default"))
