@@ -229,3 +229,16 @@ def test_cuda_graph_modes_mark_each_step_and_other_modes_do_not(monkeypatch, mod
         for _ in range(3):
             wl.step()
         assert len(marks) == 3 * per_call, (compile_mode, len(marks))
+
+
+def test_a_numerics_probe_without_room_leaves_the_drift_absent_not_the_case_failed(monkeypatch):
+    from sciml_bench.measure import probes
+
+    wl = build_workload(Case(model="mlp", mode="train", batch_size=4, precision="bf16"))
+
+    def no_room(case, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(probes, "build_workload", no_room)
+    metrics, absent = probe(wl, 0.0)
+    assert "loss_drift" not in metrics and "did not fit beside it" in absent["loss_drift"], absent

@@ -15,7 +15,7 @@ import torch
 
 from sciml_bench.cases import Case
 from sciml_bench.cpus import affinity_count
-from sciml_bench.errors import Unsupported
+from sciml_bench.errors import Unsupported, classify
 from sciml_bench.measure.timing import device_sync
 from sciml_bench.models import get_model_spec, to_device
 from sciml_bench.workloads import (DTYPES, EPOCH_BATCHES, Workload, build_workload, set_backend_flags,
@@ -41,7 +41,16 @@ def probe(wl: Workload, first_step_s: float) -> tuple[dict[str, dict[str, Any]],
     if case.shape_sweep:
         _shape_sweep(wl, metrics, absent)
     if case.mode == "train" and case.precision != "fp32" and case.dataset is None:
-        _numerics(case, metrics, absent)
+        try:
+            _numerics(case, metrics, absent)
+        except Exception as e:  # noqa: BLE001  (only out of memory is an answer: the copies must not fail the case)
+            if classify(e)[0] != "oom":
+                raise
+            absent["loss_drift"] = (f"the numerics probe's two fresh copies of the case did not fit beside it: "
+                                    f"{classify(e)[1]}")
+        finally:
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
     if case.dataset is not None:
         _loader_metrics(wl, metrics)
     return metrics, absent
