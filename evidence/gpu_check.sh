@@ -7,6 +7,7 @@
 #
 # BUDGET (default 500) should be what is left of the device time, less the machine's start (1-2 min) and a
 # margin; the tool's own limit is 600 s a call. Steps, most telling first, each cut at the deadline:
+#   machine   nvidia-smi, torch's CUDA build and the GPU's name
 #   canary    a worker forked from a fork server's preload uses the GPU (else every CUDA case would fail)
 #   tests     the CUDA-path test modules, with a GPU present
 #   smoke     the smoke suite on CUDA, compile studies left out
@@ -70,7 +71,7 @@ step() {  # step NAME SECONDS COMMAND...: at most SECONDS, never past the deadli
     echo "== $name (at most $limit s)"
     timeout -k 5 "$limit" "$@" > "$WORK/$name.log" 2>&1
     rc=$?
-    echo "$name: rc=$rc in $((SECONDS - t0)) s$([ $rc = 124 ] && echo ' (stopped at its limit)')" >> "$STEPS"
+    echo "$name: rc=$rc in $((SECONDS - t0)) s$( { [ $rc = 124 ] || [ $rc = 137 ]; } && echo ' (stopped at its limit)')" >> "$STEPS"
     tail -n 3 "$WORK/$name.log" | sed 's/^/    /' >> "$STEPS"
     pack
 }
@@ -99,7 +100,7 @@ _, status = os.waitpid(pid, 0)
 print(f"forked worker exit status {os.waitstatus_to_exitcode(status)} (0: it used the {sys.argv[1]} device)")
 sys.exit(os.waitstatus_to_exitcode(status))
 EOF
-step tests 60 "$PY" -m pytest -q -rs -p no:cacheprovider --timeout 50 tests/test_cuda_paths.py tests/test_workloads.py \
+step tests 90 "$PY" -m pytest -v -rs -p no:cacheprovider --timeout 60 tests/test_cuda_paths.py tests/test_workloads.py \
     tests/test_energy.py tests/test_peak.py
 step smoke 100 "${BENCH[@]}" run --suite smoke "${RUN[@]}" --out "$WORK/smoke" --study models --study batch-size \
     --study precision --study checkpointing --study dataloader --study dataloader-train --study channels-last \

@@ -382,8 +382,8 @@ def add_recommend_parser(sub) -> None:
     rc.add_argument("model", help="zoo model (sciml-bench list models) or a --plugin model")
     rc.add_argument("--mode", default="train", choices=("train", "infer"), help="train or infer (default: train)")
     rc.add_argument("--memory-limit", metavar="SIZE",
-                    help="peak memory the answer must stay under, with a unit: 2GiB, 512MB (default: the GPU's "
-                         "memory, or half the RAM available)")
+                    help="peak memory the answer must stay under, with a unit: 2GiB, 512MB (default: 90%% of the "
+                         "GPU memory free at start, or half the RAM available)")
     rc.add_argument("--tolerance", type=float, default=0.05,
                     help="relative: a candidate changing precision, compile or batch size must keep its final "
                          "validation loss (95%% CI over seeds) under 1 + TOLERANCE times the baseline's (default: 0.05)")

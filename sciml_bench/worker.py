@@ -120,25 +120,31 @@ def setup(case: Case, opts: RunOptions, full: bool = True) -> tuple[dict[str, An
 
 
 def _eager_flops(case: Case) -> tuple[dict[str, Any], dict[str, str]]:
-    """FLOPs of a compiled case, counted on its eager twin: a compiled step runs Inductor's kernels (and, with
-    CUDA graphs, replays), which FlopCounterMode cannot see; the arithmetic, and so its count, is the same."""
-    import torch
+    """FLOPs of a compiled case, counted on its eager twin: compiled code can run kernels FlopCounterMode does
+    not see (Inductor's own; on a GPU, CUDA-graph replays); the arithmetic, and so its count, is the same. The
+    twin steps one process on a generated batch (no DataLoader, no DDP collectives: the same FLOPs per step),
+    and is freed before the case's memory is measured."""
+    import dataclasses
 
+    from sciml_bench.cases import LOADER_FIELDS
     from sciml_bench.measure.flops import flop_metrics
-    from sciml_bench.workloads import build_workload
+    from sciml_bench.workloads import build_workload, release
 
+    plain = ("compile", "dynamic", "shape_sweep", "dataset", "ddp_ranks", "ddp_scaling", *LOADER_FIELDS)
+    twin = None
     try:
-        metrics, absent = flop_metrics(build_workload(case.replace(compile="none", dynamic=None, shape_sweep=0)).step)
+        twin = build_workload(case.replace(**{f.name: f.default for f in dataclasses.fields(Case) if f.name in plain}))
+        metrics, absent = flop_metrics(twin.step)
     except Exception as e:  # noqa: BLE001  (only out of memory is an answer: the twin must not fail the case)
         if classify(e)[0] != "oom":
             raise
         return {}, {"flops": f"counted on an eager twin of the compiled model, which did not fit beside it: "
                              f"{classify(e)[1]}"}
     finally:
-        if torch.cuda.is_initialized():
-            torch.cuda.empty_cache()  # the twin's blocks, before the case's memory is measured
+        twin = None
+        release()
     if "flops" in metrics:
-        metrics["flops"]["counted_on"] = "the eager model (compiled code runs no ops the FLOP counter sees)"
+        metrics["flops"]["counted_on"] = "the eager model (compiled code can run kernels the FLOP counter misses)"
     return metrics, absent
 
 

@@ -308,9 +308,9 @@ def build_workload(case: Case, reset: bool = True) -> Workload:
 
 def _mark_compile(wl: Workload, step: Callable[[], None]) -> Callable[[], None]:
     """``step`` with its first call (where torch.compile compiles) inside a ``compile`` mark. Under CUDA graphs
-    (reduce-overhead, max-autotune) each call first marks a new step: torch detects a step's end only when a
-    backward consumes the forward's outputs, so an inference step with grad enabled would otherwise never
-    replay its graph (the fast path) and fall back every call."""
+    (reduce-overhead, max-autotune) each call first marks a new step, as torch's docs advise: torch starts one
+    by itself unless a backward is pending, and an inference step with grad enabled leaves its outputs
+    pending a backward that never comes, so it would never replay its graph (the fast path)."""
     first = [True]
     graphs = wl.case.compile in ("reduce-overhead", "max-autotune")
 
@@ -342,6 +342,16 @@ def absent_phases(case: Case) -> dict[str, str]:
         out["loss"] = ("the zoo's loss functions call the model themselves, so the loss is timed inside "
                        "the forward phase")
     return out
+
+
+def release() -> None:
+    """Free the workloads dropped so far: a Workload's step closes over it, a cycle that reference counting
+    alone never frees (its parameters, optimizer state, batch and DataLoader would stay); then CUDA's cache."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def torch_dynamo():

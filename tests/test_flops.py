@@ -90,6 +90,30 @@ def test_a_compiled_case_counts_its_flops_on_its_eager_twin(monkeypatch):
     assert compiled["counted_on"].startswith("the eager model"), compiled
 
 
+def test_the_eager_twin_is_plain_and_freed_before_the_case_is_measured(monkeypatch):
+    """Its step closes over it (a cycle): without a collection it would stay allocated through the case's
+    memory figures and timed rounds. It loads no DataLoader and joins no DDP group: the same FLOPs per step."""
+    import weakref
+
+    from sciml_bench import workloads
+    from sciml_bench.cases import Case
+    from sciml_bench.worker import _eager_flops
+
+    built, build = [], workloads.build_workload
+
+    def remember(case, **kw):
+        wl = build(case, **kw)
+        built.append((case, weakref.ref(wl)))
+        return wl
+
+    monkeypatch.setattr(workloads, "build_workload", remember)
+    metrics, _ = _eager_flops(Case(model="small_cnn", mode="train", batch_size=4, dataset="images", num_workers=1,
+                                   compile="default"))
+    [(twin, ref)] = built
+    assert metrics["flops"]["value"] > 0 and ref() is None, "the twin outlived the count"
+    assert (twin.compile, twin.dataset, twin.num_workers, twin.ddp_ranks) == ("none", None, 0, 0), twin
+
+
 def test_an_eager_twin_that_does_not_fit_leaves_the_flops_absent_not_the_case_failed(monkeypatch):
     from sciml_bench import workloads
     from sciml_bench.cases import Case

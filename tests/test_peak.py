@@ -24,3 +24,20 @@ def test_tf32_switches_matmuls_and_convolutions_together_and_restores_both():
         with tf32(on):
             assert flags() == (on, on)
         assert flags() == before
+
+
+def test_a_gpu_calibration_measures_fp32_with_tf32_off_and_tf32_with_it_on(monkeypatch):
+    """calibrate('cuda') uses the switch for each dtype (the kernels are faked: no GPU here)."""
+    import torch
+
+    from sciml_bench.measure import peak
+
+    seen = {}
+
+    def ceiling(device, name, n, threads, min_run_time):
+        seen[name] = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        return {"value": 1.0}
+
+    monkeypatch.setattr(peak, "_ceiling", ceiling)
+    peak.calibrate("cuda", dtypes=("fp32", "tf32"))
+    assert seen == {"fp32": (False, False), "tf32": (True, True)}, seen

@@ -18,7 +18,7 @@ from sciml_bench.cpus import affinity_count
 from sciml_bench.errors import Unsupported, classify
 from sciml_bench.measure.timing import device_sync
 from sciml_bench.models import get_model_spec, to_device
-from sciml_bench.workloads import (DTYPES, EPOCH_BATCHES, Workload, build_workload, set_backend_flags,
+from sciml_bench.workloads import (DTYPES, EPOCH_BATCHES, Workload, build_workload, release, set_backend_flags,
                                    torch_dynamo)
 
 NUMERICS_STEPS = 10  # train steps compared against fp32 for the numerics drift
@@ -48,9 +48,9 @@ def probe(wl: Workload, first_step_s: float) -> tuple[dict[str, dict[str, Any]],
                 raise
             absent["loss_drift"] = (f"the numerics probe's two fresh copies of the case did not fit beside it: "
                                     f"{classify(e)[1]}")
-        finally:
-            if torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
+        finally:  # building the fp32 twin set its TF32 / cudnn flags: this case's again, and the copies freed
+            set_backend_flags(case)
+            release()
     if case.dataset is not None:
         _loader_metrics(wl, metrics)
     return metrics, absent
@@ -125,7 +125,6 @@ def _numerics(case: Case, metrics: dict[str, dict[str, Any]], absent: dict[str, 
     mine = _train_losses(build_workload(case, reset=False), NUMERICS_STEPS)  # wl's compiled code stays
     ref = _train_losses(build_workload(case.replace(precision="fp32", compile="none", dynamic=None, shape_sweep=0)),
                         NUMERICS_STEPS)
-    set_backend_flags(case)  # building the fp32 twin reset TF32 / cudnn flags; restore this case's
     metrics["loss_after_steps"] = {"value": mine["losses"][-1], "unit": "loss", "steps": NUMERICS_STEPS,
                                    "samples": mine["losses"]}
     metrics["fp32_loss_after_steps"] = {"value": ref["losses"][-1], "unit": "loss", "steps": NUMERICS_STEPS,

@@ -75,7 +75,7 @@ def recommend(model: str, *, mode: str = "train", device: str = "auto", memory_l
     Parameters
     ----------
     model, mode: a zoo or plugin model (``plugins``: modules that register it); train or infer.
-    memory_limit: bytes, or text with a unit ("2GiB"); None: the GPU's memory, or half the free RAM.
+    memory_limit: bytes, or text with a unit ("2GiB"); None: 90 % of the GPU memory free, or half the free RAM.
     tolerance: relative; a candidate that changes the numerics (precision, compile, batch size) must
         keep its final validation loss (a short fit over ``seeds``) within it of the baseline's.
     budget: seconds, or text ("10m"); the search stops within it and logs what it did not try.
