@@ -246,18 +246,19 @@ def test_duet_with_more_threads_than_half_the_cores_is_refused(tmp_path, capsys)
     assert "--threads must be at most" in err
 
 
-def test_duet_of_cuda_cases_is_refused(tmp_path, capsys, monkeypatch):
-    """The arms are pinned to disjoint CPU cores; on a GPU they would time-slice one device."""
-    import os
-
+def test_duet_of_cuda_cases_is_refused(tmp_path, monkeypatch):
+    """The arms are pinned to disjoint CPU cores; on a GPU they would time-slice one device. Refused before
+    anything is written (the CLI turns the UsageError into one line and exit 2, as for every bad input)."""
     import torch
 
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one core: --duet is refused for that reason first")
+    from sciml_bench.errors import UsageError
+    from sciml_bench.runner import RunSpec, start_run
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine: --device cuda plans
-    err = _bad(tmp_path, capsys, "--base", sys.executable, "--new", sys.executable, "--duet", "--threads", "1",
-               "--device", "cuda")
-    assert "the two arms of a CUDA case would share one GPU" in err and "--device cpu" in err
+    spec = RunSpec(suite="smoke", studies=["models"], device="cuda")
+    with pytest.raises(UsageError, match="the two arms of a CUDA case would share one GPU.*--device cpu"):
+        start_run(spec, tmp_path / "out", arms=[object(), object()], duet=True)
+    assert not (tmp_path / "out").exists()
 
 
 def test_compare_of_one_plain_run_is_refused(tmp_path, capsys):
