@@ -81,12 +81,10 @@ step canary 40 "$PY" - "$DEVICE" <<'EOF'
 # The fork server's preload, then a forked worker's first CUDA op (forkserver.py's promise: the server never
 # initialises the CUDA driver its workers fork from).
 import importlib, os, sys
-from sciml_bench.forkserver import FORKSERVER_PRELOAD, SERVER_ENV
-os.environ.update(SERVER_ENV)
+from sciml_bench.forkserver import FORKSERVER_PRELOAD
 for name in FORKSERVER_PRELOAD:
     importlib.import_module(name)
 import torch
-torch.cuda.is_available()  # as a check in the server would
 pid = os.fork()
 if pid == 0:
     try:

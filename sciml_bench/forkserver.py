@@ -24,10 +24,6 @@ from typing import Any
 FORKSERVER_PRELOAD = ["sciml_bench.lifetime", "torch", "torch._dynamo", "sciml_bench.worker", "sciml_bench.workloads",
                       "sciml_bench.measure.probes"]
 SERVER_TIMEOUT = 180.0  # seconds for a fork server to import torch and sciml_bench, and for each fork
-# A CUDA availability check in the server (ours, or one a library makes on import) would initialise the CUDA
-# driver (cudaGetDeviceCount) in a process that then forks, and a forked worker could not use the GPU. With this,
-# torch asks NVML instead, which does not; the workers inherit it and initialise CUDA themselves on first use.
-SERVER_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
 # How the server's interpreter runs this checkout's arm_server.py as a file (its imports resolve on the server's path).
 _SERVER_CODE = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
@@ -43,8 +39,7 @@ class ForkServer:
                 self.popen = subprocess.Popen(
                     [python, "-c", _SERVER_CODE, str(Path(__file__).with_name("arm_server.py")),
                      str(theirs.fileno()), json.dumps(FORKSERVER_PRELOAD)],
-                    pass_fds=(theirs.fileno(),), env=dict(env, **SERVER_ENV), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=log)
+                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         except BaseException:
             self.sock.close()
             raise

@@ -93,10 +93,7 @@ def test_each_fork_server_gets_the_plugin_environment_of_its_own_start(tmp_path,
         for ctx in (_bare_server(tmp_path, monkeypatch, plugins),
                     Arm("new", "interpreter", sys.executable, [source_root()]).context(tmp_path / f"arm-{plugins}.log")):
             try:
-                env = psutil.Process(ctx.server.popen.pid).environ()
-                seen.append(env["SCIML_BENCH_PLUGINS"])
-                # a CUDA availability check in the server must not initialise the driver its workers fork from
-                assert env["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+                seen.append(psutil.Process(ctx.server.popen.pid).environ()["SCIML_BENCH_PLUGINS"])
             finally:
                 ctx.close()
     assert seen == ["plug_a", "plug_a", "plug_b", "plug_b"], seen
