@@ -198,11 +198,9 @@ def default_memory_limit(device: str) -> tuple[int, str]:
 def probe_peak(case: Case) -> int | None:
     """Peak tensor bytes of one step of ``case``, measured here as a worker's setup measures it
     (``measure.memory.step_memory``); None when the step runs out of memory."""
-    import torch
-
     from sciml_bench.errors import classify
     from sciml_bench.measure.memory import step_memory
-    from sciml_bench.workloads import build_workload
+    from sciml_bench.workloads import build_workload, release
 
     wl = None
     try:
@@ -215,9 +213,8 @@ def probe_peak(case: Case) -> int | None:
             raise
         return None
     finally:
-        del wl
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
+        wl = None
+        release()  # a Workload's step closes over it: only a collection frees its memory
 
 
 @contextlib.contextmanager
